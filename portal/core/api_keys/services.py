@@ -1,0 +1,74 @@
+"""Org API keys: created shown once, stored as a keyed hash, revocable."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal.core import crypto, settings
+from portal.core.api_keys.models import ApiKey
+from portal.core.audit import services as audit
+from portal.core.errors import NotFound, ValidationFailed
+from portal.core.orgs.models import Organization
+from portal.core.types import utcnow
+
+
+def create_api_key(
+    session: Session,
+    *,
+    org: Organization,
+    name: str,
+    actor: str,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> tuple[str, ApiKey]:
+    """Create an API key for the org; returns it in plaintext (shown once) with its row."""
+    now = now or utcnow()
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise ValidationFailed("name is required (at most 200 characters)", field="name")
+    plaintext = crypto.new_secret(crypto.API_KEY_PREFIX)
+    key = ApiKey(
+        org_id=org.id,
+        name=name,
+        key_hash=crypto.hmac_digest(settings.hmac_key(), plaintext),
+        hint=crypto.secret_hint(plaintext),
+        created_by=actor,
+        created_at=now,
+    )
+    session.add(key)
+    session.flush()
+    audit.record(session, org_id=org.id, actor=actor, action="api_key:created",
+                 target_type="api_key", target_id=str(key.id),
+                 details={"name": name, "hint": key.hint}, source_ip=source_ip, now=now)
+    return plaintext, key
+
+
+def authenticate_api_key(session: Session, presented: str) -> ApiKey | None:
+    """The active API key for a presented value, or None. Lookup is by keyed hash."""
+    if not presented.startswith(crypto.API_KEY_PREFIX) or len(presented) > 200:
+        return None
+    digest = crypto.hmac_digest(settings.hmac_key(), presented)
+    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if key is None or not key.is_active or not crypto.digests_equal(key.key_hash, digest):
+        return None
+    return key
+
+
+def revoke_api_key(
+    session: Session, *, org_id: int, key_id: int, actor: str, source_ip: str = "",
+    now: datetime | None = None,
+) -> ApiKey:
+    now = now or utcnow()
+    key = session.scalar(select(ApiKey).where(ApiKey.org_id == org_id, ApiKey.id == key_id))
+    if key is None:
+        raise NotFound("no such API key")
+    if key.revoked_at is None:
+        key.revoked_at = now
+        audit.record(session, org_id=org_id, actor=actor, action="api_key:revoked",
+                     target_type="api_key", target_id=str(key.id), source_ip=source_ip,
+                     now=now)
+    session.flush()
+    return key

@@ -1,0 +1,89 @@
+"""Clients (machine identities) and their secrets."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.core.db import Base
+from portal.core.orgs.models import Organization
+from portal.core.types import CreatedAt, UTCDateTime, utcnow
+from portal.core.users.models import User
+
+
+class ClientKind(enum.StrEnum):
+    ORG = "org"  # acts for the org; token carries `oid`
+    USER = "user"  # acts for one user; token also carries `uid`
+    SERVICE = "service"  # internal service; token carries the target service's `aud`
+
+
+class AuthMethod(enum.StrEnum):
+    CLIENT_SECRET_BASIC = "client_secret_basic"
+    CLIENT_SECRET_POST = "client_secret_post"
+    PRIVATE_KEY_JWT = "private_key_jwt"
+
+
+class Client(Base):
+    __tablename__ = "clients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)  # public, prefixed
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[ClientKind] = mapped_column(
+        Enum(ClientKind, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
+    )
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )  # the user a `user` client acts for
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    audiences: Mapped[list[str]] = mapped_column(JSON, default=list)
+    auth_methods: Mapped[list[str]] = mapped_column(JSON, default=list)
+    token_ttl: Mapped[int] = mapped_column(Integer, default=3600)
+    custom_claims: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # public keys for private_key_jwt
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    secrets: Mapped[list[ClientSecret]] = relationship(
+        back_populates="client", cascade="all, delete-orphan", order_by="ClientSecret.id"
+    )
+    user: Mapped[User | None] = relationship()
+    org: Mapped[Organization] = relationship()
+
+    def active_secrets(self, now: datetime) -> list[ClientSecret]:
+        return [s for s in self.secrets if s.is_active(now)]
+
+    def __repr__(self) -> str:
+        return f"<Client {self.client_id}>"
+
+
+class ClientSecret(Base):
+    __tablename__ = "client_secrets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)  # HMAC-SHA256
+    hint: Mapped[str] = mapped_column(String(4))  # last 4 characters
+    created_at: Mapped[CreatedAt]
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    client: Mapped[Client] = relationship(back_populates="secrets")
+
+    SENSITIVE = frozenset({"secret_hash"})
+
+    def is_active(self, now: datetime) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > now

@@ -1,0 +1,113 @@
+"""Engine, sessions and the declarative base.
+
+One engine per app, kept in ``app.extensions``; one session per request or CLI
+command, cached in ``g`` and closed on teardown. Only views and CLI commands
+commit; services flush.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flask import current_app, g
+from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+EXTENSION_KEY = "latchkey.db"
+
+# Stable constraint names, so Alembic migrations can name what they alter.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL URLs that name no driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """Create an engine with the settings each backend needs under concurrency."""
+    url = normalise_url(url)
+    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    if url.startswith("sqlite"):
+        # A file database is shared by many processes: each connection waits
+        # for the write lock instead of failing with "database is locked".
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        if ":memory:" in url or url in ("sqlite://", "sqlite:///"):
+            raise ValueError("use a file database; :memory: is private to one connection")
+    else:
+        kwargs["pool_pre_ping"] = True
+        kwargs["pool_size"] = 5
+        kwargs["max_overflow"] = 10
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _tune_sqlite(engine)
+    return engine
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling issues a deferred BEGIN, and a
+        # deferred transaction that reads and then writes fails at once with
+        # "database is locked" when another writer got in between (the busy
+        # timeout cannot help). Take the write lock when the transaction starts
+        # instead: writers queue for up to busy_timeout; WAL keeps readers of
+        # other connections unblocked.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def init_app(app: Flask) -> None:
+    """Create the app's engine and session factory and close sessions on teardown."""
+    url = app.config.get("DATABASE_URL") or f"sqlite:///{app.instance_path}/latchkey.db"
+    app.config["DATABASE_URL"] = url
+    engine = make_engine(url, echo=bool(app.config.get("DATABASE_ECHO")))
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    app.extensions[EXTENSION_KEY] = {"engine": engine, "sessionmaker": factory}
+    app.teardown_appcontext(_close_session)
+
+
+def get_engine() -> Engine:
+    """The current app's engine."""
+    engine: Engine = current_app.extensions[EXTENSION_KEY]["engine"]
+    return engine
+
+
+def get_session() -> Session:
+    """The session of the current request or command, created on first use."""
+    if "db_session" not in g:
+        g.db_session = current_app.extensions[EXTENSION_KEY]["sessionmaker"]()
+    session: Session = g.db_session
+    return session
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()

@@ -1,0 +1,52 @@
+"""Domain errors, each with a stable ``code`` that the edges translate.
+
+The portal shows ``message`` as a form error or flash, ``/api/v1`` answers
+``{"error": {"code", "message"}}`` and the CLI prints it on one line.
+"""
+
+from __future__ import annotations
+
+
+class LatchkeyError(Exception):
+    """Base class of every error the domain raises on purpose."""
+
+    code = "error"
+    http_status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(LatchkeyError):
+    code = "not_found"
+    http_status = 404
+
+
+class ValidationFailed(LatchkeyError):
+    """Input that breaks a rule; ``field`` names the input when there is one."""
+
+    code = "validation_failed"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ReservedClaim(ValidationFailed):
+    code = "reserved_claim"
+
+
+class SecretLimitReached(LatchkeyError):
+    code = "secret_limit_reached"
+    http_status = 409
+
+
+class Conflict(LatchkeyError):
+    code = "conflict"
+    http_status = 409
+
+
+class NoSigningKey(LatchkeyError):
+    code = "no_signing_key"
+    http_status = 503

@@ -1,0 +1,255 @@
+"""Signing-key generation, the next -> active -> retired lifecycle, and the JWKS.
+
+Each organisation has its own keys. An org always has one ``active`` key that
+signs and one ``next`` key that is already published, so rotation
+(``next`` -> ``active``, ``active`` -> ``retired``, new ``next``) never makes a
+resource server meet a ``kid`` it has not been able to fetch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from flask import current_app
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from portal.core import crypto, settings
+from portal.core.audit import services as audit
+from portal.core.errors import NoSigningKey, ValidationFailed
+from portal.core.signing_keys.models import KeyState, SigningKey
+from portal.core.tokens.models import IssuedToken
+from portal.core.types import utcnow
+
+SUPPORTED_ALGS = ("RS256", "ES256", "EdDSA")
+EXTENSION_KEY = "latchkey.keys"
+
+
+def generate_private_key(alg: str) -> Any:
+    """A new private key for ``alg``."""
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValidationFailed(
+        f"unsupported signing algorithm {alg!r}; choose one of {', '.join(SUPPORTED_ALGS)}",
+        field="alg",
+    )
+
+
+def public_jwk(private_key: Any, *, alg: str) -> dict[str, Any]:
+    """The public JWK of a private key, with a thumbprint-derived ``kid`` (RFC 7638)."""
+    algo = jwt.get_algorithm_by_name(alg)
+    jwk: dict[str, Any] = json.loads(algo.to_jwk(private_key.public_key()))
+    required = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
+    members = {k: jwk[k] for k in required[jwk["kty"]]}
+    digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode())
+    kid = jwt.utils.base64url_encode(digest.digest()).decode()
+    return {**members, "kid": kid, "alg": alg, "use": "sig"}
+
+
+def create_key(
+    session: Session, *, org_id: int, alg: str, state: KeyState, now: datetime | None = None
+) -> SigningKey:
+    """Generate a key pair and store it with the private half encrypted."""
+    now = now or utcnow()
+    private_key = generate_private_key(alg)
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    jwk = public_jwk(private_key, alg=alg)
+    key = SigningKey(
+        org_id=org_id,
+        kid=jwk["kid"],
+        alg=alg,
+        state=state,
+        public_jwk=jwk,
+        private_key_ciphertext=crypto.encrypt_private_key(settings.key_encryption_keys(), pem),
+        created_at=now,
+        activated_at=now if state is KeyState.ACTIVE else None,
+    )
+    session.add(key)
+    session.flush()
+    return key
+
+
+def ensure_org_keys(session: Session, *, org_id: int, alg: str | None = None) -> None:
+    """Give a new org its ``active`` and ``next`` keys."""
+    alg = alg or current_app.config["DEFAULT_SIGNING_ALG"]
+    create_key(session, org_id=org_id, alg=alg, state=KeyState.ACTIVE)
+    create_key(session, org_id=org_id, alg=alg, state=KeyState.NEXT)
+
+
+def org_keys(session: Session, *, org_id: int) -> list[SigningKey]:
+    """Every stored key of the org, newest first."""
+    stmt = select(SigningKey).where(SigningKey.org_id == org_id).order_by(SigningKey.id.desc())
+    return list(session.scalars(stmt))
+
+
+def rotate(
+    session: Session,
+    *,
+    org_id: int,
+    alg: str | None = None,
+    actor: str,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> SigningKey:
+    """Promote ``next`` to ``active``, retire the old ``active``, publish a new ``next``.
+
+    The retired key stays in the JWKS until the last token it signed expires.
+    ``alg`` chooses the algorithm of the new ``next`` key (it signs after the
+    following rotation). Returns the newly active key.
+    """
+    now = now or utcnow()
+    alg = alg or current_app.config["DEFAULT_SIGNING_ALG"]
+    if alg not in SUPPORTED_ALGS:
+        generate_private_key(alg)  # raises the clear error
+    keys = {k.state: k for k in org_keys(session, org_id=org_id) if k.state is not KeyState.RETIRED}
+    old = keys.get(KeyState.ACTIVE)
+    new = keys.get(KeyState.NEXT) or create_key(
+        session, org_id=org_id, alg=alg, state=KeyState.NEXT, now=now
+    )
+    if old is not None:
+        last_expiry = session.scalar(
+            select(func.max(IssuedToken.expires_at)).where(IssuedToken.kid == old.kid)
+        )
+        old.state = KeyState.RETIRED
+        old.retired_at = now
+        old.publish_until = max(last_expiry, now) if last_expiry else now
+    new.state = KeyState.ACTIVE
+    new.activated_at = now
+    session.flush()
+    create_key(session, org_id=org_id, alg=alg, state=KeyState.NEXT, now=now)
+    audit.record(
+        session,
+        org_id=org_id,
+        actor=actor,
+        action="signing_key:rotated",
+        target_type="signing_key",
+        target_id=new.kid,
+        details={"retired": old.kid if old else None, "next_alg": alg},
+        source_ip=source_ip,
+        now=now,
+    )
+    keyring().forget_org(org_id)
+    return new
+
+
+def prune_retired(session: Session, *, now: datetime) -> int:
+    """Delete retired keys whose last token has expired; returns how many."""
+    result = session.execute(
+        delete(SigningKey).where(
+            SigningKey.state == KeyState.RETIRED, SigningKey.publish_until <= now
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- the per-process key ring ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActiveKey:
+    kid: str
+    alg: str
+    private_key: Any
+
+
+class KeyRing:
+    """Per-process caches of decrypted private keys, public keys and the JWKS.
+
+    Decrypting a key and parsing PEM costs more than signing a token, so each
+    key is loaded once per process. Which key is active, and the JWKS document,
+    are re-read from the database after ``KEY_CACHE_SECONDS``; rotation works
+    across processes because the next key is published before it signs.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._private: dict[str, Any] = {}
+        self._active: dict[int, tuple[float, ActiveKey]] = {}
+        self._public: dict[str, tuple[float, tuple[int, Any] | None]] = {}
+        self._jwks: tuple[float, bytes, str] | None = None
+
+    def forget_org(self, org_id: int) -> None:
+        with self._lock:
+            self._active.pop(org_id, None)
+            self._jwks = None
+            self._public.clear()
+
+    def active_key(self, session: Session, org_id: int) -> ActiveKey:
+        """The org's signing key, loaded and decrypted at most once per process."""
+        hit = self._active.get(org_id)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        row = session.scalar(
+            select(SigningKey).where(
+                SigningKey.org_id == org_id, SigningKey.state == KeyState.ACTIVE
+            )
+        )
+        if row is None:
+            raise NoSigningKey("this organisation has no active signing key")
+        private = self._private.get(row.kid)
+        if private is None:
+            pem = crypto.decrypt_private_key(
+                settings.key_encryption_keys(), row.private_key_ciphertext
+            )
+            private = serialization.load_pem_private_key(pem, password=None)
+            self._private[row.kid] = private
+        key = ActiveKey(kid=row.kid, alg=row.alg, private_key=private)
+        with self._lock:
+            self._active[org_id] = (time.monotonic() + self.ttl, key)
+        return key
+
+    def public_key(self, session: Session, kid: str) -> tuple[int, Any] | None:
+        """``(org_id, public key)`` for a published ``kid``, or None."""
+        hit = self._public.get(kid)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        row = session.scalar(select(SigningKey).where(SigningKey.kid == kid))
+        value: tuple[int, Any] | None = None
+        if row is not None and row.is_published(utcnow()):
+            algo = jwt.get_algorithm_by_name(row.alg)
+            value = (row.org_id, algo.from_jwk(json.dumps(row.public_jwk)))
+        with self._lock:
+            self._public[kid] = (time.monotonic() + self.ttl, value)
+        return value
+
+    def jwks(self, session: Session) -> tuple[bytes, str]:
+        """The JWKS document as bytes and its ETag, rebuilt at most every ``ttl``."""
+        hit = self._jwks
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1], hit[2]
+        now = utcnow()
+        rows = session.scalars(select(SigningKey).order_by(SigningKey.id))
+        keys = [row.public_jwk for row in rows if row.is_published(now)]
+        body = json.dumps({"keys": keys}, separators=(",", ":")).encode()
+        etag = hashlib.sha256(body).hexdigest()[:32]
+        with self._lock:
+            self._jwks = (time.monotonic() + self.ttl, body, etag)
+        return body, etag
+
+
+def keyring() -> KeyRing:
+    """The current app's key ring."""
+    ring: KeyRing = current_app.extensions[EXTENSION_KEY]
+    return ring
+
+
+def init_app(app: Any) -> None:
+    app.extensions[EXTENSION_KEY] = KeyRing(ttl=float(app.config["KEY_CACHE_SECONDS"]))

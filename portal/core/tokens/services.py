@@ -1,0 +1,285 @@
+"""Issuing, verifying, introspecting and revoking access tokens (RFC 9068 JWTs)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from portal.core import settings
+from portal.core.audit import services as audit
+from portal.core.clients.models import Client, ClientKind
+from portal.core.errors import NotFound, ValidationFailed
+from portal.core.signing_keys.services import keyring
+from portal.core.tokens.claims import audience_claim, check_custom_claims
+from portal.core.tokens.models import IssuedToken, TokenSource
+from portal.core.types import utcnow
+
+#: Largest token we try to parse; anything longer is not ours.
+MAX_TOKEN_LENGTH = 8192
+
+
+class ScopeNotAllowed(ValidationFailed):
+    code = "invalid_scope"
+
+
+class AudienceNotAllowed(ValidationFailed):
+    code = "invalid_target"
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A freshly signed token: the compact JWT, its claims and its record."""
+
+    access_token: str
+    claims: dict[str, Any]
+    record: IssuedToken
+    expires_in: int
+
+
+def grant_scopes(client: Client, requested: list[str] | None) -> list[str]:
+    """The scopes to grant: the requested subset of the allowed ones, default all."""
+    if requested is None or requested == []:
+        return list(client.scopes)
+    refused = [s for s in requested if s not in client.scopes]
+    if refused:
+        raise ScopeNotAllowed(
+            "scope not allowed for this client: " + " ".join(refused), field="scope"
+        )
+    return requested
+
+
+def grant_audiences(client: Client, requested: list[str] | None) -> list[str]:
+    """The audiences to grant: the requested ones (each allowed), default all allowed."""
+    if not requested:
+        return list(client.audiences)
+    refused = [a for a in requested if a not in client.audiences]
+    if refused:
+        raise AudienceNotAllowed(
+            "audience not allowed for this client: " + " ".join(refused), field="audience"
+        )
+    return list(dict.fromkeys(requested))
+
+
+def issue_token(
+    session: Session,
+    *,
+    client: Client,
+    org_public_id: str,
+    scopes: list[str] | None = None,
+    audiences: list[str] | None = None,
+    ttl: int | None = None,
+    extra_claims: dict[str, Any] | None = None,
+    source: TokenSource = TokenSource.TOKEN_ENDPOINT,
+    actor: str | None = None,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> Issued:
+    """Sign an access token for ``client`` and record it.
+
+    Custom claims come from the client, then ``extra_claims`` (mint time);
+    reserved claims in either are refused. Portal and API mints are audited.
+    """
+    now = (now or utcnow()).replace(microsecond=0)
+    granted_scopes = grant_scopes(client, scopes)
+    granted_audiences = grant_audiences(client, audiences)
+    lifetime = client.token_ttl if ttl is None else ttl
+    low, _default, high = settings.ttl_bounds()
+    if not low <= lifetime <= high:
+        raise ValidationFailed(f"TTL must be between {low} and {high} seconds", field="ttl")
+    custom = {**client.custom_claims, **check_custom_claims(extra_claims)}
+    key = keyring().active_key(session, client.org_id)
+    jti = secrets.token_urlsafe(18)
+    iat = int(now.timestamp())
+    claims: dict[str, Any] = {
+        **custom,
+        "iss": settings.issuer(),
+        "sub": client.client_id,
+        "aud": audience_claim(granted_audiences),
+        "exp": iat + lifetime,
+        "iat": iat,
+        "nbf": iat,
+        "jti": jti,
+        "client_id": client.client_id,
+        "scope": " ".join(granted_scopes),
+        "oid": org_public_id,
+    }
+    if client.kind is ClientKind.USER and client.user is not None:
+        claims["sub"] = client.user.public_id
+        claims["uid"] = client.user.public_id
+    token = jwt.encode(
+        claims, key.private_key, algorithm=key.alg, headers={"typ": "at+jwt", "kid": key.kid}
+    )
+    record = IssuedToken(
+        jti=jti,
+        org_id=client.org_id,
+        client_id=client.id,
+        subject=claims["sub"],
+        audience=granted_audiences,
+        scopes=granted_scopes,
+        kid=key.kid,
+        issued_at=now,
+        expires_at=now + timedelta(seconds=lifetime),
+        source=source,
+    )
+    session.add(record)
+    if source is not TokenSource.TOKEN_ENDPOINT:
+        audit.record(
+            session,
+            org_id=client.org_id,
+            actor=actor or "system",
+            action="token:minted",
+            target_type="client",
+            target_id=client.client_id,
+            details={"jti": jti, "scopes": granted_scopes, "audience": granted_audiences,
+                     "ttl": lifetime, "source": source.value},
+            source_ip=source_ip,
+            now=now,
+        )
+    return Issued(access_token=token, claims=claims, record=record, expires_in=lifetime)
+
+
+def decode_token(session: Session, token: str) -> dict[str, Any] | None:
+    """The claims of a token this server signed and that verifies now, else None.
+
+    Anything malformed, forged, signed by an unknown or unpublished key,
+    expired, not yet valid or from another issuer gives None; never raises.
+    """
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        return None
+    kid = header.get("kid")
+    alg = header.get("alg")
+    if not isinstance(kid, str) or not isinstance(alg, str) or header.get("typ") != "at+jwt":
+        return None
+    found = keyring().public_key(session, kid)
+    if found is None:
+        return None
+    _org_id, public_key = found
+    try:
+        algorithms = [alg] if alg in ("RS256", "ES256", "EdDSA") else []
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            public_key,
+            algorithms=algorithms,
+            issuer=settings.issuer(),
+            options={"verify_aud": False, "require": ["exp", "iat", "jti", "iss"]},
+        )
+    except (jwt.InvalidTokenError, ValueError, TypeError):
+        return None
+    return claims
+
+
+def find_live_record(
+    session: Session, claims: dict[str, Any], *, org_id: int, now: datetime
+) -> IssuedToken | None:
+    """The token's record if it belongs to ``org_id``, is unrevoked and its client enabled."""
+    stmt = (
+        select(IssuedToken, Client.enabled)
+        .join(Client, Client.id == IssuedToken.client_id)
+        .where(IssuedToken.jti == str(claims["jti"]), IssuedToken.org_id == org_id)
+    )
+    row = session.execute(stmt).first()
+    if row is None:
+        return None
+    record, enabled = row
+    if not enabled or not record.is_active(now):
+        return None
+    return record
+
+
+def find_record(session: Session, *, org_id: int, jti: str) -> IssuedToken | None:
+    """The org's record of the token with this ``jti``, or None."""
+    return session.scalar(
+        select(IssuedToken).where(IssuedToken.org_id == org_id, IssuedToken.jti == jti)
+    )
+
+
+def get_record(session: Session, *, org_id: int, jti: str) -> IssuedToken:
+    record = find_record(session, org_id=org_id, jti=jti)
+    if record is None:
+        raise NotFound("no such token")
+    return record
+
+
+def revoke(
+    session: Session,
+    record: IssuedToken,
+    *,
+    by: str,
+    source_ip: str = "",
+    audit_change: bool = True,
+    now: datetime | None = None,
+) -> bool:
+    """Revoke one token; returns False when it was already revoked."""
+    now = now or utcnow()
+    if record.revoked_at is not None:
+        return False
+    record.revoked_at = now
+    record.revoked_by = by[:200]
+    if audit_change:
+        audit.record(
+            session,
+            org_id=record.org_id,
+            actor=by,
+            action="token:revoked",
+            target_type="token",
+            target_id=record.jti,
+            source_ip=source_ip,
+            now=now,
+        )
+    session.flush()
+    return True
+
+
+def revoke_all_for_client(
+    session: Session, client: Client, *, by: str, source_ip: str = "", now: datetime | None = None
+) -> int:
+    """Revoke every unexpired, unrevoked token of a client; returns how many."""
+    now = now or utcnow()
+    result = session.execute(
+        update(IssuedToken)
+        .where(
+            IssuedToken.client_id == client.id,
+            IssuedToken.revoked_at.is_(None),
+            IssuedToken.expires_at > now,
+        )
+        .values(revoked_at=now, revoked_by=by[:200])
+    )
+    count = int(getattr(result, "rowcount", 0) or 0)
+    audit.record(
+        session,
+        org_id=client.org_id,
+        actor=by,
+        action="client:tokens:revoked",
+        target_type="client",
+        target_id=client.client_id,
+        details={"count": count},
+        source_ip=source_ip,
+        now=now,
+    )
+    return count
+
+
+def introspection_payload(claims: dict[str, Any]) -> dict[str, Any]:
+    """The RFC 7662 response for an active token, from its verified claims."""
+    payload: dict[str, Any] = {"active": True, "token_type": "Bearer"}
+    for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti",
+                 "oid", "uid"):
+        if name in claims:
+            payload[name] = claims[name]
+    return payload
+
+
+def prune_expired(session: Session, *, now: datetime, keep_for: timedelta) -> int:
+    """Delete token records that expired more than ``keep_for`` ago; returns how many."""
+    result = session.execute(delete(IssuedToken).where(IssuedToken.expires_at < now - keep_for))
+    return int(getattr(result, "rowcount", 0) or 0)
