@@ -31,11 +31,11 @@ def fail(message: str) -> NoReturn:
 class LatchkeyGroup(FlaskGroup):
     """Prints every usage error on one line (``latchkey: error: ...``), exit status 2."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if not kwargs.pop("standalone_mode", True):
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.ClickException as e:
             click.echo(f"latchkey: error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
@@ -268,7 +268,7 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
         "preload_app": False,
     }
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):  # type: ignore[call-overload]
         def load_config(self) -> None:
             for key, value in options.items():
                 self.cfg.set(key, value)
@@ -284,7 +284,58 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     Server().run()
 
 
-COMMANDS = [db_group, create_org, create_user, create_client, rotate_signing_key, prune, serve]
+@click.command("seed-demo")
+@domain_command
+def seed_demo() -> None:
+    """On first run, create a demo org, admin and client and print how to use them."""
+    import secrets as pysecrets
+
+    from sqlalchemy import select
+
+    from portal.core.clients import services as clients
+    from portal.core.orgs import services as orgs
+    from portal.core.orgs.models import Organization
+    from portal.core.users import services as users
+
+    session = get_session()
+    issuer = str(current_app.config["ISSUER"])
+    if session.scalar(select(Organization.id).limit(1)) is not None:
+        click.echo(
+            f"Latchkey: demo data already exists; the portal is at {issuer}/\n"
+            "  (credentials were printed on first run; `make reset` starts over)"
+        )
+        return
+    org = orgs.create_org(session, name="Demo Org", slug="demo", actor=ACTOR)
+    password = pysecrets.token_urlsafe(12)
+    users.create_user(session, email="admin@demo.test", password=password, name="Demo Admin",
+                      org=org, role="owner", actor=ACTOR)
+    client, secret = clients.create_client(
+        session, org=org, name="Demo service", description="Created by make run",
+        scopes=["orders:read", "orders:write"], audiences=["https://api.demo.test"],
+        actor=ACTOR,
+    )
+    session.commit()
+    click.echo(
+        "\n".join([
+            "",
+            "Latchkey demo seeded (shown once; nothing here is stored in plaintext):",
+            f"  portal:         {issuer}/",
+            "  sign in as:     admin@demo.test",
+            f"  password:       {password}",
+            f"  client_id:      {client.client_id}",
+            f"  client_secret:  {secret}",
+            "",
+            "Get a token:",
+            f"  curl -s -u '{client.client_id}:{secret}' \\",
+            "       -d grant_type=client_credentials \\",
+            f"       {issuer}/oauth/token",
+            "",
+        ])
+    )
+
+
+COMMANDS = [db_group, create_org, create_user, create_client, rotate_signing_key, prune, serve,
+            seed_demo]
 
 
 def register(app: Flask) -> None:

@@ -53,7 +53,7 @@ class Defaults:
 
     # Rate limits (Flask-Limiter syntax). Failed client authentication is
     # counted per source address; successful requests are never counted.
-    TOKEN_FAILURE_RATE_LIMIT = "60/minute"
+    TOKEN_FAILURE_RATE_LIMIT = "60/minute"  # noqa: S105 (a limit)
     RATELIMIT_ENABLED = True
     RATELIMIT_HEADERS_ENABLED = False
 

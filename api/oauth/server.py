@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import InvalidTargetError, TooManyFailures, invalid_client, safe_description
-from api.oauth.params import Params, read_params
+from api.oauth.params import Params
 from portal.core import crypto, settings
 from portal.core.api_keys.models import ApiKey
 from portal.core.api_keys.services import authenticate_api_key
@@ -55,7 +55,7 @@ from portal.extensions import limiter
 
 log = logging.getLogger("latchkey.oauth")
 
-TOKEN_PATH = "/oauth/token"
+TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path)
 INTROSPECT_PATH = "/oauth/introspect"
 REVOKE_PATH = "/oauth/revoke"
 AUTH_METHODS = [m.value for m in AuthMethod]
@@ -147,7 +147,8 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     CLIENT_AUTH_METHOD = AuthMethod.PRIVATE_KEY_JWT.value
 
     def __init__(self, server: LatchkeyAuthorizationServer) -> None:
-        super().__init__(validate_jti=True, leeway=int(current_app.config["CLIENT_ASSERTION_LEEWAY"]))
+        leeway = int(current_app.config["CLIENT_ASSERTION_LEEWAY"])
+        super().__init__(validate_jti=True, leeway=leeway)
         self.server = server
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
@@ -268,7 +269,9 @@ class LatchkeyAuthorizationServer(FlaskAuthorizationServer):
             client_id, secret = parse_basic(req.headers.get("Authorization", ""))
             body_id = req.params.data.get("client_id")
             if body_id is not None and body_id != client_id:
-                raise InvalidRequestError("client_id in the body does not match the Basic credentials.")
+                raise InvalidRequestError(
+                    "client_id in the body does not match the Basic credentials."
+                )
         else:
             client_id = req.params.data.get("client_id", "")
             secret = req.params.data.get("client_secret", "")

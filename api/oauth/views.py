@@ -115,7 +115,8 @@ def revoke() -> Any:
             if claims is not None
             else None
         )
-        if record is not None and caller.client is not None and record.client_id != caller.client.id:
+        own_client = caller.client
+        if record is not None and own_client is not None and record.client_id != own_client.id:
             raise UnauthorizedClientError(description="The token was not issued to this client.")
     except OAuth2Error as error:
         return server.handle_response(*error())

@@ -12,7 +12,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 #: One fixed prefix per kind of secret, so secret scanners can recognise leaks.
-CLIENT_SECRET_PREFIX = "lk_secret_"
+CLIENT_SECRET_PREFIX = "lk_secret_"  # noqa: S105 (a prefix)
 API_KEY_PREFIX = "lk_apikey_"
 CLIENT_ID_PREFIX = "lkc_"
 

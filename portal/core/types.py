@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from sqlalchemy import DateTime, Dialect, func
+from sqlalchemy import DateTime, Dialect, Enum, func
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -43,3 +44,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 CreatedAt = Annotated[
     datetime, mapped_column(UTCDateTime, default=utcnow, server_default=func.now())
 ]
+
+
+def text_enum(cls: type[enum.StrEnum], length: int = 20) -> Enum:
+    """A string enum stored as its values in a VARCHAR on every backend.
+
+    No native enum types: adding a member needs no ALTER TYPE on PostgreSQL.
+    """
+    return Enum(cls, native_enum=False, length=length,
+                values_callable=lambda members: [m.value for m in members])

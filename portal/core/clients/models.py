@@ -6,12 +6,12 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.core.db import Base
 from portal.core.orgs.models import Organization
-from portal.core.types import CreatedAt, UTCDateTime, utcnow
+from portal.core.types import CreatedAt, UTCDateTime, text_enum, utcnow
 from portal.core.users.models import User
 
 
@@ -22,8 +22,8 @@ class ClientKind(enum.StrEnum):
 
 
 class AuthMethod(enum.StrEnum):
-    CLIENT_SECRET_BASIC = "client_secret_basic"
-    CLIENT_SECRET_POST = "client_secret_post"
+    CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 (a method name)
+    CLIENT_SECRET_POST = "client_secret_post"  # noqa: S105
     PRIVATE_KEY_JWT = "private_key_jwt"
 
 
@@ -38,7 +38,7 @@ class Client(Base):
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     kind: Mapped[ClientKind] = mapped_column(
-        Enum(ClientKind, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
+        text_enum(ClientKind, 20)
     )
     user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True

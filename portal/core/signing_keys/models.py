@@ -6,11 +6,11 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, LargeBinary, String
+from sqlalchemy import JSON, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.core.db import Base
-from portal.core.types import CreatedAt, UTCDateTime
+from portal.core.types import CreatedAt, UTCDateTime, text_enum
 
 
 class KeyState(enum.StrEnum):
@@ -29,7 +29,7 @@ class SigningKey(Base):
     kid: Mapped[str] = mapped_column(String(64), unique=True)
     alg: Mapped[str] = mapped_column(String(10))  # RS256, ES256, EdDSA
     state: Mapped[KeyState] = mapped_column(
-        Enum(KeyState, native_enum=False, length=10, values_callable=lambda e: [m.value for m in e])
+        text_enum(KeyState, 10)
     )
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
     private_key_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)  # Fernet of PKCS#8 PEM

@@ -52,7 +52,9 @@ def public_jwk(private_key: Any, *, alg: str) -> dict[str, Any]:
     """The public JWK of a private key, with a thumbprint-derived ``kid`` (RFC 7638)."""
     algo = jwt.get_algorithm_by_name(alg)
     jwk: dict[str, Any] = json.loads(algo.to_jwk(private_key.public_key()))
-    required = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
+    required = {
+        "RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")
+    }
     members = {k: jwk[k] for k in required[jwk["kty"]]}
     digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode())
     kid = jwt.utils.base64url_encode(digest.digest()).decode()

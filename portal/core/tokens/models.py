@@ -5,11 +5,11 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.core.db import Base
-from portal.core.types import UTCDateTime
+from portal.core.types import UTCDateTime, text_enum
 
 
 class TokenSource(enum.StrEnum):
@@ -36,7 +36,7 @@ class IssuedToken(Base):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     source: Mapped[TokenSource] = mapped_column(
-        Enum(TokenSource, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
+        text_enum(TokenSource, 20)
     )
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_by: Mapped[str | None] = mapped_column(String(200))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.core.db import Base
-from portal.core.types import UTCDateTime
+from portal.core.types import UTCDateTime, text_enum
 
 
 class UsageKind(enum.StrEnum):
@@ -19,9 +19,7 @@ class UsageKind(enum.StrEnum):
     TOKEN_REVOKED = "token_revoked"
 
 
-_kind_type = Enum(
-    UsageKind, native_enum=False, length=30, values_callable=lambda e: [m.value for m in e]
-)
+_kind_type = text_enum(UsageKind, 30)
 
 
 class UsageEvent(Base):

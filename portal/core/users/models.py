@@ -5,12 +5,12 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.core.db import Base
 from portal.core.orgs.models import Organization
-from portal.core.types import CreatedAt, UTCDateTime
+from portal.core.types import CreatedAt, UTCDateTime, text_enum
 
 
 class Role(enum.StrEnum):
@@ -50,7 +50,7 @@ class Membership(Base):
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     role: Mapped[Role] = mapped_column(
-        Enum(Role, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
+        text_enum(Role, 20)
     )
     created_at: Mapped[CreatedAt]
 

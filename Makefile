@@ -1,0 +1,49 @@
+# Latchkey — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CHROMIUM ?= /usr/bin/chromium
+
+.DEFAULT_GOAL := help
+.PHONY: help install run reset test test-fast lint bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install Latchkey with its test tools
+
+run: $(STAMP) ## Migrate the SQLite DB in instance/, seed demo data once, serve on :5000
+	$(BIN)/latchkey db upgrade
+	$(BIN)/latchkey seed-demo
+	$(BIN)/latchkey serve
+
+reset: ## Delete the local SQLite database (instance/latchkey.db) to start over
+	rm -f instance/latchkey.db instance/latchkey.db-wal instance/latchkey.db-shm
+
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser tests"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM) ## Run every test: unit, API, PostgreSQL, Redis, live server, browser
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## Run the tests on SQLite only, without browser and live-server tests
+	$(BIN)/pytest -m "not postgres and not redis and not browser and not live"
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check portal api tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP) ## Benchmark the token, introspection, JWKS and metadata endpoints
+	$(BIN)/python bench/run.py
+
+clean: ## Remove the virtualenv and caches (keeps instance/)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

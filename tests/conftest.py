@@ -1,0 +1,140 @@
+"""Fixtures: an app per test on a real, migrated database (SQLite file or PostgreSQL).
+
+Each backend's database is migrated once per test session with Alembic; every
+test gets a fresh app and its rows are deleted afterwards. With ``CI=true`` a
+PostgreSQL or Redis that cannot be reached fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from portal import create_app
+from portal.core.db import Base, get_engine, get_session
+from portal.core.models import Organization  # noqa: F401  (loads every model)
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "LATCHKEY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("LATCHKEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+ISSUER = "http://localhost"
+
+TEST_SECRETS = {
+    "SECRET_KEY": secrets.token_urlsafe(32),
+    "CLIENT_SECRET_HMAC_KEY": secrets.token_urlsafe(32),
+    "KEY_ENCRYPTION_KEYS": [Fernet.generate_key().decode()],
+}
+
+
+def unavailable(what: str, why: str) -> None:
+    """Skip outside CI; in CI a missing service is a failure, never a silent skip."""
+    message = f"{what} is not reachable ({why})"
+    if IN_CI:
+        pytest.fail(message + "; CI must run these tests", pytrace=False)
+    pytest.skip(message + "; set it up or run in CI")
+
+
+def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "ISSUER": ISSUER,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        **TEST_SECRETS,
+        **overrides,
+    }
+
+
+def migrate(database_url: str) -> None:
+    from portal.migrate import upgrade
+
+    app = create_app(base_config(database_url))
+    with app.app_context():
+        upgrade()
+        get_engine().dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'latchkey.db'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    import psycopg
+
+    name = f"latchkey_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as e:
+        unavailable("PostgreSQL", str(e).splitlines()[0])
+    base, _, _ = admin.rpartition("/")
+    url = f"{base}/{name}"
+    migrate(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs once on SQLite and once on PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def app_config() -> dict[str, Any]:
+    """Per-test overrides of the app configuration."""
+    return {}
+
+
+@pytest.fixture
+def app(database_url: str, app_config: dict[str, Any]) -> Iterator[Flask]:
+    app = create_app(base_config(database_url, **app_config))
+    with app.app_context():
+        yield app
+        get_session().close()
+        engine = get_engine()
+        _wipe(engine)
+        engine.dispose()
+
+
+def _wipe(engine: Any) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> Any:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def session(app: Flask) -> Any:
+    """The app's session for arranging data; factories commit what they make."""
+    return get_session()
