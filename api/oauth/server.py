@@ -121,7 +121,7 @@ def parse_basic(header: str) -> tuple[str, str]:
         secret = unquote_plus(raw_secret, errors="strict")
     except (binascii.Error, ValueError, UnicodeDecodeError) as e:
         raise invalid_client("Malformed Basic credentials.", basic=True) from e
-    if not client_id or not secret:
+    if not client_id or not secret or "\x00" in client_id + secret:
         raise invalid_client("Malformed Basic credentials.", basic=True)
     return client_id, secret
 
@@ -175,11 +175,14 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         expires_at = utcnow() + timedelta(minutes=10)
         if isinstance(expires, int | float):
             expires_at = datetime.fromtimestamp(float(expires), tz=expires_at.tzinfo)
+        # Committed at once: a request that fails later (a bad scope, say) rolls
+        # its session back, and the assertion must stay used all the same.
+        session.add(UsedAssertion(client_ref=str(claims.get("sub"))[:64], jti=jti,
+                                  expires_at=expires_at))
         try:
-            with session.begin_nested():
-                session.add(UsedAssertion(client_ref=str(claims.get("sub"))[:64], jti=jti,
-                                          expires_at=expires_at))
+            session.commit()
         except IntegrityError:
+            session.rollback()
             return False
         return True
 
@@ -318,6 +321,10 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
             )
         try:
             scopes = parse_scope(req.payload.scope)
+            if scopes == []:  # RFC 6749 §3.3: a scope has at least one scope-token
+                raise InvalidScopeError(
+                    description="scope must not be empty; omit it to get every allowed scope."
+                )
             req.granted_scopes = tokens.grant_scopes(client, scopes)  # type: ignore[attr-defined]
         except ValidationFailed as e:
             raise InvalidScopeError(description=safe_description(e.message)) from e
@@ -365,8 +372,11 @@ def requested_audiences(params: Params) -> list[str]:
     """``audience`` and ``resource`` values (RFC 8707); ``resource`` must be an absolute URI."""
     values = list(params.lists.get("audience", []))
     for resource in params.lists.get("resource", []):
-        parts = urlsplit(resource)
-        if not parts.scheme or not parts.netloc or parts.fragment:
+        try:
+            parts = urlsplit(resource)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            parts = None
+        if parts is None or not parts.scheme or not parts.netloc or parts.fragment:
             raise InvalidTargetError(
                 description="resource must be an absolute URI without a fragment."
             )

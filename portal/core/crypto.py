@@ -64,7 +64,8 @@ def verify_password(password_hash: str, password: str) -> bool:
     """Check a password against its argon2 hash; never raises for a bad hash."""
     try:
         return _password_hasher.verify(password_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
+    except (VerifyMismatchError, VerificationError, InvalidHashError, UnicodeEncodeError):
+        # argon2 encodes the stored hash as ASCII before parsing it.
         return False
 
 

@@ -275,7 +275,7 @@ def list_clients(session: Session, *, org_id: int) -> list[Client]:
 
 def find_client_for_auth(session: Session, client_id: str) -> Client | None:
     """Look up a client by its public id for authentication, secrets loaded in one go."""
-    if not client_id or len(client_id) > 64:
+    if not client_id or len(client_id) > 64 or "\x00" in client_id:  # PostgreSQL refuses NUL
         return None
     # One round trip: the client, its org (for the `oid` claim) and its secrets.
     stmt = (

@@ -185,7 +185,7 @@ class KeyRing:
         self._lock = threading.Lock()
         self._private: dict[str, Any] = {}
         self._active: dict[int, tuple[float, ActiveKey]] = {}
-        self._public: dict[str, tuple[float, tuple[int, Any] | None]] = {}
+        self._public: dict[str, tuple[float, tuple[int, Any]]] = {}
         self._jwks: tuple[float, bytes, str] | None = None
 
     def forget_org(self, org_id: int) -> None:
@@ -228,8 +228,11 @@ class KeyRing:
         if row is not None and row.is_published(utcnow()):
             algo = jwt.get_algorithm_by_name(row.alg)
             value = (row.org_id, algo.from_jwk(json.dumps(row.public_jwk)))
-        with self._lock:
-            self._public[kid] = (time.monotonic() + self.ttl, value)
+        if value is not None:
+            # Only hits are cached: caching misses would let tokens with random
+            # kids grow this dict without bound.
+            with self._lock:
+                self._public[kid] = (time.monotonic() + self.ttl, value)
         return value
 
     def jwks(self, session: Session) -> tuple[bytes, str]:

@@ -160,6 +160,8 @@ def decode_token(session: Session, token: str) -> dict[str, Any] | None:
     alg = header.get("alg")
     if not isinstance(kid, str) or not isinstance(alg, str) or header.get("typ") != "at+jwt":
         return None
+    if "\x00" in kid:  # PostgreSQL refuses NUL in a query parameter
+        return None
     found = keyring().public_key(session, kid)
     if found is None:
         return None
