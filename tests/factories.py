@@ -66,3 +66,18 @@ def get_token(http: Any, client: Client, secret: str, **params: Any) -> str:
                          headers=basic(client.client_id, secret))
     assert response.status_code == 200, response.get_json()
     return str(response.get_json()["access_token"])
+
+
+def bearer(api_key: str) -> dict[str, str]:
+    """An Authorization header presenting an org API key."""
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def issue(session: Session, client: Client, *, now: Any = None, **kwargs: Any) -> str:
+    """A token issued straight through the service (``now`` in the past makes it expired)."""
+    from portal.core.tokens.services import issue_token
+
+    issued = issue_token(session, client=client, org_public_id=client.org.public_id, now=now,
+                         **kwargs)
+    session.commit()
+    return issued.access_token

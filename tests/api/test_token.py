@@ -187,7 +187,8 @@ def test_missing_grant_type_is_invalid_request(client, acme):
 
 def test_repeated_parameter_is_invalid_request(client, acme):
     c, secret = acme
-    response = client.post("/oauth/token", data="grant_type=client_credentials&scope=read&scope=write",
+    body = "grant_type=client_credentials&scope=read&scope=write"
+    response = client.post("/oauth/token", data=body,
                            content_type="application/x-www-form-urlencoded",
                            headers=basic(c.client_id, secret))
     assert response.get_json() == {"error": "invalid_request",

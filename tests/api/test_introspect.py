@@ -1,0 +1,268 @@
+"""POST /oauth/introspect (RFC 7662): who may ask, what an active token shows, what is inactive."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from http import HTTPStatus
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select
+
+from portal.core.api_keys import services as api_keys
+from portal.core.clients import services as clients
+from portal.core.tokens import services as tokens
+from portal.core.types import utcnow
+from portal.core.usage.models import UsageEvent, UsageKind
+from tests.factories import basic, bearer, get_token, issue, make_api_key, make_client, make_org
+
+INTROSPECT = "/oauth/introspect"
+INACTIVE = {"active": False}
+
+
+@pytest.fixture
+def org(session):
+    return make_org(session)
+
+
+@pytest.fixture
+def acme(session, org):
+    return make_client(session, org)
+
+
+@pytest.fixture
+def token(client, acme):
+    c, secret = acme
+    return get_token(client, c, secret)
+
+
+@pytest.fixture
+def other_org(session):
+    return make_org(session)
+
+
+def introspect(http, token, headers, **params):
+    return http.post(INTROSPECT, data={"token": token, **params}, headers=headers)
+
+
+def claims_of(token):
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def test_active_token_shows_its_claims(client, acme, token, org):
+    c, secret = acme
+    response = introspect(client, token, basic(c.client_id, secret))
+    claims = claims_of(token)
+    assert response.status_code == HTTPStatus.OK
+    assert response.get_json() == {
+        "active": True,
+        "token_type": "Bearer",
+        "scope": "read write",
+        "client_id": c.client_id,
+        "sub": c.client_id,
+        "aud": "https://api.example.com",
+        "iss": "http://localhost",
+        "exp": claims["exp"],
+        "iat": claims["iat"],
+        "nbf": claims["iat"],
+        "jti": claims["jti"],
+        "oid": org.public_id,
+    }
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_another_client_of_the_org_may_introspect_with_basic(client, session, org, token):
+    caller, secret = make_client(session, org)
+    response = introspect(client, token, basic(caller.client_id, secret))
+    assert response.status_code == HTTPStatus.OK
+    assert response.get_json()["active"] is True
+
+
+def test_another_client_of_the_org_may_introspect_with_post(client, session, org, token):
+    caller, secret = make_client(session, org)
+    response = introspect(client, token, {}, client_id=caller.client_id, client_secret=secret)
+    assert response.status_code == HTTPStatus.OK
+    assert response.get_json()["active"] is True
+
+
+def test_org_api_key_may_introspect_as_bearer(client, session, org, token):
+    key, _row = make_api_key(session, org)
+    response = introspect(client, token, bearer(key))
+    assert response.status_code == HTTPStatus.OK
+    assert response.get_json()["active"] is True
+    assert response.get_json()["jti"] == claims_of(token)["jti"]
+
+
+@pytest.mark.parametrize(("asked", "active"), [
+    ("read", True),
+    ("read write", True),
+    ("write read", True),
+    ("admin", False),
+    ("read admin", False),
+])
+def test_scope_parameter_requires_every_scope_asked_for(client, session, org, asked, active):
+    c, secret = make_client(session, org, scopes=["read", "write", "other"])
+    token = get_token(client, c, secret, scope="read write")
+    body = introspect(client, token, basic(c.client_id, secret), scope=asked).get_json()
+    assert body["active"] is active
+    if not active:
+        assert body == INACTIVE
+
+
+def test_revoked_token_is_inactive(client, session, acme, token, org):
+    c, secret = acme
+    record = tokens.find_record(session, org_id=org.id, jti=claims_of(token)["jti"])
+    tokens.revoke(session, record, by="test", now=utcnow())
+    session.commit()
+    response = introspect(client, token, basic(c.client_id, secret))
+    assert response.status_code == HTTPStatus.OK
+    assert response.get_json() == INACTIVE
+
+
+def test_expired_token_is_inactive(client, session, acme):
+    c, secret = acme
+    expired = issue(session, c, now=utcnow() - timedelta(hours=2))
+    response = introspect(client, expired, basic(c.client_id, secret))
+    assert response.status_code == HTTPStatus.OK
+    assert response.get_json() == INACTIVE
+
+
+def test_token_that_has_not_expired_yet_is_active(client, session, acme):
+    c, secret = acme
+    recent = issue(session, c, now=utcnow() - timedelta(minutes=50))
+    assert introspect(client, recent, basic(c.client_id, secret)).get_json()["active"] is True
+
+
+def test_token_forged_with_another_key_is_inactive(client, acme, token):
+    c, secret = acme
+    header = jwt.get_unverified_header(token)
+    foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode(claims_of(token), foreign, algorithm="RS256",
+                        headers={"typ": "at+jwt", "kid": header["kid"]})
+    response = introspect(client, forged, basic(c.client_id, secret))
+    assert response.status_code == HTTPStatus.OK
+    assert response.get_json() == INACTIVE
+
+
+@pytest.mark.parametrize("garbage", ["", "garbage", "a.b.c", "eyJhbGciOiJub25lIn0.e30."])
+def test_malformed_token_is_inactive(client, acme, garbage):
+    c, secret = acme
+    response = introspect(client, garbage, basic(c.client_id, secret))
+    assert response.status_code == HTTPStatus.OK
+    assert response.get_json() == INACTIVE
+
+
+def test_unauthenticated_caller_is_invalid_client(client, token):
+    response = introspect(client, token, {})
+    assert response.status_code == HTTPStatus.UNAUTHORIZED
+    assert response.get_json() == {"error": "invalid_client",
+                                   "error_description": "Client authentication is required."}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_wrong_caller_secret_is_invalid_client(client, acme, token):
+    c, _secret = acme
+    response = introspect(client, token, basic(c.client_id, "lk_secret_wrong"))
+    assert response.status_code == HTTPStatus.UNAUTHORIZED
+    assert response.get_json() == {"error": "invalid_client",
+                                   "error_description": "Invalid client credentials."}
+
+
+def test_revoked_api_key_is_invalid_client(client, session, org, token):
+    key, row = make_api_key(session, org)
+    api_keys.revoke_api_key(session, org_id=org.id, key_id=row.id, actor="test", now=utcnow())
+    session.commit()
+    response = introspect(client, token, bearer(key))
+    assert response.status_code == HTTPStatus.UNAUTHORIZED
+    assert response.get_json() == {"error": "invalid_client",
+                                   "error_description": "Invalid API key."}
+
+
+def test_missing_token_parameter_is_invalid_request(client, acme):
+    c, secret = acme
+    response = client.post(INTROSPECT, data={}, headers=basic(c.client_id, secret))
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.get_json() == {"error": "invalid_request",
+                                   "error_description": "Missing token parameter."}
+
+
+def test_disabled_clients_tokens_are_inactive(client, session, org, acme, token):
+    c, _secret = acme
+    key, _row = make_api_key(session, org)
+    clients.set_enabled(session, c, enabled=False, actor="test")
+    session.commit()
+    response = introspect(client, token, bearer(key))
+    assert response.get_json() == INACTIVE
+
+
+def test_disabled_client_may_not_introspect(client, session, acme, token):
+    c, secret = acme
+    clients.set_enabled(session, c, enabled=False, actor="test")
+    session.commit()
+    response = introspect(client, token, basic(c.client_id, secret))
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.get_json() == {"error": "unauthorized_client",
+                                   "error_description": "This client is disabled."}
+
+
+def test_deleted_clients_tokens_are_inactive(client, session, org, acme, token):
+    c, _secret = acme
+    key, _row = make_api_key(session, org)
+    clients.delete_client(session, c, actor="test", now=utcnow())
+    session.commit()
+    response = introspect(client, token, bearer(key))
+    assert response.status_code == HTTPStatus.OK
+    assert response.get_json() == INACTIVE
+
+
+def test_introspection_records_usage_event(client, session, acme, token):
+    c, secret = acme
+    introspect(client, token, basic(c.client_id, secret))
+    events = session.scalars(
+        select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED)).all()
+    assert len(events) == 1
+    event = events[0]
+    assert event.org_id == c.org_id and event.client_id == c.id
+    assert event.jti == claims_of(token)["jti"] and event.reason == "active"
+    assert event.client_ref == f"client:{c.client_id}" and event.source_ip == "127.0.0.1"
+
+
+def test_inactive_introspection_records_usage_event(client, session, org, acme):
+    c, secret = acme
+    introspect(client, "garbage", basic(c.client_id, secret))
+    event = session.scalar(
+        select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED))
+    assert event.org_id == org.id and event.reason == "inactive"
+    assert event.client_id is None and event.jti is None
+
+
+# -- two orgs -------------------------------------------------------------------------
+
+
+def test_other_orgs_client_sees_token_inactive(client, session, acme, token, other_org):
+    c, secret = acme
+    stranger, stranger_secret = make_client(session, other_org)
+    response = introspect(client, token, basic(stranger.client_id, stranger_secret))
+    assert response.status_code == HTTPStatus.OK
+    assert response.get_json() == INACTIVE
+    assert introspect(client, token, basic(c.client_id, secret)).get_json()["active"] is True
+
+
+def test_other_orgs_api_key_sees_token_inactive(client, session, acme, token, other_org):
+    c, secret = acme
+    key, _row = make_api_key(session, other_org)
+    response = introspect(client, token, bearer(key))
+    assert response.status_code == HTTPStatus.OK
+    assert response.get_json() == INACTIVE
+    assert introspect(client, token, basic(c.client_id, secret)).get_json()["active"] is True
+
+
+def test_other_orgs_introspection_is_recorded_without_the_token(client, session, token, org,
+                                                                other_org):
+    key, _row = make_api_key(session, other_org)
+    introspect(client, token, bearer(key))
+    event = session.scalar(
+        select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED))
+    assert event.org_id == other_org.id != org.id
+    assert event.client_id is None and event.jti is None and event.reason == "inactive"
