@@ -15,31 +15,10 @@ from portal.core.clients import services as clients
 from portal.core.tokens import services as tokens
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageKind
-from tests.factories import basic, bearer, get_token, issue, make_api_key, make_client, make_org
+from tests.factories import basic, bearer, get_token, issue, make_api_key, make_client
 
 INTROSPECT = "/oauth/introspect"
 INACTIVE = {"active": False}
-
-
-@pytest.fixture
-def org(session):
-    return make_org(session)
-
-
-@pytest.fixture
-def acme(session, org):
-    return make_client(session, org)
-
-
-@pytest.fixture
-def token(client, acme):
-    c, secret = acme
-    return get_token(client, c, secret)
-
-
-@pytest.fixture
-def other_org(session):
-    return make_org(session)
 
 
 def introspect(http, token, headers, **params):

@@ -18,7 +18,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from portal.core.clients import services as clients
 from portal.core.errors import ValidationFailed
-from tests.factories import make_client, make_org
+from tests.factories import make_client
 
 TOKEN_URL = "http://localhost/oauth/token"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -38,11 +38,6 @@ def rsa_key():
 @pytest.fixture(scope="module")
 def ec_key():
     return ec.generate_private_key(ec.SECP256R1())
-
-
-@pytest.fixture
-def org(session):
-    return make_org(session)
 
 
 @pytest.fixture

@@ -11,37 +11,16 @@ from sqlalchemy import select
 
 from portal.core.audit.models import AuditEntry
 from portal.core.usage.models import UsageEvent, UsageKind
-from tests.factories import basic, bearer, get_token, make_api_key, make_client, make_org
+from tests.factories import basic, bearer, get_token, make_api_key, make_client
 
 REVOKE = "/oauth/revoke"
 INTROSPECT = "/oauth/introspect"
 
 
 @pytest.fixture
-def org(session):
-    return make_org(session)
-
-
-@pytest.fixture
-def acme(session, org):
-    return make_client(session, org)
-
-
-@pytest.fixture
-def token(client, acme):
-    c, secret = acme
-    return get_token(client, c, secret)
-
-
-@pytest.fixture
 def org_key(session, org):
     key, _row = make_api_key(session, org)
     return key
-
-
-@pytest.fixture
-def other_org(session):
-    return make_org(session)
 
 
 def revoke(http, token, headers, **params):

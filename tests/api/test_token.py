@@ -10,19 +10,9 @@ from sqlalchemy import select
 
 from portal.core.tokens.models import IssuedToken
 from portal.core.usage.models import UsageEvent, UsageKind
-from tests.factories import basic, make_client, make_org
+from tests.factories import basic, make_client
 
 GRANT = {"grant_type": "client_credentials"}
-
-
-@pytest.fixture
-def org(session):
-    return make_org(session)
-
-
-@pytest.fixture
-def acme(session, org):
-    return make_client(session, org)
 
 
 def test_basic_auth_issues_bearer_token(client, acme):
