@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, g, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal import config, extensions
 from portal.core import db
@@ -34,6 +36,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _fill_generated_secrets(app)
     app.config["ISSUER"] = str(app.config["ISSUER"]).rstrip("/")
     app.config["SESSION_COOKIE_SECURE"] = app.config["ISSUER"].startswith("https://")
+
+    proxies = int(app.config["PROXY_FIX"])
+    if proxies:
+        # Behind a TLS-terminating proxy: trust its X-Forwarded-* headers, so
+        # URLs are https (Authlib refuses plain-http OAuth off loopback).
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
+        )
 
     db.init_app(app)
     signing_keys.init_app(app)
@@ -61,7 +71,7 @@ def _fill_generated_secrets(app: Flask) -> None:
     """Use secrets from the instance folder for whatever no other source set."""
     missing = [k for k in config.GENERATED_SECRETS if not app.config.get(k)]
     if missing:
-        generated = config.load_or_create_instance_secrets(config.Path(app.instance_path))
+        generated = config.load_or_create_instance_secrets(Path(app.instance_path))
         for key in missing:
             app.config[key] = generated[key]
 

@@ -66,6 +66,7 @@ class Defaults:
     WTF_CSRF_TIME_LIMIT = None
 
     # Serving
+    PROXY_FIX = 0  # number of trusted proxies in front (X-Forwarded-For/Proto/Host)
     SERVE_HOST = "127.0.0.1"
     SERVE_PORT = 5000
     SERVE_WORKERS = 2

@@ -271,3 +271,19 @@ def test_successful_requests_are_not_rate_limited(client, acme, app_config):
     for _ in range(6):
         response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
         assert response.status_code == HTTPStatus.OK
+
+
+def test_plain_http_off_loopback_is_refused(client, acme):
+    c, secret = acme
+    response = client.post("http://api.example.com/oauth/token", data=GRANT,
+                           headers=basic(c.client_id, secret))
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.get_json()["error"] == "insecure_transport"
+
+
+@pytest.mark.parametrize("app_config", [{"PROXY_FIX": 1}])
+def test_tls_proxy_headers_are_trusted_when_configured(client, acme, app_config):
+    c, secret = acme
+    response = client.post("http://api.example.com/oauth/token", data=GRANT,
+                           headers={**basic(c.client_id, secret), "X-Forwarded-Proto": "https"})
+    assert response.status_code == HTTPStatus.OK
