@@ -268,7 +268,7 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
         "preload_app": False,
     }
 
-    class Server(BaseApplication):  # type: ignore[call-overload]
+    class Server(BaseApplication):
         def load_config(self) -> None:
             for key, value in options.items():
                 self.cfg.set(key, value)

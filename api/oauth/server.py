@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import InvalidTargetError, TooManyFailures, invalid_client, safe_description
 from api.oauth.params import Params
-from portal.core import crypto, settings
+from portal.core import settings
 from portal.core.api_keys.models import ApiKey
 from portal.core.api_keys.services import authenticate_api_key
 from portal.core.clients import services as clients
@@ -121,7 +121,7 @@ def parse_basic(header: str) -> tuple[str, str]:
         secret = unquote_plus(raw_secret, errors="strict")
     except (binascii.Error, ValueError, UnicodeDecodeError) as e:
         raise invalid_client("Malformed Basic credentials.", basic=True) from e
-    if not client_id or not secret or "\x00" in client_id + secret:
+    if not client_id or not secret:
         raise invalid_client("Malformed Basic credentials.", basic=True)
     return client_id, secret
 
@@ -282,24 +282,19 @@ class LatchkeyAuthorizationServer(FlaskAuthorizationServer):
                 raise invalid_client("Missing client_id.", basic=False)
         req.presented_client_id = client_id
         client = self.query_client(client_id)
-        now = utcnow()
-        matched = clients.match_secret(client, secret, now=now) if client is not None else None
-        if client is None or matched is None:
-            req.failure_detail = _secret_failure_detail(client, secret, now=now)
+        matched = clients.find_secret(client, secret) if client is not None else None
+        if client is None or matched is None or not matched.is_active(utcnow()):
+            # The detail goes to the usage history only; the response stays generic.
+            if client is None:
+                req.failure_detail = "unknown client"
+            elif matched is None:
+                req.failure_detail = "wrong secret"
+            else:
+                revoked = matched.revoked_at is not None
+                req.failure_detail = "secret revoked" if revoked else "secret expired"
             raise invalid_client("Invalid client credentials.", basic=basic)
         req.matched_secret = matched  # type: ignore[attr-defined]
         return client
-
-
-def _secret_failure_detail(client: Client | None, secret: str, *, now: datetime) -> str:
-    """Why a secret failed, for the usage history only (the response stays generic)."""
-    if client is None:
-        return "unknown client"
-    digest = crypto.hmac_digest(settings.hmac_key(), secret)
-    for stored in client.secrets:
-        if crypto.digests_equal(stored.secret_hash, digest):
-            return "secret revoked" if stored.revoked_at is not None else "secret expired"
-    return "wrong secret"
 
 
 # -- the grant ---------------------------------------------------------------------------
@@ -319,21 +314,17 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
             raise InvalidGrantError(
                 description="The user this client acts for is no longer a member of the org."
             )
+        # Syntax only here; whether the client may have them is issue_token's rule.
         try:
-            scopes = parse_scope(req.payload.scope)
-            if scopes == []:  # RFC 6749 §3.3: a scope has at least one scope-token
-                raise InvalidScopeError(
-                    description="scope must not be empty; omit it to get every allowed scope."
-                )
-            req.granted_scopes = tokens.grant_scopes(client, scopes)  # type: ignore[attr-defined]
+            req.requested_scopes = parse_scope(req.payload.scope)  # type: ignore[attr-defined]
         except ValidationFailed as e:
             raise InvalidScopeError(description=safe_description(e.message)) from e
-        try:
-            req.granted_audiences = tokens.grant_audiences(  # type: ignore[attr-defined]
-                client, requested_audiences(req.params)
+        if req.requested_scopes == []:  # type: ignore[attr-defined]
+            # RFC 6749 §3.3: a scope has at least one scope-token.
+            raise InvalidScopeError(
+                description="scope must not be empty; omit it to get every allowed scope."
             )
-        except ValidationFailed as e:
-            raise InvalidTargetError(description=safe_description(e.message)) from e
+        req.requested_audiences = requested_audiences(req.params)  # type: ignore[attr-defined]
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         req: LatchkeyRequest = self.request
@@ -345,12 +336,16 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
                 session,
                 client=client,
                 org_public_id=client.org.public_id,
-                scopes=req.granted_scopes,  # type: ignore[attr-defined]
-                audiences=req.granted_audiences,  # type: ignore[attr-defined]
+                scopes=req.requested_scopes,  # type: ignore[attr-defined]
+                audiences=req.requested_audiences,  # type: ignore[attr-defined]
                 source=TokenSource.TOKEN_ENDPOINT,
                 source_ip=source_ip(),
                 now=now,
             )
+        except tokens.ScopeNotAllowed as e:
+            raise InvalidScopeError(description=safe_description(e.message)) from e
+        except tokens.AudienceNotAllowed as e:
+            raise InvalidTargetError(description=safe_description(e.message)) from e
         except LatchkeyError as e:
             raise InvalidRequestError(description=safe_description(e.message)) from e
         usage.record_event(

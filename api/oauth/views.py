@@ -39,6 +39,14 @@ def _prepare() -> LatchkeyRequest:
     return req
 
 
+def _token_param(req: LatchkeyRequest) -> str:
+    """The ``token`` parameter of introspection and revocation (RFC 7662, RFC 7009)."""
+    value = req.params.data.get("token")
+    if value is None:
+        raise InvalidRequestError("Missing token parameter.")
+    return value
+
+
 def _json(status: int, body: dict[str, Any]) -> Response:
     return Response(json.dumps(body), status=status, headers=default_json_headers)
 
@@ -67,9 +75,7 @@ def introspect() -> Any:
     try:
         req = _prepare()
         caller = authenticate_caller(server, req)
-        token_value = req.params.data.get("token")
-        if token_value is None:
-            raise InvalidRequestError("Missing token parameter.")
+        token_value = _token_param(req)
         try:
             wanted = parse_scope(req.params.data.get("scope")) or []
         except ValidationFailed as e:
@@ -105,9 +111,7 @@ def revoke() -> Any:
     try:
         req = _prepare()
         caller = authenticate_caller(server, req)
-        token_value = req.params.data.get("token")
-        if token_value is None:
-            raise InvalidRequestError("Missing token parameter.")
+        token_value = _token_param(req)
         session = get_session()
         claims = tokens.decode_token(session, token_value)
         record = (

@@ -286,13 +286,17 @@ def find_client_for_auth(session: Session, client_id: str) -> Client | None:
     return session.scalars(stmt).unique().first()
 
 
-def match_secret(client: Client, presented: str, *, now: datetime) -> ClientSecret | None:
-    """The active secret matching ``presented``, compared in constant time, or None."""
+def find_secret(client: Client, presented: str) -> ClientSecret | None:
+    """The stored secret matching ``presented`` (active or not), compared in constant time.
+
+    Callers check ``is_active``; a match that is revoked or expired tells the
+    usage history why authentication failed.
+    """
     digest = crypto.hmac_digest(settings.hmac_key(), presented)
     found = None
     for secret in client.secrets:
         # Compare against every secret so timing does not tell which one matched.
-        if crypto.digests_equal(secret.secret_hash, digest) and secret.is_active(now):
+        if crypto.digests_equal(secret.secret_hash, digest):
             found = secret
     return found
 

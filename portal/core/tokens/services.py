@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from portal.core import settings
 from portal.core.audit import services as audit
 from portal.core.clients.models import Client, ClientKind
+from portal.core.clients.services import check_ttl
 from portal.core.errors import NotFound, ValidationFailed
 from portal.core.signing_keys.services import keyring
 from portal.core.tokens.claims import audience_claim, check_custom_claims
@@ -88,10 +89,7 @@ def issue_token(
     now = (now or utcnow()).replace(microsecond=0)
     granted_scopes = grant_scopes(client, scopes)
     granted_audiences = grant_audiences(client, audiences)
-    lifetime = client.token_ttl if ttl is None else ttl
-    low, _default, high = settings.ttl_bounds()
-    if not low <= lifetime <= high:
-        raise ValidationFailed(f"TTL must be between {low} and {high} seconds", field="ttl")
+    lifetime = client.token_ttl if ttl is None else check_ttl(ttl)
     custom = {**client.custom_claims, **check_custom_claims(extra_claims)}
     key = keyring().active_key(session, client.org_id)
     jti = secrets.token_urlsafe(18)

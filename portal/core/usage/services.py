@@ -26,13 +26,17 @@ def record_event(
     source_ip: str = "",
     now: datetime | None = None,
 ) -> UsageEvent:
-    """Add one usage event to the session."""
+    """Add one usage event to the session.
+
+    ``client_ref`` and ``reason`` can carry what a caller sent; NUL bytes are
+    dropped because PostgreSQL refuses them in text.
+    """
     event = UsageEvent(
         kind=kind,
         org_id=org_id,
         client_id=client_id,
-        client_ref=client_ref[:64],
-        reason=reason[:MAX_REASON],
+        client_ref=client_ref.replace("\x00", "")[:64],
+        reason=reason.replace("\x00", "")[:MAX_REASON],
         jti=jti,
         source_ip=source_ip[:45],
         occurred_at=now or utcnow(),
