@@ -1,10 +1,125 @@
-"""The portal blueprint (server-rendered pages)."""
+"""The portal blueprint (server-rendered pages) and what every page shares.
+
+Conventions every portal view follows:
+
+* The org is the signed-in user's membership org (``current_org()``); there
+  is no org in the URL, and every lookup is filtered by that org, so another
+  org's object answers 404.
+* Viewers read everything and change nothing: every POST from a viewer is
+  refused with 403 before the view runs (``_enforce_roles``). Views that only
+  an owner may use are decorated with ``@owner_required``.
+* Every change is recorded with ``actor()`` and ``source_ip()``.
+* A page that shows a one-time secret is the POST response itself, sent with
+  ``Cache-Control: no-store`` (``no_store``); the form that leads to it carries
+  a one-time nonce (``issue_nonce`` / ``consume_nonce``) so a reload re-posting
+  the form creates nothing and shows nothing again.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+import secrets
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Blueprint, Flask, abort, request, session
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+
+from portal.core.orgs.models import Organization
+from portal.core.users.models import Membership, Role
 
 bp = Blueprint("portal", __name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# POSTs a viewer (or a signed-in user with no org) may still make.
+OPEN_POSTS = frozenset({"portal.signin", "portal.signout", "portal.signup"})
+MAX_NONCES = 20
+
+
+def current_membership() -> Membership:
+    """The signed-in user's membership; 403 for an account in no org."""
+    membership: Membership | None = getattr(current_user, "membership", None)
+    if membership is None:
+        abort(403, "Your account is not a member of any organisation.")
+    return membership
+
+
+def current_org() -> Organization:
+    return current_membership().org
+
+
+def can_manage() -> bool:
+    """Owners and admins change things; viewers only read."""
+    membership = getattr(current_user, "membership", None)
+    return membership is not None and membership.role in (Role.OWNER, Role.ADMIN)
+
+
+def is_owner() -> bool:
+    membership = getattr(current_user, "membership", None)
+    return membership is not None and membership.role is Role.OWNER
+
+
+def owner_required(view: F) -> F:
+    """Only an org owner may use this view (403 otherwise)."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not is_owner():
+            abort(403, "Only an owner of the organisation can do this.")
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def actor() -> str:
+    """Who is acting, as written to the audit log."""
+    return f"user:{current_user.user.email}"
+
+
+def source_ip() -> str:
+    return (request.remote_addr or "")[:45]
+
+
+def no_store(response: ResponseReturnValue) -> Any:
+    """Mark a response (a page showing a secret) as never to be cached."""
+    from flask import make_response
+
+    resp = make_response(response)
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Pragma"] = "no-cache"
+    return resp
+
+
+def issue_nonce(purpose: str) -> str:
+    """A one-time value for a form whose POST response shows a secret."""
+    value = secrets.token_urlsafe(16)
+    nonces = [*session.get("nonces", []), [purpose, value]]
+    session["nonces"] = nonces[-MAX_NONCES:]  # the oldest unused forms expire
+    return value
+
+
+def consume_nonce(purpose: str, value: str | None) -> bool:
+    """True once for a nonce issued for ``purpose``; False on a replay (reload)."""
+    nonces = session.get("nonces", [])
+    if not value or [purpose, value] not in nonces:
+        return False
+    nonces.remove([purpose, value])
+    session["nonces"] = nonces
+    return True
+
+
+def _enforce_roles() -> None:
+    if request.method != "POST" or request.endpoint in OPEN_POSTS:
+        return
+    if not current_user.is_authenticated:
+        return  # @login_required on the view redirects to sign-in
+    if not can_manage():
+        abort(403, "Your role in this organisation is read-only.")
+
+
+bp.before_request(_enforce_roles)
 
 # Routes register on the blueprint as their modules are imported.
 from portal.views import auth, home  # noqa: E402,F401
@@ -13,3 +128,21 @@ from portal.views import auth, home  # noqa: E402,F401
 def init_app(app: Flask) -> None:
     """Hooks the portal needs on the app (user loader, security headers)."""
     auth.init_app(app)
+
+    @app.context_processor
+    def portal_helpers() -> dict[str, Any]:
+        nav = [(endpoint, label) for endpoint, label in NAV if endpoint in app.view_functions]
+        return {"can_manage": can_manage(), "is_owner": is_owner(), "nav_items": nav}
+
+
+# The side navigation, in order; an entry shows once its view exists.
+NAV = (
+    ("portal.clients", "Clients"),
+    ("portal.mint", "Mint a token"),
+    ("portal.revoke", "Revoke a token"),
+    ("portal.usage", "Usage"),
+    ("portal.audit", "Audit log"),
+    ("portal.keys", "Signing keys"),
+    ("portal.api_keys", "API keys"),
+    ("portal.members", "Members"),
+)

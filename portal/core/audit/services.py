@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from portal.core.audit.models import AuditEntry
@@ -39,12 +39,22 @@ def record(
     return entry
 
 
-def list_entries(session: Session, *, org_id: int, limit: int = 100) -> list[AuditEntry]:
+def entries_query(
+    *, org_id: int, target_type: str | None = None, target_id: str | None = None
+) -> Select[Any]:
+    """The org's audit entries, newest first, optionally about one target."""
+    stmt = select(AuditEntry).where(AuditEntry.org_id == org_id)
+    if target_type is not None:
+        stmt = stmt.where(AuditEntry.target_type == target_type)
+    if target_id is not None:
+        stmt = stmt.where(AuditEntry.target_id == target_id)
+    return stmt.order_by(AuditEntry.occurred_at.desc(), AuditEntry.id.desc())
+
+
+def list_entries(
+    session: Session, *, org_id: int, target_type: str | None = None,
+    target_id: str | None = None, limit: int = 100,
+) -> list[AuditEntry]:
     """The org's most recent audit entries, newest first."""
-    stmt = (
-        select(AuditEntry)
-        .where(AuditEntry.org_id == org_id)
-        .order_by(AuditEntry.occurred_at.desc(), AuditEntry.id.desc())
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
+    stmt = entries_query(org_id=org_id, target_type=target_type, target_id=target_id)
+    return list(session.scalars(stmt.limit(limit)))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from portal.core.types import utcnow
@@ -94,3 +96,86 @@ def prune_events(session: Session, *, now: datetime | None = None, retention_day
     result = session.execute(delete(UsageEvent).where(UsageEvent.occurred_at < cutoff))
     session.flush()
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- reading history back: counts per hour or day, for charts --------------------
+
+BUCKETS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+CHARTED = (UsageKind.TOKEN_ISSUED, UsageKind.TOKEN_FAILED)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Counts for one hour or day of history."""
+
+    start: datetime
+    counts: dict[UsageKind, int]
+
+    @property
+    def issued(self) -> int:
+        return self.counts.get(UsageKind.TOKEN_ISSUED, 0)
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get(UsageKind.TOKEN_FAILED, 0)
+
+
+def bucket_start(moment: datetime, bucket: str) -> datetime:
+    moment = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0) if bucket == "day" else moment
+
+
+def _bucket_key(session: Session, column: Any, bucket: str) -> Any:
+    """A SQL expression naming the UTC hour ("YYYY-MM-DD HH") or day of ``column``."""
+    if session.get_bind().dialect.name == "postgresql":
+        fmt = "YYYY-MM-DD HH24" if bucket == "hour" else "YYYY-MM-DD"
+        return func.to_char(func.timezone("UTC", column), fmt)
+    # SQLite stores UTC timestamps as "YYYY-MM-DD HH:MM:SS.ffffff".
+    return func.substr(column, 1, 13 if bucket == "hour" else 10)
+
+
+def _parse_key(key: str) -> datetime:
+    return datetime.strptime(key + (":00" if len(key) == 13 else " 00:00"),
+                             "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+
+
+def series(
+    session: Session,
+    *,
+    org_id: int,
+    start: datetime,
+    end: datetime,
+    bucket: str = "hour",
+    client_id: int | None = None,
+    kinds: tuple[UsageKind, ...] = CHARTED,
+) -> list[Bucket]:
+    """Counts per ``bucket`` ("hour" or "day") from ``start`` to ``end``, empty buckets included.
+
+    Reads the raw events and the hourly summary that pruning leaves behind, so
+    the history stays whole after old events are folded away.
+    """
+    if bucket not in BUCKETS:
+        raise ValueError(f"bucket must be one of {', '.join(BUCKETS)}")
+    first, step = bucket_start(start, bucket), BUCKETS[bucket]
+    totals: dict[datetime, Counter[UsageKind]] = {}
+    sources: list[tuple[Any, Any, Any]] = [
+        (UsageEvent, UsageEvent.occurred_at, func.count()),
+        (UsageHourly, UsageHourly.hour, func.sum(UsageHourly.count)),
+    ]
+    for model, column, amount in sources:
+        key = _bucket_key(session, column, bucket)
+        stmt = (
+            select(key, model.kind, amount)
+            .where(model.org_id == org_id, model.kind.in_(kinds), column >= first, column < end)
+            .group_by(key, model.kind)
+        )
+        if client_id is not None:
+            stmt = stmt.where(model.client_id == client_id)
+        for name, kind, count in session.execute(stmt):
+            totals.setdefault(_parse_key(name), Counter())[kind] += int(count or 0)
+    buckets: list[Bucket] = []
+    moment = first
+    while moment < end:
+        buckets.append(Bucket(start=moment, counts=dict(totals.get(moment, {}))))
+        moment += step
+    return buckets

@@ -1,0 +1,124 @@
+// Latchkey portal enhancements. Every page works without this file; it only
+// adds copy buttons, usage charts drawn from their data tables, and a
+// confirmation prompt on destructive forms.
+(function () {
+  "use strict";
+
+  // Copy buttons: <button data-copy="id-of-input-or-textarea" hidden>.
+  function setUpCopyButtons() {
+    document.querySelectorAll("button[data-copy]").forEach(function (button) {
+      var target = document.getElementById(button.getAttribute("data-copy"));
+      if (!target) return;
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        target.focus();
+        target.select();
+        var done = function () {
+          button.textContent = "Copied";
+          setTimeout(function () { button.textContent = "Copy"; }, 2000);
+        };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(target.value).then(done, function () {
+            document.execCommand("copy"); done();
+          });
+        } else {
+          document.execCommand("copy");
+          done();
+        }
+      });
+    });
+  }
+
+  // Forms with data-confirm ask before submitting.
+  function setUpConfirmations() {
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+      });
+    });
+  }
+
+  var SVG = "http://www.w3.org/2000/svg";
+
+  function el(name, attrs, text) {
+    var node = document.createElementNS(SVG, name);
+    Object.keys(attrs).forEach(function (key) { node.setAttribute(key, attrs[key]); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // Charts: <div class="chart" data-chart-table="table-id"> becomes a bar chart
+  // of the table's two series (issued, failed), one group of bars per row.
+  function drawChart(holder) {
+    var table = document.getElementById(holder.getAttribute("data-chart-table"));
+    if (!table) return;
+    var rows = Array.prototype.slice.call(table.tBodies[0].rows);
+    var series = [[], []], labels = [];
+    rows.forEach(function (row) {
+      labels.push(row.getAttribute("data-label") || row.cells[0].textContent);
+      series[0].push(parseInt(row.cells[1].textContent, 10) || 0);
+      series[1].push(parseInt(row.cells[2].textContent, 10) || 0);
+    });
+    var width = 720, height = 220, left = 44, bottom = 28, top = 12;
+    var max = Math.max(1, Math.max.apply(null, series[0].concat(series[1])));
+    var plotW = width - left - 8, plotH = height - top - bottom;
+    var slot = plotW / Math.max(1, rows.length);
+    var bar = Math.max(1, slot * 0.38);
+    var svg = el("svg", {
+      viewBox: "0 0 " + width + " " + height, role: "img", "class": "chart-svg",
+      "aria-label": (holder.closest("figure").querySelector("figcaption") || {}).textContent || "Usage chart"
+    });
+    [0, 0.5, 1].forEach(function (f) {
+      var y = top + plotH - f * plotH;
+      svg.appendChild(el("line", { x1: left, x2: width - 8, y1: y, y2: y, "class": "chart-grid" }));
+      svg.appendChild(el("text", { x: left - 6, y: y + 4, "text-anchor": "end", "class": "chart-axis" },
+        String(Math.round(f * max))));
+    });
+    var every = Math.ceil(rows.length / 12);
+    rows.forEach(function (row, i) {
+      var x = left + i * slot + (slot - 2 * bar) / 2;
+      [0, 1].forEach(function (s) {
+        var h = series[s][i] / max * plotH;
+        var rect = el("rect", { x: x + s * bar, y: top + plotH - h, width: bar, height: h,
+                                "class": s === 0 ? "chart-issued" : "chart-failed" });
+        rect.appendChild(el("title", {}, labels[i] + ": " + series[s][i] + (s === 0 ? " issued" : " failed")));
+        svg.appendChild(rect);
+      });
+      if (i % every === 0) {
+        svg.appendChild(el("text", { x: left + i * slot + slot / 2, y: height - 8,
+                                     "text-anchor": "middle", "class": "chart-axis" }, labels[i]));
+      }
+    });
+    holder.appendChild(svg);
+    var legend = document.createElement("p");
+    legend.className = "chart-legend";
+    legend.innerHTML = '<span class="key key-issued"></span> Tokens issued ' +
+                       '<span class="key key-failed"></span> Failed requests';
+    holder.appendChild(legend);
+    holder.setAttribute("data-rendered", "true");
+
+    // The table stays available behind a toggle.
+    var wrap = document.getElementById(table.id + "-wrap");
+    if (wrap) {
+      wrap.hidden = true;
+      var toggle = document.createElement("button");
+      toggle.type = "button";
+      toggle.className = "button-link";
+      toggle.textContent = "Show data table";
+      toggle.setAttribute("aria-controls", wrap.id);
+      toggle.setAttribute("aria-expanded", "false");
+      toggle.addEventListener("click", function () {
+        wrap.hidden = !wrap.hidden;
+        toggle.setAttribute("aria-expanded", String(!wrap.hidden));
+        toggle.textContent = wrap.hidden ? "Show data table" : "Hide data table";
+      });
+      holder.appendChild(toggle);
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    setUpCopyButtons();
+    setUpConfirmations();
+    document.querySelectorAll(".chart[data-chart-table]").forEach(drawChart);
+  });
+})();
