@@ -51,11 +51,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     from api import oauth_bp, wellknown_bp
     from api.oauth.server import init_app as init_oauth
+    from api.wellknown import init_app as init_wellknown
     from portal import cli as latchkey_cli
     from portal.views import bp as portal_bp
     from portal.views import init_app as init_views
 
     init_oauth(app)
+    init_wellknown(app)  # outermost: JWKS and metadata skip everything below once cached
     extensions.csrf.exempt(oauth_bp)
     extensions.csrf.exempt(wellknown_bp)
     app.register_blueprint(oauth_bp)
@@ -102,10 +104,9 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected_error(e: Exception) -> ResponseReturnValue:
         request_id = uuid.uuid4().hex[:12]
-        session = g.pop("db_session", None)
+        session = g.get("db_session")
         if session is not None:
-            session.rollback()
-            session.close()
+            session.rollback()  # teardown closes it; the error page may still read the user
         log.exception("unhandled error (request id %s)", request_id)
         if _wants_json():
             response = jsonify(
@@ -115,7 +116,12 @@ def _register_error_handlers(app: Flask) -> None:
             response.status_code = 500
             response.headers["Cache-Control"] = "no-store"
             return response
-        return render_template("errors/500.html", request_id=request_id), 500
+        try:
+            return render_template("errors/500.html", request_id=request_id), 500
+        except Exception:  # the page itself failed (say, the database is down)
+            log.exception("error page failed (request id %s)", request_id)
+            text = f"Internal error; request id {request_id}.\n"
+            return text, 500, {"Content-Type": "text/plain; charset=utf-8"}
 
 
 def _ascii(text: str) -> str:

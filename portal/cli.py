@@ -246,27 +246,50 @@ def prune(retention_days: int | None) -> None:
     click.echo(f"pruned {expired} expired tokens, {events} usage events, {keys} retired keys")
 
 
-@click.command("serve")
-@click.option("--host", default=None, help="Default: SERVE_HOST (127.0.0.1).")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default: 5000.")
-@click.option("--workers", type=click.IntRange(min=1), default=None)
-@click.option("--threads", type=click.IntRange(min=1), default=None)
-@with_appcontext
-def serve(host: str | None, port: int | None, workers: int | None, threads: int | None) -> None:
-    """Serve the portal and the OAuth endpoints with gunicorn."""
-    from gunicorn.app.base import BaseApplication
+WORKER_CLASSES = ("gthread", "sync")
 
-    cfg = current_app.config
-    options = {
-        "bind": f"{host or cfg['SERVE_HOST']}:{port or cfg['SERVE_PORT']}",
-        "workers": workers or int(cfg["SERVE_WORKERS"]),
-        "threads": threads or int(cfg["SERVE_THREADS"]),
-        "worker_class": "gthread",
+
+def gunicorn_options(*, bind: str, workers: int, threads: int, worker_class: str) -> dict[str, Any]:
+    """The gunicorn settings of ``latchkey serve`` (the benchmark's floor app reuses them).
+
+    ``sync`` workers serve one request at a time and close the connection after
+    it; ``gthread`` workers keep connections alive and run ``threads`` requests
+    at once. gunicorn silently turns ``sync`` with more than one thread into
+    ``gthread``, so ``sync`` always gets one.
+    """
+    return {
+        "bind": bind,
+        "workers": workers,
+        "threads": 1 if worker_class == "sync" else threads,
+        "worker_class": worker_class,
         "accesslog": "-",
         # The access log must never carry secrets: no query strings with credentials.
         "access_log_format": '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(D)sus',
         "preload_app": False,
     }
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Default: SERVE_HOST (127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default: 5000.")
+@click.option("--workers", type=click.IntRange(min=1), default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads per gthread worker (sync workers have one).")
+@click.option("--worker-class", type=click.Choice(WORKER_CLASSES), default=None,
+              help="gunicorn worker class. Default: SERVE_WORKER_CLASS (gthread).")
+@with_appcontext
+def serve(host: str | None, port: int | None, workers: int | None, threads: int | None,
+          worker_class: str | None) -> None:
+    """Serve the portal and the OAuth endpoints with gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    cfg = current_app.config
+    options = gunicorn_options(
+        bind=f"{host or cfg['SERVE_HOST']}:{port or cfg['SERVE_PORT']}",
+        workers=workers or int(cfg["SERVE_WORKERS"]),
+        threads=threads or int(cfg["SERVE_THREADS"]),
+        worker_class=worker_class or str(cfg.get("SERVE_WORKER_CLASS", "gthread")),
+    )
 
     class Server(BaseApplication):
         def load_config(self) -> None:

@@ -71,6 +71,7 @@ class Defaults:
     SERVE_PORT = 5000
     SERVE_WORKERS = 2
     SERVE_THREADS = 4
+    SERVE_WORKER_CLASS = "gthread"  # or "sync"
 
 
 def load_or_create_instance_secrets(instance_path: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +32,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from limits import parse as parse_limit
-from sqlalchemy import select
+from sqlalchemy import Table, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,8 +42,8 @@ from portal.core import settings
 from portal.core.api_keys.models import ApiKey
 from portal.core.api_keys.services import authenticate_api_key
 from portal.core.clients import services as clients
-from portal.core.clients.models import AuthMethod, Client, ClientKind
-from portal.core.db import get_session
+from portal.core.clients.models import AuthMethod, Client, ClientKind, ClientSecret
+from portal.core.db import end_autocommit, get_session
 from portal.core.errors import LatchkeyError, ValidationFailed
 from portal.core.tokens import services as tokens
 from portal.core.tokens.claims import parse_scope
@@ -231,7 +232,7 @@ class LatchkeyAuthorizationServer(FlaskAuthorizationServer):
         return found
 
     def save_token(self, token: dict[str, Any], req: Any) -> None:
-        """Tokens are recorded by ``portal.core.tokens.issue_token`` itself."""
+        """Tokens are recorded by ``ClientCredentialsGrant.create_token_response`` itself."""
 
     def create_oauth2_request(self, req: Any) -> LatchkeyRequest:
         return request.latchkey_oauth  # type: ignore[attr-defined,no-any-return]
@@ -327,19 +328,24 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
         req.requested_audiences = requested_audiences(req.params)  # type: ignore[attr-defined]
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """Sign, then write the token's record and usage event in one short write.
+
+        Everything before the write only reads (in autocommit mode on the hot
+        path, see ``portal.core.db.autocommit``), so on SQLite the write lock
+        is held for two INSERTs, not across the reads and the signature.
+        """
         req: LatchkeyRequest = self.request
         client: Client = req.client
         session = get_session()
         now = utcnow()
         try:
-            issued = tokens.issue_token(
+            signed = tokens.sign_token(
                 session,
                 client=client,
                 org_public_id=client.org.public_id,
                 scopes=req.requested_scopes,  # type: ignore[attr-defined]
                 audiences=req.requested_audiences,  # type: ignore[attr-defined]
                 source=TokenSource.TOKEN_ENDPOINT,
-                source_ip=source_ip(),
                 now=now,
             )
         except tokens.ScopeNotAllowed as e:
@@ -348,17 +354,25 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
             raise InvalidTargetError(description=safe_description(e.message)) from e
         except LatchkeyError as e:
             raise InvalidRequestError(description=safe_description(e.message)) from e
-        usage.record_event(
-            session, kind=UsageKind.TOKEN_ISSUED, org_id=client.org_id, client_id=client.id,
-            client_ref=client.client_id, jti=issued.record.jti, source_ip=source_ip(), now=now,
+        event = usage.event_values(
+            kind=UsageKind.TOKEN_ISSUED, org_id=client.org_id, client_id=client.id,
+            client_ref=client.client_id, jti=signed.values["jti"], source_ip=source_ip(),
+            now=now,
         )
-        _touch(client, getattr(req, "matched_secret", None), now)
+        stale = _stale_last_used(client, getattr(req, "matched_secret", None), now)
+        if stale or session.get_bind().dialect.name != "postgresql":
+            # More than one statement: give them one transaction (on SQLite,
+            # BEGIN IMMEDIATE, taken here and not before the reads).
+            end_autocommit(session)
+        tokens.record_issued(session, signed, event=event)
+        for table, row_id in stale:
+            session.execute(update(table).where(table.c.id == row_id).values(last_used_at=now))
         session.commit()
         body = {
-            "access_token": issued.access_token,
+            "access_token": signed.access_token,
             "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-            "scope": issued.claims["scope"],
+            "expires_in": signed.expires_in,
+            "scope": signed.claims["scope"],
         }
         return 200, body, self.TOKEN_RESPONSE_HEADER
 
@@ -392,20 +406,29 @@ def _user_still_member(session: Session, client: Client) -> bool:
     return member is not None
 
 
-def _touch(client: Client, secret: Any, now: datetime) -> None:
+def _stale_last_used(client: Client, secret: Any, now: datetime) -> list[tuple[Table, int]]:
+    """The client and secret rows whose last-used time is older than the granularity."""
+    stale: list[tuple[Table, int]] = []
     if client.last_used_at is None or now - client.last_used_at > LAST_USED_GRANULARITY:
-        client.last_used_at = now
+        stale.append((Client.metadata.tables[Client.__tablename__], client.id))
     if secret is not None and (
         secret.last_used_at is None or now - secret.last_used_at > LAST_USED_GRANULARITY
     ):
-        secret.last_used_at = now
+        stale.append((ClientSecret.metadata.tables[ClientSecret.__tablename__], secret.id))
+    return stale
 
 
 # -- failures and rate limits ------------------------------------------------------------
 
 
 def _failure_limit() -> Any:
-    return parse_limit(str(current_app.config["TOKEN_FAILURE_RATE_LIMIT"]))
+    return _parse_limit(str(current_app.config["TOKEN_FAILURE_RATE_LIMIT"]))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_limit(text: str) -> Any:
+    """Parsed once per setting, not per request."""
+    return parse_limit(text)
 
 
 def check_failure_rate() -> None:

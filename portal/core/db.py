@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app, g
 from sqlalchemy import MetaData, create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 if TYPE_CHECKING:
     from flask import Flask
 
 EXTENSION_KEY = "latchkey.db"
+#: Execution option marking a connection whose statements each commit on their own.
+AUTOCOMMIT = "latchkey_autocommit"
 
 # Stable constraint names, so Alembic migrations can name what they alter.
 NAMING_CONVENTION = {
@@ -80,6 +82,8 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(AUTOCOMMIT):
+            return  # isolation_level None: every statement is its own transaction
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -105,6 +109,55 @@ def get_session() -> Session:
         g.db_session = current_app.extensions[EXTENSION_KEY]["sessionmaker"]()
     session: Session = g.db_session
     return session
+
+
+def new_session() -> Session:
+    """A session apart from the request's, which the caller closes.
+
+    For work that outlives the request's app context, such as the body of a
+    streamed response: the request's session is closed at teardown, before
+    such a body is produced, and one reused after that is never closed again.
+    """
+    session: Session = current_app.extensions[EXTENSION_KEY]["sessionmaker"]()
+    return session
+
+
+def autocommit(session: Session) -> bool:
+    """Run the session's statements, until its next commit or rollback, each on its own.
+
+    For the protocol endpoints' hot path, which reads (client, secrets, keys)
+    and then writes once: on SQLite the reads take no write lock (a
+    ``BEGIN IMMEDIATE`` held across the reads and the signing serialised every
+    token request of every worker), and on PostgreSQL no ``BEGIN`` and
+    ``COMMIT`` round trips are spent on reads. A write that needs more than one
+    statement calls :func:`end_autocommit` first, so it gets a transaction.
+
+    Does nothing (returns False) when the session is already in a transaction,
+    or is bound to a connection rather than the engine (as tests may do).
+    """
+    if session.in_transaction():
+        return False
+    bind = session.get_bind()
+    if isinstance(bind, Connection):
+        return False
+    options: dict[str, Any] = {AUTOCOMMIT: True}
+    if bind.dialect.name != "sqlite":
+        options["isolation_level"] = "AUTOCOMMIT"
+    session.connection(execution_options=options)
+    return True
+
+
+def in_autocommit(session: Session) -> bool:
+    """Whether :func:`autocommit` is in effect for the session's current connection."""
+    if not session.in_transaction():
+        return False
+    return bool(session.connection().get_execution_options().get(AUTOCOMMIT))
+
+
+def end_autocommit(session: Session) -> None:
+    """Leave autocommit mode, so that the statements that follow share one transaction."""
+    if in_autocommit(session):
+        session.commit()  # nothing to write: only releases the connection
 
 
 def _close_session(_exc: BaseException | None) -> None:

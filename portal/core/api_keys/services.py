@@ -72,3 +72,9 @@ def revoke_api_key(
                      now=now)
     session.flush()
     return key
+
+
+def list_api_keys(session: Session, *, org_id: int) -> list[ApiKey]:
+    """The org's API keys, active and revoked, newest first."""
+    stmt = select(ApiKey).where(ApiKey.org_id == org_id).order_by(ApiKey.id.desc())
+    return list(session.scalars(stmt))

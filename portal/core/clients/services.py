@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from jwt import PyJWKSet
 from jwt.exceptions import PyJWKSetError
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from portal.core import crypto, settings
@@ -16,12 +18,21 @@ from portal.core.clients.models import AuthMethod, Client, ClientKind, ClientSec
 from portal.core.errors import NotFound, SecretLimitReached, ValidationFailed
 from portal.core.orgs.models import Organization
 from portal.core.tokens.claims import check_custom_claims, check_scope_names
+from portal.core.tokens.models import IssuedToken
 from portal.core.types import utcnow
 from portal.core.users.models import Membership, User
 
 DEFAULT_AUTH_METHODS = [AuthMethod.CLIENT_SECRET_BASIC.value, AuthMethod.CLIENT_SECRET_POST.value]
 SECRET_METHODS = {AuthMethod.CLIENT_SECRET_BASIC.value, AuthMethod.CLIENT_SECRET_POST.value}
 MAX_AUDIENCES = 20
+
+
+def check_name(name: str | None) -> str:
+    """A client name: required, at most 200 characters, surrounding spaces dropped."""
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise ValidationFailed("name is required (at most 200 characters)", field="name")
+    return name
 
 
 def check_ttl(ttl: Any) -> int:
@@ -117,9 +128,7 @@ def create_client(
     A client that authenticates only with ``private_key_jwt`` gets no secret.
     """
     now = now or utcnow()
-    name = (name or "").strip()
-    if not name or len(name) > 200:
-        raise ValidationFailed("name is required (at most 200 characters)", field="name")
+    name = check_name(name)
     try:
         client_kind = ClientKind(kind)
     except ValueError as e:
@@ -278,12 +287,20 @@ def find_client_for_auth(session: Session, client_id: str) -> Client | None:
     if not client_id or len(client_id) > 64 or "\x00" in client_id:  # PostgreSQL refuses NUL
         return None
     # One round trip: the client, its org (for the `oid` claim) and its secrets.
-    stmt = (
+    found: Client | None = (
+        session.scalars(_client_for_auth(), {"client_id": client_id}).unique().first()
+    )
+    return found
+
+
+@functools.cache
+def _client_for_auth() -> Select[Client]:
+    """Built once: constructing the statement cost more than running it from the cache."""
+    return (
         select(Client)
-        .where(Client.client_id == client_id)
+        .where(Client.client_id == bindparam("client_id"))
         .options(joinedload(Client.secrets), joinedload(Client.org))
     )
-    return session.scalars(stmt).unique().first()
 
 
 def find_secret(client: Client, presented: str) -> ClientSecret | None:
@@ -347,3 +364,120 @@ def delete_client(
     )
     session.delete(client)
     session.flush()
+
+
+# -- portal additions: editing, secret expiry, the list with its 24 h counts ----------
+
+
+def update_client(
+    session: Session,
+    client: Client,
+    *,
+    name: str,
+    description: str,
+    scopes: list[str],
+    audiences: list[str],
+    ttl: int,
+    custom_claims: dict[str, Any] | None,
+    auth_methods: list[str],
+    actor: str,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> list[str]:
+    """Change a client's settings (checked as on creation); returns the changed field names.
+
+    The kind, the user a ``user`` client acts for and the JWKS are not editable
+    here. Nothing changed means no audit entry.
+    """
+    now = now or utcnow()
+    values: dict[str, Any] = {
+        "name": check_name(name),
+        "description": (description or "").strip(),
+        "scopes": _check_supported(check_scope_names(scopes)),
+        "audiences": check_audiences(audiences),
+        "token_ttl": check_ttl(ttl),
+        "custom_claims": check_custom_claims(custom_claims),
+        "auth_methods": check_auth_methods(auth_methods, jwks=client.jwks),
+    }
+    changed = [field for field, value in values.items() if getattr(client, field) != value]
+    if not changed:
+        return []
+    for field in changed:
+        setattr(client, field, values[field])
+    client.updated_at = now
+    audit.record(
+        session,
+        org_id=client.org_id,
+        actor=actor,
+        action="client:updated",
+        target_type="client",
+        target_id=client.client_id,
+        details={"changed": changed},
+        source_ip=source_ip,
+        now=now,
+    )
+    session.flush()
+    return changed
+
+
+def set_secret_expiry(
+    session: Session,
+    client: Client,
+    *,
+    secret_id: int,
+    expires_at: datetime,
+    actor: str,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> ClientSecret:
+    """Set or move the expiry of one of the client's active secrets (to a future time)."""
+    now = now or utcnow()
+    secret = next((s for s in client.secrets if s.id == secret_id), None)
+    if secret is None:
+        raise NotFound("no such secret on this client")
+    if not secret.is_active(now):
+        # Moving the expiry of a dead secret would bring it back to life.
+        raise ValidationFailed("only an active secret's expiry can be changed",
+                               field="expires_at")
+    if expires_at <= now:
+        raise ValidationFailed("the expiry must be in the future", field="expires_at")
+    secret.expires_at = expires_at
+    audit.record(
+        session,
+        org_id=client.org_id,
+        actor=actor,
+        action="client:secret:expiry_set",
+        target_type="client",
+        target_id=client.client_id,
+        details={"secret_id": secret.id, "hint": secret.hint,
+                 "expires_at": expires_at.isoformat()},
+        source_ip=source_ip,
+        now=now,
+    )
+    session.flush()
+    return secret
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    """A client as the portal lists it, with the tokens issued to it in the last 24 hours."""
+
+    client: Client
+    tokens_24h: int
+
+
+def list_clients_with_stats(
+    session: Session, *, org_id: int, now: datetime | None = None
+) -> list[ClientRow]:
+    """The org's clients, newest first, each with its 24 h token count (one grouped query)."""
+    now = now or utcnow()
+    counts: dict[int, int] = {
+        client_id: int(count)
+        for client_id, count in session.execute(
+            select(IssuedToken.client_id, func.count())
+            .where(IssuedToken.org_id == org_id, IssuedToken.issued_at > now - timedelta(hours=24))
+            .group_by(IssuedToken.client_id)
+        )
+    }
+    return [ClientRow(client=c, tokens_24h=counts.get(c.id, 0))
+            for c in list_clients(session, org_id=org_id)]

@@ -67,6 +67,26 @@ def create_org(
     return org
 
 
+def available_slug(session: Session, name: str) -> str:
+    """A slug for ``name`` that no organisation uses yet (``acme``, ``acme-2``, ...).
+
+    Sign-up uses it so that choosing an existing org's name neither fails nor
+    tells the visitor that the other org exists.
+    """
+    base = slugify(name)[:56].strip("-") or "org"
+    taken = set(session.scalars(
+        select(Organization.slug).where(
+            (Organization.slug == base) | Organization.slug.like(f"{base}-%"))
+    ))
+    if base not in taken:
+        return base
+    for n in range(2, 1000):
+        candidate = f"{base}-{n}"
+        if candidate not in taken:
+            return candidate
+    return f"{base}-{crypto.new_public_id('', 4).lower()}"
+
+
 def find_org(session: Session, slug: str) -> Organization | None:
     return session.scalar(select(Organization).where(Organization.slug == slug))
 

@@ -168,7 +168,12 @@ def prune_retired(session: Session, *, now: datetime) -> int:
 class ActiveKey:
     kid: str
     alg: str
-    private_key: Any
+    private_key: Any  # the loaded cryptography key object, reused for every signature
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The JWT header members besides ``alg`` (RFC 9068 ``typ``, and ``kid``)."""
+        return {"typ": "at+jwt", "kid": self.kid}
 
 
 class KeyRing:
@@ -234,6 +239,13 @@ class KeyRing:
             with self._lock:
                 self._public[kid] = (time.monotonic() + self.ttl, value)
         return value
+
+    def fresh_jwks_etag(self) -> str | None:
+        """The ETag of the cached JWKS document while it is fresh, else None; never reads."""
+        hit = self._jwks
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[2]
+        return None
 
     def jwks(self, session: Session) -> tuple[bytes, str]:
         """The JWKS document as bytes and its ETag, rebuilt at most every ``ttl``."""

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import delete, select, update
+from sqlalchemy import Insert, Select, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from portal.core import settings
 from portal.core.audit import services as audit
 from portal.core.clients.models import Client, ClientKind
 from portal.core.clients.services import check_ttl
+from portal.core.db import Base
 from portal.core.errors import NotFound, ValidationFailed
 from portal.core.signing_keys.services import keyring
 from portal.core.tokens.claims import audience_claim, check_custom_claims
 from portal.core.tokens.models import IssuedToken, TokenSource
 from portal.core.types import utcnow
+from portal.core.usage.models import UsageEvent
 
 #: Largest token we try to parse; anything longer is not ours.
 MAX_TOKEN_LENGTH = 8192
@@ -67,7 +70,17 @@ def grant_audiences(client: Client, requested: list[str] | None) -> list[str]:
     return list(dict.fromkeys(requested))
 
 
-def issue_token(
+@dataclass(frozen=True)
+class Signed:
+    """A signed token and the column values of its record, not yet written."""
+
+    access_token: str
+    claims: dict[str, Any]
+    expires_in: int
+    values: dict[str, Any]  # the issued_tokens row
+
+
+def sign_token(
     session: Session,
     *,
     client: Client,
@@ -77,14 +90,13 @@ def issue_token(
     ttl: int | None = None,
     extra_claims: dict[str, Any] | None = None,
     source: TokenSource = TokenSource.TOKEN_ENDPOINT,
-    actor: str | None = None,
-    source_ip: str = "",
     now: datetime | None = None,
-) -> Issued:
-    """Sign an access token for ``client`` and record it.
+) -> Signed:
+    """Judge the request against the client and sign the token; writes nothing.
 
     Custom claims come from the client, then ``extra_claims`` (mint time);
-    reserved claims in either are refused. Portal and API mints are audited.
+    reserved claims in either are refused. The session is only read, and only
+    when this process has no fresh copy of the org's active key.
     """
     now = (now or utcnow()).replace(microsecond=0)
     granted_scopes = grant_scopes(client, scopes)
@@ -110,21 +122,48 @@ def issue_token(
     if client.kind is ClientKind.USER and client.user is not None:
         claims["sub"] = client.user.public_id
         claims["uid"] = client.user.public_id
-    token = jwt.encode(
-        claims, key.private_key, algorithm=key.alg, headers={"typ": "at+jwt", "kid": key.kid}
+    token = jwt.encode(claims, key.private_key, algorithm=key.alg, headers=key.headers)
+    values = {
+        "jti": jti,
+        "org_id": client.org_id,
+        "client_id": client.id,
+        "subject": claims["sub"],
+        "audience": granted_audiences,
+        "scopes": granted_scopes,
+        "kid": key.kid,
+        "issued_at": now,
+        "expires_at": now + timedelta(seconds=lifetime),
+        "source": source,
+    }
+    return Signed(access_token=token, claims=claims, expires_in=lifetime, values=values)
+
+
+def issue_token(
+    session: Session,
+    *,
+    client: Client,
+    org_public_id: str,
+    scopes: list[str] | None = None,
+    audiences: list[str] | None = None,
+    ttl: int | None = None,
+    extra_claims: dict[str, Any] | None = None,
+    source: TokenSource = TokenSource.TOKEN_ENDPOINT,
+    actor: str | None = None,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> Issued:
+    """Sign an access token for ``client`` and record it.
+
+    Custom claims come from the client, then ``extra_claims`` (mint time);
+    reserved claims in either are refused. Portal and API mints are audited.
+    The token endpoint uses :func:`sign_token` and :func:`record_issued` instead.
+    """
+    signed = sign_token(
+        session, client=client, org_public_id=org_public_id, scopes=scopes,
+        audiences=audiences, ttl=ttl, extra_claims=extra_claims, source=source, now=now,
     )
-    record = IssuedToken(
-        jti=jti,
-        org_id=client.org_id,
-        client_id=client.id,
-        subject=claims["sub"],
-        audience=granted_audiences,
-        scopes=granted_scopes,
-        kid=key.kid,
-        issued_at=now,
-        expires_at=now + timedelta(seconds=lifetime),
-        source=source,
-    )
+    values = signed.values
+    record = IssuedToken(**values)
     session.add(record)
     if source is not TokenSource.TOKEN_ENDPOINT:
         audit.record(
@@ -134,12 +173,56 @@ def issue_token(
             action="token:minted",
             target_type="client",
             target_id=client.client_id,
-            details={"jti": jti, "scopes": granted_scopes, "audience": granted_audiences,
-                     "ttl": lifetime, "source": source.value},
+            details={"jti": values["jti"], "scopes": values["scopes"],
+                     "audience": values["audience"], "ttl": signed.expires_in,
+                     "source": source.value},
             source_ip=source_ip,
-            now=now,
+            now=values["issued_at"],
         )
-    return Issued(access_token=token, claims=claims, record=record, expires_in=lifetime)
+    return Issued(access_token=signed.access_token, claims=signed.claims, record=record,
+                  expires_in=signed.expires_in)
+
+
+def record_issued(session: Session, signed: Signed, *, event: dict[str, Any]) -> None:
+    """Write a token endpoint token's record and its usage event with Core ``INSERT`` s.
+
+    ``event`` is :func:`portal.core.usage.services.event_values`. On PostgreSQL
+    both rows go in one statement (a data-modifying CTE): one round trip, atomic
+    even in autocommit mode. Elsewhere (SQLite) they are two statements, so the
+    caller runs them in one transaction: the write lock is held for just these.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        params = {f"t_{k}": v for k, v in signed.values.items()}
+        params.update({f"e_{k}": v for k, v in event.items()})
+        session.execute(_issued_with_event(), params)
+    else:
+        session.execute(insert(_table(IssuedToken)), signed.values)
+        session.execute(insert(_table(UsageEvent)), event)
+
+
+def _table(model: type[Base]) -> Table:
+    return model.metadata.tables[model.__tablename__]
+
+
+@functools.cache
+def _issued_with_event() -> Insert:
+    """``WITH issued_token AS (INSERT INTO issued_tokens ...) INSERT INTO usage_events ...``.
+
+    Built once with named parameters (``t_*`` and ``e_*``), so each request
+    only binds values; SQLAlchemy's compiled cache does the rest.
+    """
+    tokens_table = _table(IssuedToken)
+    events_table = _table(UsageEvent)
+    token_columns = [c.name for c in tokens_table.columns if c.name not in ("id",)]
+    token_columns = [c for c in token_columns if c not in ("revoked_at", "revoked_by")]
+    event_columns = [c.name for c in events_table.columns if c.name != "id"]
+    tokens = insert(tokens_table).values(
+        {c: bindparam(f"t_{c}", type_=tokens_table.c[c].type) for c in token_columns}
+    )
+    events = insert(events_table).values(
+        {c: bindparam(f"e_{c}", type_=events_table.c[c].type) for c in event_columns}
+    )
+    return events.add_cte(tokens.cte("issued_token"))
 
 
 def decode_token(session: Session, token: str) -> dict[str, Any] | None:
@@ -283,3 +366,81 @@ def prune_expired(session: Session, *, now: datetime, keep_for: timedelta) -> in
     """Delete token records that expired more than ``keep_for`` ago; returns how many."""
     result = session.execute(delete(IssuedToken).where(IssuedToken.expires_at < now - keep_for))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def active_tokens_query(*, client: Client, now: datetime) -> Select[Any]:
+    """A client's unrevoked, unexpired token records, newest first (for paging)."""
+    return (
+        select(IssuedToken)
+        .where(
+            IssuedToken.client_id == client.id,
+            IssuedToken.org_id == client.org_id,
+            IssuedToken.revoked_at.is_(None),
+            IssuedToken.expires_at > now,
+        )
+        .order_by(IssuedToken.issued_at.desc(), IssuedToken.id.desc())
+    )
+
+
+# -- revoking by a pasted token or jti (the portal's revoke page) -------------------------
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What :func:`revoke_by_reference` found: no token (``record`` None), or its record."""
+
+    record: IssuedToken | None
+    client: Client | None = None
+    revoked: bool = False  # False with a record: it was already revoked
+
+
+def referenced_jti(value: str) -> str | None:
+    """The ``jti`` a pasted value names: a JWT's ``jti`` claim, else the value itself.
+
+    The JWT is only decoded, not verified: the lookup that follows is limited
+    to the caller's org, so a forged token can only name that org's tokens,
+    which its admins may revoke by ``jti`` anyway.
+    """
+    value = value.strip()
+    if not value or len(value) > MAX_TOKEN_LENGTH or "\x00" in value:
+        return None
+    if value.count(".") == 2:
+        try:
+            jti = jwt.decode(value, options={"verify_signature": False}).get("jti")
+        except (jwt.InvalidTokenError, ValueError, TypeError):
+            return None
+        return jti if isinstance(jti, str) and 0 < len(jti) <= 64 else None
+    return value if len(value) <= 64 else None
+
+
+def revoke_by_reference(
+    session: Session,
+    *,
+    org_id: int,
+    value: str,
+    by: str,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> Revocation:
+    """Revoke the org's token named by a pasted access token or ``jti``.
+
+    Another org's token is not found, exactly like an unknown one. A revocation
+    is audited and recorded in the usage history.
+    """
+    from portal.core.usage import services as usage  # appended block; usage is a leaf
+    from portal.core.usage.models import UsageKind
+
+    jti = referenced_jti(value)
+    record = find_record(session, org_id=org_id, jti=jti) if jti else None
+    if record is None:
+        return Revocation(record=None)
+    client = session.get(Client, record.client_id)
+    now = now or utcnow()
+    revoked = revoke(session, record, by=by, source_ip=source_ip, now=now)
+    if revoked:
+        usage.record_event(
+            session, kind=UsageKind.TOKEN_REVOKED, org_id=org_id, client_id=record.client_id,
+            client_ref=by[:64], jti=record.jti, source_ip=source_ip, now=now,
+        )
+        session.flush()
+    return Revocation(record=record, client=client, revoked=revoked)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, and_, delete, func, insert, not_, or_, select
 from sqlalchemy.orm import Session
 
+from portal.core.clients.models import Client
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageHourly, UsageKind
 
@@ -33,18 +35,45 @@ def record_event(
     ``client_ref`` and ``reason`` can carry what a caller sent; NUL bytes are
     dropped because PostgreSQL refuses them in text.
     """
-    event = UsageEvent(
-        kind=kind,
-        org_id=org_id,
-        client_id=client_id,
-        client_ref=client_ref.replace("\x00", "")[:64],
-        reason=reason.replace("\x00", "")[:MAX_REASON],
-        jti=jti,
-        source_ip=source_ip[:45],
-        occurred_at=now or utcnow(),
-    )
+    event = UsageEvent(**event_values(
+        kind=kind, org_id=org_id, client_id=client_id, client_ref=client_ref, reason=reason,
+        jti=jti, source_ip=source_ip, now=now,
+    ))
     session.add(event)
     return event
+
+
+def event_values(
+    *,
+    kind: UsageKind,
+    org_id: int | None,
+    client_id: int | None = None,
+    client_ref: str = "",
+    reason: str = "",
+    jti: str | None = None,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The column values of one usage event, for an ORM object or a Core ``INSERT``."""
+    return {
+        "kind": kind,
+        "org_id": org_id,
+        "client_id": client_id,
+        "client_ref": client_ref.replace("\x00", "")[:64],
+        "reason": reason.replace("\x00", "")[:MAX_REASON],
+        "jti": jti,
+        "source_ip": source_ip[:45],
+        "occurred_at": now or utcnow(),
+    }
+
+
+def insert_event(session: Session, **values: Any) -> None:
+    """Write one usage event with a Core ``INSERT`` (no ORM object; the hot path's way).
+
+    Takes the keyword arguments of :func:`record_event`.
+    """
+    table = UsageEvent.metadata.tables[UsageEvent.__tablename__]
+    session.execute(insert(table), event_values(**values))
 
 
 def list_events(
@@ -179,3 +208,92 @@ def series(
         buckets.append(Bucket(start=moment, counts=dict(totals.get(moment, {}))))
         moment += step
     return buckets
+
+
+# --- reading events back: the filtered history table and its CSV export ----------
+
+#: Outcomes the history can be filtered by. A failed outcome is a refused token
+#: request, or an introspection that found the token inactive.
+OUTCOMES = ("ok", "failed")
+EXPORT_COLUMNS = ("occurred_at", "client_id", "client_name", "kind", "reason", "source_ip", "jti")
+
+
+def _failed_outcome() -> Any:
+    return or_(
+        UsageEvent.kind == UsageKind.TOKEN_FAILED,
+        and_(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED, UsageEvent.reason == "inactive"),
+    )
+
+
+def _filtered(
+    stmt: Select[*tuple[Any, ...]],
+    *,
+    org_id: int,
+    client_id: int | None = None,
+    kinds: tuple[UsageKind, ...] | None = None,
+    outcome: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Select[*tuple[Any, ...]]:
+    stmt = stmt.where(UsageEvent.org_id == org_id)
+    if client_id is not None:
+        stmt = stmt.where(UsageEvent.client_id == client_id)
+    if kinds:
+        stmt = stmt.where(UsageEvent.kind.in_(kinds))
+    if outcome == "failed":
+        stmt = stmt.where(_failed_outcome())
+    elif outcome == "ok":
+        stmt = stmt.where(not_(_failed_outcome()))
+    if start is not None:
+        stmt = stmt.where(UsageEvent.occurred_at >= start)
+    if end is not None:
+        stmt = stmt.where(UsageEvent.occurred_at < end)
+    return stmt.order_by(UsageEvent.occurred_at.desc(), UsageEvent.id.desc())
+
+
+def events_query(
+    *,
+    org_id: int,
+    client_id: int | None = None,
+    kinds: tuple[UsageKind, ...] | None = None,
+    outcome: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Select[Any]:
+    """The org's events matching the filters, newest first (``start`` <= time < ``end``).
+
+    ``outcome`` is ``"ok"`` or ``"failed"`` (see :data:`OUTCOMES`); None means both.
+    """
+    return _filtered(select(UsageEvent), org_id=org_id, client_id=client_id, kinds=kinds,
+                     outcome=outcome, start=start, end=end)
+
+
+def export_rows(
+    session: Session,
+    *,
+    org_id: int,
+    client_id: int | None = None,
+    kinds: tuple[UsageKind, ...] | None = None,
+    outcome: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int | None = None,
+    chunk: int = 1000,
+) -> Iterator[tuple[datetime, str, str, str, str, str, str]]:
+    """The filtered events as :data:`EXPORT_COLUMNS` values, newest first, fetched in chunks.
+
+    ``client_id`` is the client's public id, or what the caller presented when
+    no client matched. Rows are read ``chunk`` at a time (``yield_per``), so a
+    large export never holds the whole history in memory.
+    """
+    columns = select(UsageEvent.occurred_at, Client.client_id, Client.name, UsageEvent.client_ref,
+                     UsageEvent.kind, UsageEvent.reason, UsageEvent.source_ip, UsageEvent.jti)
+    stmt = _filtered(columns.outerjoin(Client, Client.id == UsageEvent.client_id),
+                     org_id=org_id, client_id=client_id, kinds=kinds, outcome=outcome,
+                     start=start, end=end)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    result = session.execute(stmt.execution_options(yield_per=chunk))
+    for occurred_at, public_id, name, ref, kind, reason, source_ip, jti in result:
+        yield (occurred_at, public_id or ref or "", name or "", str(kind), reason or "",
+               source_ip or "", jti or "")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal.core import crypto
@@ -138,3 +139,148 @@ def authenticate(session: Session, *, email: str, password: str,
 
 
 _DUMMY_HASH = crypto.hash_password("not-a-real-password")
+
+
+# -- members of an org (the portal's members page) ------------------------------------
+
+#: Length of the random temporary password given to a member added by an owner.
+TEMPORARY_PASSWORD_BYTES = 18  # 24 characters of base64url, 144 bits
+
+
+def list_members(session: Session, *, org_id: int) -> list[Membership]:
+    """The org's memberships with their users, oldest first."""
+    stmt = (
+        select(Membership)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.org_id == org_id)
+        .order_by(Membership.created_at, Membership.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def get_membership(session: Session, *, org_id: int, membership_id: int) -> Membership:
+    """One membership of the org; another org's behaves exactly like a missing one."""
+    membership = session.scalar(
+        select(Membership).where(Membership.id == membership_id, Membership.org_id == org_id)
+    )
+    if membership is None:
+        raise NotFound("no such member")
+    return membership
+
+
+def add_member(
+    session: Session,
+    *,
+    org: Organization,
+    email: str,
+    role: str,
+    actor: str,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> tuple[str | None, Membership]:
+    """Add a person to the org by email, creating their account when there is none.
+
+    Returns ``(temporary_password, membership)``; the password is set only when
+    a new account was created (there is no mail server to send an invitation),
+    and is shown once to the owner: only its argon2id hash is stored.
+    """
+    email = normalise_email(email)
+    try:
+        Role(role)
+    except ValueError as e:
+        raise ValidationFailed("role must be owner, admin or viewer", field="role") from e
+    user = find_user(session, email)
+    if user is not None:
+        if session.scalar(select(Membership.id).where(
+                Membership.org_id == org.id, Membership.user_id == user.id)) is not None:
+            raise Conflict(f"{email} is already a member of this organisation")
+        return None, add_membership(session, org=org, user=user, role=role, actor=actor,
+                                    source_ip=source_ip, now=now)
+    temporary = secrets.token_urlsafe(TEMPORARY_PASSWORD_BYTES)
+    user = create_user(session, email=email, password=temporary, org=org, role=role,
+                       actor=actor, source_ip=source_ip, now=now)
+    membership = session.scalar(
+        select(Membership).where(Membership.org_id == org.id, Membership.user_id == user.id)
+    )
+    if membership is None:  # pragma: no cover (create_user made it just above)
+        raise NotFound("the new membership was not created")
+    return temporary, membership
+
+
+def _owner_count(session: Session, org_id: int) -> int:
+    return session.scalar(
+        select(func.count(Membership.id)).where(
+            Membership.org_id == org_id, Membership.role == Role.OWNER)
+    ) or 0
+
+
+def is_last_owner(session: Session, membership: Membership) -> bool:
+    """True for the only owner of an org: they can be neither demoted nor removed."""
+    return membership.role is Role.OWNER and _owner_count(session, membership.org_id) <= 1
+
+
+def set_role(
+    session: Session,
+    *,
+    membership: Membership,
+    role: str,
+    actor: str,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> Membership:
+    """Change a member's role; the org's last owner cannot be demoted."""
+    try:
+        new_role = Role(role)
+    except ValueError as e:
+        raise ValidationFailed("role must be owner, admin or viewer", field="role") from e
+    old_role = membership.role
+    if new_role is old_role:
+        return membership
+    if is_last_owner(session, membership):
+        raise ValidationFailed(
+            "the organisation's last owner cannot be demoted; make someone else an owner first",
+            field="role",
+        )
+    membership.role = new_role
+    session.flush()
+    audit.record(
+        session,
+        org_id=membership.org_id,
+        actor=actor,
+        action="member:role_changed",
+        target_type="user",
+        target_id=membership.user.email,
+        details={"from": old_role.value, "to": new_role.value},
+        source_ip=source_ip,
+        now=now,
+    )
+    return membership
+
+
+def remove_membership(
+    session: Session,
+    *,
+    membership: Membership,
+    actor: str,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> None:
+    """Take a member out of the org (their account stays); never the last owner."""
+    if is_last_owner(session, membership):
+        raise ValidationFailed(
+            "the organisation's last owner cannot be removed; make someone else an owner first"
+        )
+    email = membership.user.email
+    audit.record(
+        session,
+        org_id=membership.org_id,
+        actor=actor,
+        action="member:removed",
+        target_type="user",
+        target_id=email,
+        details={"role": membership.role.value},
+        source_ip=source_ip,
+        now=now,
+    )
+    session.delete(membership)
+    session.flush()
