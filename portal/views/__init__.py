@@ -122,7 +122,17 @@ def _enforce_roles() -> None:
 bp.before_request(_enforce_roles)
 
 # Routes register on the blueprint as their modules are imported.
-from portal.views import auth, home  # noqa: E402,F401
+from portal.views import (  # noqa: E402,F401
+    api_keys,
+    audit,
+    auth,
+    clients,
+    home,
+    keys,
+    members,
+    tokens,
+    usage,
+)
 
 
 def init_app(app: Flask) -> None:

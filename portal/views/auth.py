@@ -1,20 +1,47 @@
-"""Sign in and sign out."""
+"""Sign in, sign out, optional sign-up, and the portal's security headers and error pages."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from flask import Flask, flash, redirect, render_template, request, url_for
+from flask import (
+    Flask,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
+from flask_wtf.csrf import CSRFError
 from sqlalchemy import select
+from werkzeug.exceptions import TooManyRequests
 
 from portal.core.db import get_session
+from portal.core.errors import Conflict, ValidationFailed
+from portal.core.orgs import services as orgs
 from portal.core.users import services as users
-from portal.core.users.models import Membership, User
+from portal.core.users.models import Membership, Role, User
 from portal.extensions import limiter, login_manager
-from portal.forms.auth import SignInForm
-from portal.views import bp
+from portal.forms.auth import SignInForm, SignUpForm
+from portal.views import bp, source_ip
+
+#: Default limits; each can be overridden by the setting of the same name.
+RATE_LIMITS = {
+    "SIGNIN_RATE_LIMIT_PER_ACCOUNT": "10/minute",
+    "SIGNIN_RATE_LIMIT_PER_ADDRESS": "30/minute",
+    "SIGNUP_RATE_LIMIT_PER_ADDRESS": "10/hour",
+}
+SIGNIN_LIMITED = "Too many sign-in attempts. Wait a minute, then try again."
+SIGNUP_LIMITED = "Too many sign-ups from your network. Try again later."
+# Said for an email that already has an account: sign-up cannot hide that it
+# exists (emails are unique), but it says no more than that.
+EMAIL_UNAVAILABLE = ("This email address cannot be used to sign up. "
+                     "If you already have an account, sign in instead.")
 
 
 class PortalUser(UserMixin):
@@ -46,10 +73,17 @@ def _safe_next(target: str | None) -> str:
     """Only same-site relative paths; anything else goes home."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return url_for("portal.home")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return url_for("portal.home")  # browsers drop tabs and newlines: "/\t/evil.com"
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:
         return url_for("portal.home")
     return target
+
+
+def _limit(name: str) -> Callable[[], str]:
+    """A rate limit read from the app config when the request is checked."""
+    return lambda: str(current_app.config.get(name) or RATE_LIMITS[name])
 
 
 def _email_key() -> str:
@@ -57,10 +91,12 @@ def _email_key() -> str:
 
 
 @bp.route("/signin", methods=["GET", "POST"])
-@limiter.limit("10/minute", methods=["POST"], key_func=_email_key)
-@limiter.limit("30/minute", methods=["POST"])
+@limiter.limit(_limit("SIGNIN_RATE_LIMIT_PER_ACCOUNT"), methods=["POST"], key_func=_email_key,
+               error_message=SIGNIN_LIMITED)
+@limiter.limit(_limit("SIGNIN_RATE_LIMIT_PER_ADDRESS"), methods=["POST"],
+               error_message=SIGNIN_LIMITED)
 def signin() -> ResponseReturnValue:
-    """Sign in with email and password."""
+    """Sign in with email and password; go back to ``next`` if it is a path on this site."""
     form = SignInForm()
     if form.validate_on_submit():
         session = get_session()
@@ -71,7 +107,8 @@ def signin() -> ResponseReturnValue:
             login_user(load_user(str(user.id)))  # type: ignore[arg-type]
             return redirect(_safe_next(request.args.get("next")))
         form.password.errors.append("Email or password is incorrect.")
-    return render_template("portal/signin.html", form=form)
+    status = 400 if form.errors else 200
+    return render_template("portal/signin.html", form=form), status
 
 
 @bp.post("/signout")
@@ -83,9 +120,71 @@ def signout() -> ResponseReturnValue:
     return redirect(url_for("portal.signin"))
 
 
+_SIGNUP_FIELDS = {"name": "org_name", "email": "email", "password": "password"}
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+@limiter.limit(_limit("SIGNUP_RATE_LIMIT_PER_ADDRESS"), methods=["POST"],
+               error_message=SIGNUP_LIMITED)
+def signup() -> ResponseReturnValue:
+    """Create an organisation and its first owner, then sign in (only with SIGNUP on)."""
+    if not current_app.config.get("SIGNUP"):
+        abort(404)
+    form = SignUpForm()
+    if form.validate_on_submit():
+        session = get_session()
+        name = (form.org_name.data or "").strip()
+        try:
+            email = users.normalise_email(form.email.data or "")
+            if users.find_user(session, email) is not None:
+                raise Conflict(EMAIL_UNAVAILABLE)
+            who = f"user:{email}"
+            org = orgs.create_org(session, name=name, slug=orgs.available_slug(session, name),
+                                  actor=who, source_ip=source_ip())
+            user = users.create_user(session, email=email, password=form.password.data or "",
+                                     org=org, role=Role.OWNER.value, actor=who,
+                                     source_ip=source_ip())
+        except ValidationFailed as e:
+            session.rollback()
+            field = getattr(form, _SIGNUP_FIELDS.get(e.field or "", "org_name"))
+            field.errors.append(e.message[:1].upper() + e.message[1:] + ".")
+        except Conflict:
+            session.rollback()
+            form.email.errors.append(EMAIL_UNAVAILABLE)
+        else:
+            session.commit()
+            login_user(load_user(str(user.id)))  # type: ignore[arg-type]
+            flash(f"Welcome to Latchkey. {org.name} is ready: create your first client.",
+                  "success")
+            landing = "portal.clients" if "portal.clients" in current_app.view_functions \
+                else "portal.home"
+            return redirect(url_for(landing))
+    status = 400 if form.errors else 200
+    return render_template("portal/signup.html", form=form), status
+
+
+@bp.errorhandler(TooManyRequests)
+def too_many_requests(e: TooManyRequests) -> ResponseReturnValue:
+    """A refused sign-in or sign-up shows its form again with a friendly message."""
+    if request.endpoint == "portal.signin":
+        return render_template("portal/signin.html", form=SignInForm(),
+                               limited=e.description), 429
+    if request.endpoint == "portal.signup" and current_app.config.get("SIGNUP"):
+        return render_template("portal/signup.html", form=SignUpForm(),
+                               limited=e.description), 429
+    return render_template("errors/error.html", error=e), 429
+
+
+@bp.errorhandler(CSRFError)
+def csrf_failed(e: CSRFError) -> ResponseReturnValue:
+    """A portal form without a valid CSRF token: a friendly 400 page, nothing changed."""
+    return render_template("errors/error.html", error=e, csrf_failed=True), 400
+
+
 def init_app(app: Flask) -> None:
     login_manager.login_view = "portal.signin"
     login_manager.login_message = "Sign in to continue."
+    login_manager.login_message_category = "info"
 
     @app.after_request
     def security_headers(response):  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ both in tests/services.
 from __future__ import annotations
 
 import re
+from html import unescape
 from typing import Any
 
 import pytest
@@ -23,6 +24,21 @@ def csrf_token(html: str) -> str:
     match = CSRF_INPUT.search(html)
     assert match, "the page has no CSRF token"
     return match.group(1)
+
+
+INPUT_TAG = re.compile(r"<input\b([^>]*)>")
+ATTRIBUTE = re.compile(r'([a-zA-Z_:-]+)="([^"]*)"')
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    """Name -> value of the page's hidden inputs, whatever order their attributes are in
+    (WTForms writes ``id name type value``; hand-written inputs often ``type name value``)."""
+    fields: dict[str, str] = {}
+    for attrs in INPUT_TAG.findall(html):
+        found = dict(ATTRIBUTE.findall(attrs))
+        if found.get("type") == "hidden" and "name" in found:
+            fields.setdefault(found["name"], unescape(found.get("value", "")))
+    return fields
 
 
 class Portal:
@@ -54,8 +70,7 @@ class Portal:
                   **kwargs: Any) -> TestResponse:
         """GET a page, then POST its form with the page's hidden fields plus ``data``."""
         html = self.get(page_url).get_data(as_text=True)
-        hidden = dict(re.findall(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"',
-                                 html))
+        hidden = hidden_fields(html)
         return self.http.post(action or page_url, data={**hidden, **data}, **kwargs)
 
 
@@ -104,3 +119,99 @@ def viewer(app, session, org) -> Portal:
 def outsider(app, session, other_org) -> Portal:
     """Signed in as an owner of another org."""
     return _portal_for(app, session, other_org, "owner")
+
+
+# Per-request values that extensions cache in ``g``. The ``app`` fixture keeps an
+# app context pushed for the whole test, and a test client request reuses it, so
+# without this the signed-in user (flask-login's ``g._login_user``) and the CSRF
+# token (flask-wtf's ``g.csrf_token``) of one request would leak into the next,
+# even into another test client's: a test with both ``owner`` and ``outsider``
+# would act as the wrong person. The database session (``g.db_session``) is
+# shared with the test on purpose and stays.
+REQUEST_SCOPED_G = ("_login_user", "csrf_token", "csrf_valid")
+
+
+@pytest.fixture(autouse=True)
+def _forget_request_state(app: Flask) -> None:
+    from flask import g
+
+    @app.teardown_request
+    def forget(_exc: BaseException | None) -> None:
+        for name in REQUEST_SCOPED_G:
+            g.pop(name, None)
+
+
+# -- one of each org-owned object, for the route walkers (tests/portal/test_security.py,
+#    tests/portal/test_a11y.py) ----------------------------------------------------------
+
+
+class OrgObjects:
+    """Real objects of one org, by the URL parameter name that identifies them.
+
+    ``url(rule)`` builds a rule's URL from them. A route whose parameter is not
+    in :attr:`params` makes the walking test fail: add the new name here, so no
+    route escapes the security walk.
+    """
+
+    def __init__(self, org: Any, params: dict[str, Any]) -> None:
+        self.org = org
+        self.params = params
+
+    @staticmethod
+    def rules(app: Flask, method: str) -> list[Any]:
+        """Every rule of the portal blueprint that accepts ``method``, in a stable order."""
+        return sorted(
+            (r for r in app.url_map.iter_rules()
+             if r.endpoint.startswith("portal.") and method in (r.methods or ())),
+            key=lambda r: r.rule,
+        )
+
+    @staticmethod
+    def request(problems: list[str], call: Any, where: str) -> Any:
+        """``call()``, or None with a problem noted when the app raised (a walk goes on)."""
+        try:
+            return call()
+        except Exception as e:  # report every broken route, not only the first
+            problems.append(f"{where}: raised {type(e).__name__}: {e}"[:500])
+            return None
+
+    def url(self, rule: Any) -> str:
+        unknown = sorted(set(rule.arguments) - set(self.params))
+        if unknown:
+            pytest.fail(
+                f"route {rule.rule} ({rule.endpoint}) has URL parameter(s) {unknown} that the "
+                "walkers cannot fill: add each name to OrgObjects in tests/portal/conftest.py "
+                "(the org_objects fixture), mapped to a real object of the org",
+                pytrace=False,
+            )
+        values = {name: self.params[name] for name in rule.arguments}
+        method = sorted((rule.methods or {"GET"}) - {"HEAD", "OPTIONS"})[0]
+        return str(rule.map.bind("localhost").build(rule.endpoint, values, method=method))
+
+
+@pytest.fixture
+def org_objects(app, session, org) -> OrgObjects:
+    """One of each object in ``org`` (client, secret, token, API key, member, signing key)."""
+    import jwt
+    from sqlalchemy import select
+
+    from portal.core.signing_keys.models import KeyState, SigningKey
+    from portal.core.users.models import Membership
+    from tests.factories import issue, make_api_key, make_client
+
+    client, _secret = make_client(session, org, name="walked client")
+    token = issue(session, client)
+    _plaintext, api_key = make_api_key(session, org)
+    member = make_user(session, org=org, role="viewer", email="walked.member@example.com")
+    membership = session.scalar(
+        select(Membership).where(Membership.user_id == member.id, Membership.org_id == org.id))
+    kid = session.scalar(select(SigningKey.kid).where(
+        SigningKey.org_id == org.id, SigningKey.state == KeyState.ACTIVE))
+    return OrgObjects(org, {
+        "client_id": client.client_id,
+        "secret_id": client.secrets[0].id,
+        "jti": jwt.decode(token, options={"verify_signature": False})["jti"],
+        "key_id": api_key.id,
+        "member_id": membership.id,
+        "kid": kid,
+    })

@@ -1,0 +1,82 @@
+"""Forms of the token pages: minting a test token and revoking one.
+
+The forms check shape (a number, a JSON object); the rules (allowed scopes and
+audiences, TTL bounds, reserved claims) are the token service's, and the views
+put its ``ValidationFailed`` errors back on the field they name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    Field,
+    HiddenField,
+    IntegerField,
+    SelectField,
+    TextAreaField,
+    ValidationError,
+)
+from wtforms.validators import DataRequired, InputRequired, Length
+
+from portal.core.errors import ValidationFailed
+from portal.core.tokens.services import MAX_TOKEN_LENGTH
+from portal.forms.clients import MultiCheckboxField, parse_claims
+
+#: Service error fields -> the form field showing them.
+FIELD_ALIASES = {"scope": "scopes", "audiences": "audience", "token_ttl": "ttl"}
+
+
+class MintForm(FlaskForm):
+    """Mint a token for the client chosen with the picker (``client``)."""
+
+    client = HiddenField()
+    scopes = MultiCheckboxField("Scopes", validate_choice=False)
+    audience = SelectField("Audience", validate_choice=False)
+    ttl = IntegerField("Lifetime (seconds)", validators=[
+        InputRequired(message="Enter the token lifetime in seconds.")])
+    custom_claims = TextAreaField("Custom claims (JSON object)", validators=[Length(max=8000)])
+    nonce = HiddenField()
+
+    def validate_ttl(self, field: Field) -> None:
+        if field.data is None and not field.errors:  # "abc" already has its parse error
+            raise ValidationError("The lifetime must be a whole number of seconds.")
+
+    def validate_custom_claims(self, field: Field) -> None:
+        try:
+            parse_claims(field.data)
+        except ValidationFailed as e:
+            raise ValidationError(_sentence(e.message)) from e
+
+    def claims(self) -> dict[str, Any]:
+        """The custom claims of a valid form (empty when none)."""
+        return parse_claims(self.custom_claims.data)
+
+
+def _strip(value: str | None) -> str | None:
+    return value.strip() if value else value
+
+
+class RevokeForm(FlaskForm):
+    """Revoke one token, named by the token itself or its ``jti``."""
+
+    token = TextAreaField("Access token or jti", filters=[_strip], validators=[
+        DataRequired(message="Paste an access token or its jti."),
+        Length(max=MAX_TOKEN_LENGTH, message="That is longer than any token this server issues."),
+    ])
+
+
+def _sentence(message: str) -> str:
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith((".", "!", "?")) else message + "."
+
+
+def attach_error(form: FlaskForm, error: ValidationFailed) -> bool:
+    """Show a domain error on the field it names; False when the form has no such field."""
+    name = FIELD_ALIASES.get(error.field or "", error.field or "")
+    field = form._fields.get(name) if name else None
+    if field is None or isinstance(field, HiddenField):
+        return False
+    field.errors = [*field.errors, _sentence(error.message)]
+    return True

@@ -1,0 +1,395 @@
+"""Clients: the list, creating one (its secret shown once), its detail page and every change to it.
+
+Every lookup goes through ``clients.get_client`` with the signed-in org, so a
+client of another org answers 404. Viewers can read the list and the detail
+page; the before_request hook in ``portal.views`` refuses their POSTs, and the
+form pages (new, edit, delete) answer them 403 too.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import login_required
+from wtforms.fields.choices import SelectChoice
+
+from portal.core import settings
+from portal.core.audit import services as audit
+from portal.core.clients import services as clients
+from portal.core.clients.models import AuthMethod, Client, ClientKind, ClientSecret
+from portal.core.db import get_session
+from portal.core.errors import NotFound, SecretLimitReached, ValidationFailed
+from portal.core.tokens import services as tokens
+from portal.core.types import utcnow
+from portal.core.usage import services as usage
+from portal.core.users import services as users
+from portal.forms.clients import (
+    PRIVATE_KEY_JWT_CHOICE,
+    SECRET_METHOD_CHOICES,
+    ClientSettingsForm,
+    DeleteClientForm,
+    NewClientForm,
+    attach_error,
+    parse_expiry,
+)
+from portal.views import (
+    actor,
+    bp,
+    can_manage,
+    consume_nonce,
+    current_org,
+    issue_nonce,
+    no_store,
+    source_ip,
+)
+from portal.views.pagination import paginate
+from portal.views.snippets import export_token_snippet, token_snippets, use_snippets
+
+NEW_CLIENT_NONCE = "client:new"
+ALREADY_SUBMITTED = "That form was already submitted; the secret is only shown once."
+AUDIT_TRAIL_LENGTH = 20
+TOKENS_PER_PAGE = 25
+
+
+def _secret_nonce(client: Client) -> str:
+    return f"client:secret:{client.client_id}"
+
+
+def _sentence(message: str) -> str:
+    """A domain message ("the expiry must be …") as a sentence for the page."""
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith((".", "!", "?")) else message + "."
+
+
+def _require_manager() -> None:
+    """Form pages that only lead to changes are for owners and admins."""
+    if not can_manage():
+        abort(403, "Your role in this organisation is read-only.")
+
+
+def _client(client_id: str) -> Client:
+    """The signed-in org's client, or 404 (another org's client looks missing)."""
+    try:
+        return clients.get_client(get_session(), org_id=current_org().id, client_id=client_id)
+    except NotFound:
+        abort(404)
+
+
+def _detail_url(client: Client) -> str:
+    return url_for("portal.client_detail", client_id=client.client_id)
+
+
+def _auth_method_choices(client: Client | None) -> list[SelectChoice]:
+    """The secret methods, plus private_key_jwt for a client that can use it (set by CLI/API)."""
+    choices = list(SECRET_METHOD_CHOICES)
+    if client is not None and (client.jwks or AuthMethod.PRIVATE_KEY_JWT in client.auth_methods):
+        choices.append(PRIVATE_KEY_JWT_CHOICE)
+    return choices
+
+
+def _show_secret(client: Client, plaintext: str, *, secret: ClientSecret | None,
+                 created: bool) -> ResponseReturnValue:
+    """The one response that ever shows this secret: never cached, never stored."""
+    snippets = [
+        *token_snippets(client.client_id, plaintext),
+        export_token_snippet(client.client_id, plaintext),
+        *use_snippets(client.client_id, plaintext),
+    ]
+    return no_store(render_template(
+        "portal/clients/created.html", client=client, plaintext=plaintext, secret=secret,
+        created=created, snippets=snippets,
+    ))
+
+
+# -- the list and creating a client ---------------------------------------------------
+
+
+@bp.get("/clients", endpoint="clients")
+@login_required
+def clients_list() -> ResponseReturnValue:
+    """The org's clients with when each was last used and its tokens in the last 24 hours."""
+    org = current_org()
+    rows = clients.list_clients_with_stats(get_session(), org_id=org.id)
+    return render_template("portal/clients/list.html", org=org, rows=rows,
+                           issuer=settings.issuer())
+
+
+@bp.route("/clients/new", methods=["GET", "POST"])
+@login_required
+def clients_new() -> ResponseReturnValue:
+    """Create a client; the response to a valid POST shows its secret, once."""
+    _require_manager()
+    session = get_session()
+    org = current_org()
+    members = {m.user.public_id: m for m in users.list_members(session, org_id=org.id)}
+    form = NewClientForm()
+    form.user.choices = [SelectChoice("", "— choose a member —")] + [
+        SelectChoice(public_id, f"{m.user.email} ({m.role.value})")
+        for public_id, m in members.items()]
+    if request.method == "GET":
+        form.ttl.data = settings.ttl_bounds()[1]
+        form.nonce.data = issue_nonce(NEW_CLIENT_NONCE)
+    elif form.validate_on_submit():
+        if not consume_nonce(NEW_CLIENT_NONCE, form.nonce.data):
+            flash(ALREADY_SUBMITTED, "warning")
+            return redirect(url_for("portal.clients"))
+        kind = form.kind.data or ""
+        member = members.get(form.user.data or "") if kind == ClientKind.USER.value else None
+        try:
+            client, plaintext = clients.create_client(
+                session, org=org, kind=kind, user=member.user if member else None,
+                actor=actor(), source_ip=source_ip(), **form.settings())
+        except ValidationFailed as e:
+            session.rollback()
+            if not attach_error(form, e):
+                form.form_errors.append(_sentence(e.message))
+            form.nonce.data = issue_nonce(NEW_CLIENT_NONCE)  # the old one is spent
+        else:
+            session.commit()
+            if plaintext is None:  # only private_key_jwt: there is no secret to show
+                flash(f"Client {client.name} created.", "success")
+                return redirect(_detail_url(client))
+            return _show_secret(client, plaintext, secret=None, created=True)
+    status = 400 if request.method == "POST" else 200
+    return render_template("portal/clients/new.html", form=form,
+                           ttl_bounds=settings.ttl_bounds()), status
+
+
+# -- the detail page ------------------------------------------------------------------
+
+
+def _render_detail(client: Client, *, status: int = 200,
+                   expiry_errors: dict[int, str] | None = None,
+                   add_error: str | None = None) -> ResponseReturnValue:
+    session = get_session()
+    now = utcnow()
+    token_page = paginate(session, tokens.active_tokens_query(client=client, now=now),
+                          per_page=TOKENS_PER_PAGE)
+    buckets = usage.series(session, org_id=client.org_id, start=now - timedelta(hours=23),
+                           end=now, bucket="hour", client_id=client.id)
+    trail = list(session.scalars(
+        audit.entries_query(org_id=client.org_id, target_type="client",
+                            target_id=client.client_id).limit(AUDIT_TRAIL_LENGTH)))
+    usage_url = (url_for("portal.usage", client=client.client_id)
+                 if "portal.usage" in current_app.view_functions else None)
+    return render_template(
+        "portal/clients/detail.html",
+        client=client,
+        now=now,
+        secrets=sorted(client.secrets, key=lambda s: s.id, reverse=True),
+        active_count=len(client.active_secrets(now)),
+        max_secrets=settings.max_active_secrets(),
+        token_page=token_page,
+        buckets=buckets,
+        trail=trail,
+        usage_url=usage_url,
+        claims_json=json.dumps(client.custom_claims, indent=2, sort_keys=True),
+        secret_nonce=issue_nonce(_secret_nonce(client)) if can_manage() else "",
+        expiry_errors=expiry_errors or {},
+        add_error=add_error,
+    ), status
+
+
+@bp.get("/clients/<client_id>")
+@login_required
+def client_detail(client_id: str) -> ResponseReturnValue:
+    """A client's settings, secrets, active tokens, usage and audit trail."""
+    return _render_detail(_client(client_id))
+
+
+@bp.route("/clients/<client_id>/edit", methods=["GET", "POST"])
+@login_required
+def clients_edit(client_id: str) -> ResponseReturnValue:
+    """Change a client's settings (not its kind)."""
+    _require_manager()
+    session = get_session()
+    client = _client(client_id)
+    if request.method == "GET":
+        form = ClientSettingsForm(data={
+            "name": client.name,
+            "description": client.description,
+            "scopes": " ".join(client.scopes),
+            "audiences": "\n".join(client.audiences),
+            "ttl": client.token_ttl,
+            "custom_claims": (json.dumps(client.custom_claims, indent=2, sort_keys=True)
+                              if client.custom_claims else ""),
+            "auth_methods": list(client.auth_methods),
+        })
+    else:
+        form = ClientSettingsForm()
+    form.auth_methods.choices = _auth_method_choices(client)
+    if form.validate_on_submit():
+        try:
+            changed = clients.update_client(session, client, actor=actor(),
+                                            source_ip=source_ip(), **form.settings())
+        except ValidationFailed as e:
+            session.rollback()
+            if not attach_error(form, e):
+                form.form_errors.append(_sentence(e.message))
+        else:
+            session.commit()
+            if changed:
+                labels = ", ".join(getattr(form, f if f != "token_ttl" else "ttl").label.text
+                                   .lower() for f in changed)
+                flash(f"Saved {client.name}: changed {labels}.", "success")
+            else:
+                flash("Nothing changed.", "info")
+            return redirect(_detail_url(client))
+    status = 400 if request.method == "POST" else 200
+    return render_template("portal/clients/edit.html", form=form, client=client,
+                           ttl_bounds=settings.ttl_bounds()), status
+
+
+# -- secrets --------------------------------------------------------------------------
+
+
+@bp.post("/clients/<client_id>/secrets")
+@login_required
+def clients_add_secret(client_id: str) -> ResponseReturnValue:
+    """Add a secret (optionally expiring); the response shows it, once."""
+    session = get_session()
+    client = _client(client_id)
+    if not consume_nonce(_secret_nonce(client), request.form.get("nonce")):
+        flash(ALREADY_SUBMITTED, "warning")
+        return redirect(_detail_url(client))
+    try:
+        expires_at = parse_expiry(request.form.get("expires_at"))
+        plaintext, secret = clients.add_secret(session, client, expires_at=expires_at,
+                                               actor=actor(), source_ip=source_ip())
+    except SecretLimitReached as e:
+        session.rollback()
+        flash(_sentence(e.message), "error")
+        return redirect(_detail_url(client))
+    except ValidationFailed as e:
+        session.rollback()
+        return _render_detail(client, status=400, add_error=_sentence(e.message))
+    session.commit()
+    return _show_secret(client, plaintext, secret=secret, created=False)
+
+
+@bp.post("/clients/<client_id>/secrets/<int:secret_id>/expiry")
+@login_required
+def clients_secret_expiry(client_id: str, secret_id: int) -> ResponseReturnValue:
+    """Set or move the expiry of an active secret."""
+    session = get_session()
+    client = _client(client_id)
+    try:
+        expires_at = parse_expiry(request.form.get("expires_at"))
+        if expires_at is None:
+            raise ValidationFailed("choose the date and time the secret expires",
+                                   field="expires_at")
+        secret = clients.set_secret_expiry(session, client, secret_id=secret_id,
+                                           expires_at=expires_at, actor=actor(),
+                                           source_ip=source_ip())
+    except NotFound:
+        abort(404)
+    except ValidationFailed as e:
+        session.rollback()
+        return _render_detail(client, status=400,
+                              expiry_errors={secret_id: _sentence(e.message)})
+    session.commit()
+    flash(f"Secret …{secret.hint} now expires {expires_at:%Y-%m-%d %H:%M} UTC.", "success")
+    return redirect(_detail_url(client))
+
+
+@bp.post("/clients/<client_id>/secrets/<int:secret_id>/revoke")
+@login_required
+def clients_revoke_secret(client_id: str, secret_id: int) -> ResponseReturnValue:
+    """Revoke a secret: the token endpoint refuses it from now on."""
+    session = get_session()
+    client = _client(client_id)
+    try:
+        secret = clients.revoke_secret(session, client, secret_id=secret_id, actor=actor(),
+                                       source_ip=source_ip())
+    except NotFound:
+        abort(404)
+    session.commit()
+    flash(f"Secret …{secret.hint} revoked.", "success")
+    return redirect(_detail_url(client))
+
+
+# -- tokens ---------------------------------------------------------------------------
+
+
+@bp.post("/clients/<client_id>/tokens/<jti>/revoke")
+@login_required
+def clients_revoke_token(client_id: str, jti: str) -> ResponseReturnValue:
+    """Revoke one of this client's tokens (another client's token is 404)."""
+    session = get_session()
+    client = _client(client_id)
+    record = tokens.find_record(session, org_id=client.org_id, jti=jti[:64])
+    if record is None or record.client_id != client.id:
+        abort(404)
+    if tokens.revoke(session, record, by=actor(), source_ip=source_ip()):
+        flash(f"Token {record.jti} revoked; it introspects inactive from now on.", "success")
+    else:
+        flash(f"Token {record.jti} was already revoked.", "info")
+    session.commit()
+    return redirect(_detail_url(client))
+
+
+@bp.post("/clients/<client_id>/tokens/revoke-all")
+@login_required
+def clients_revoke_all(client_id: str) -> ResponseReturnValue:
+    """Revoke every active token of this client."""
+    session = get_session()
+    client = _client(client_id)
+    count = tokens.revoke_all_for_client(session, client, by=actor(), source_ip=source_ip())
+    session.commit()
+    flash(f"Revoked {count} active token{'' if count == 1 else 's'} of {client.name}.",
+          "success")
+    return redirect(_detail_url(client))
+
+
+# -- enabling, disabling, deleting ----------------------------------------------------
+
+
+def _set_enabled(client_id: str, *, enabled: bool) -> ResponseReturnValue:
+    session = get_session()
+    client = _client(client_id)
+    clients.set_enabled(session, client, enabled=enabled, actor=actor(), source_ip=source_ip())
+    session.commit()
+    if enabled:
+        flash(f"{client.name} enabled: it can get tokens again.", "success")
+    else:
+        flash(f"{client.name} disabled: it gets no tokens and its tokens are inactive.",
+              "success")
+    return redirect(_detail_url(client))
+
+
+@bp.post("/clients/<client_id>/disable")
+@login_required
+def clients_disable(client_id: str) -> ResponseReturnValue:
+    """Disable a client: no new tokens, and its tokens introspect inactive."""
+    return _set_enabled(client_id, enabled=False)
+
+
+@bp.post("/clients/<client_id>/enable")
+@login_required
+def clients_enable(client_id: str) -> ResponseReturnValue:
+    """Enable a disabled client again."""
+    return _set_enabled(client_id, enabled=True)
+
+
+@bp.route("/clients/<client_id>/delete", methods=["GET", "POST"])
+@login_required
+def clients_delete(client_id: str) -> ResponseReturnValue:
+    """Confirm, then delete a client with its secrets and tokens."""
+    _require_manager()
+    session = get_session()
+    client = _client(client_id)
+    form = DeleteClientForm()
+    if form.validate_on_submit():
+        if (form.confirm_name.data or "").strip() != client.name:
+            form.confirm_name.errors = ["That is not the client's name; nothing was deleted."]
+        else:
+            name = client.name
+            clients.delete_client(session, client, actor=actor(), source_ip=source_ip())
+            session.commit()
+            flash(f"Client {name} deleted; its tokens are no longer valid.", "success")
+            return redirect(url_for("portal.clients"))
+    status = 400 if request.method == "POST" else 200
+    return render_template("portal/clients/delete.html", form=form, client=client), status

@@ -1,0 +1,169 @@
+"""Minting a test token for a client, and revoking any token of the org by value or ``jti``.
+
+The minted token is shown on the POST response only (``no_store``), guarded by
+a one-time nonce so that reloading it mints nothing. A token of another org is
+never found: revoking it reads exactly like revoking an unknown token.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import jwt
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import login_required
+from sqlalchemy import select
+from wtforms.fields.choices import SelectChoice
+
+from portal.core import settings
+from portal.core.clients.models import Client
+from portal.core.db import get_session
+from portal.core.errors import LatchkeyError, ValidationFailed
+from portal.core.tokens import services as tokens
+from portal.core.tokens.models import TokenSource
+from portal.core.types import utcnow
+from portal.forms.tokens import MintForm, RevokeForm, attach_error
+from portal.views import actor, bp, can_manage, consume_nonce, current_org, issue_nonce, no_store
+from portal.views import source_ip as request_source_ip
+from portal.views.snippets import Snippet, use_snippets
+
+MINT_NONCE = "mint"
+ALREADY_MINTED = "That form was already submitted; a minted token is only shown once."
+NO_MATCH = "No token of this organisation matches. Nothing was revoked."
+
+
+def _enabled_clients() -> list[Client]:
+    """The org's enabled clients, by name: the ones that can be minted for."""
+    stmt = (select(Client)
+            .where(Client.org_id == current_org().id, Client.enabled.is_(True))
+            .order_by(Client.name, Client.id))
+    return list(get_session().scalars(stmt))
+
+
+def _prepare(form: MintForm, client: Client) -> None:
+    form.scopes.choices = [SelectChoice(s, s) for s in client.scopes]
+    form.audience.choices = [SelectChoice("", "All allowed audiences")] + [
+        SelectChoice(a, a) for a in client.audiences]
+
+
+def _introspect_snippet(client: Client, token: str) -> Snippet:
+    """Introspection with the client's own credentials; the portal never has the secret."""
+    url = settings.issuer() + "/oauth/introspect"
+    credentials = shlex.quote(client.client_id + ":") + '"$CLIENT_SECRET"'
+    return Snippet("snippet-introspect", "Introspect the token (set CLIENT_SECRET first)",
+                   f"curl -s {shlex.quote(url)} \\\n  -u {credentials} \\\n"
+                   f"  -d token={shlex.quote(token)}")
+
+
+def _render_form(form: MintForm | None, clients: list[Client], client: Client | None,
+                 status: int = 200) -> ResponseReturnValue:
+    return render_template("portal/tokens/mint.html", form=form, clients=clients, client=client,
+                           ttl_bounds=settings.ttl_bounds()), status
+
+
+@bp.route("/tokens/mint", methods=["GET", "POST"], endpoint="mint")
+@login_required
+def mint() -> ResponseReturnValue:
+    """Mint a token for one of the org's clients; the response to a valid POST shows it, once."""
+    session = get_session()
+    clients = _enabled_clients()
+    by_id = {c.client_id: c for c in clients}
+    wanted = (request.form.get("client") if request.method == "POST"
+              else request.args.get("client")) or ""
+    if wanted and wanted not in by_id:
+        known = session.scalar(select(Client.id).where(
+            Client.org_id == current_org().id, Client.client_id == wanted[:64]))
+        if known is None:
+            abort(404)  # another org's client looks exactly like a missing one
+        if request.method == "GET":
+            flash("That client is disabled: enable it to mint tokens for it.", "warning")
+    client = by_id.get(wanted) or (clients[0] if clients and request.method == "GET" else None)
+    if client is None or not can_manage():
+        if request.method == "POST":  # a client disabled since the form was shown
+            flash("That client is disabled or gone; choose another one.", "error")
+            return redirect(url_for("portal.mint"))
+        return _render_form(None, clients, client)
+
+    form = MintForm()
+    _prepare(form, client)
+    if request.method == "GET":
+        form.client.data = client.client_id
+        form.scopes.data = list(client.scopes)
+        form.audience.data = ""
+        form.ttl.data = client.token_ttl
+        form.nonce.data = issue_nonce(MINT_NONCE)
+        return _render_form(form, clients, client)
+
+    if form.validate_on_submit():
+        if not consume_nonce(MINT_NONCE, form.nonce.data):
+            flash(ALREADY_MINTED, "warning")
+            return redirect(url_for("portal.mint", client=client.client_id))
+        try:
+            issued = tokens.issue_token(
+                session, client=client, org_public_id=current_org().public_id,
+                scopes=list(form.scopes.data or []),
+                audiences=[form.audience.data] if form.audience.data else None,
+                ttl=form.ttl.data, extra_claims=form.claims(), source=TokenSource.PORTAL,
+                actor=actor(), source_ip=request_source_ip(),
+            )
+        except LatchkeyError as e:
+            session.rollback()
+            if not (isinstance(e, ValidationFailed) and attach_error(form, e)):
+                form.form_errors.append(e.message)
+            form.nonce.data = issue_nonce(MINT_NONCE)  # the old one is spent
+        else:
+            session.commit()
+            return no_store(_render_minted(client, issued))
+    return _render_form(form, clients, client, status=400)
+
+
+def _render_minted(client: Client, issued: tokens.Issued) -> str:
+    token = issued.access_token
+    snippets = [use_snippets(client.client_id, "", token=token)[0],
+                _introspect_snippet(client, token)]
+    return render_template(
+        "portal/tokens/minted.html",
+        client=client,
+        token=token,
+        record=issued.record,
+        expires_in=issued.expires_in,
+        header_json=json.dumps(jwt.get_unverified_header(token), indent=2),
+        claims_json=json.dumps(issued.claims, indent=2),
+        snippets=snippets,
+    )
+
+
+@bp.route("/tokens/revoke", methods=["GET", "POST"], endpoint="revoke")
+@login_required
+def revoke() -> ResponseReturnValue:
+    """Revoke one of the org's tokens, pasted whole or named by its ``jti``."""
+    form = RevokeForm()
+    if request.method == "GET" or not can_manage():
+        return render_template("portal/tokens/revoke.html", form=form)
+    if form.validate_on_submit():
+        session = get_session()
+        result = tokens.revoke_by_reference(
+            session, org_id=current_org().id, value=form.token.data or "", by=actor(),
+            source_ip=request_source_ip())
+        record, client = result.record, result.client
+        if record is None:
+            form.token.errors = [NO_MATCH]
+        else:
+            session.commit()
+            name = client.name if client is not None else "a deleted client"
+            expiry = f"{record.expires_at:%Y-%m-%d %H:%M} UTC"
+            if result.revoked and record.expires_at <= utcnow():
+                flash(f"Revoked token {record.jti} of {name}; it had already expired at "
+                      f"{expiry}.", "success")
+            elif result.revoked:
+                flash(f"Revoked token {record.jti} of {name}, which was valid until {expiry}. "
+                      "It introspects inactive from now on.", "success")
+            else:
+                when = (f" on {record.revoked_at:%Y-%m-%d %H:%M} UTC"
+                        if record.revoked_at else "")
+                flash(f"Token {record.jti} of {name} was already revoked{when}; "
+                      "nothing changed.", "info")
+            return redirect(url_for("portal.revoke"))
+    return render_template("portal/tokens/revoke.html", form=form), 400

@@ -1,0 +1,356 @@
+"""The clients list and creating a client, whose secret is shown on exactly one response."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from portal.core.audit.models import AuditEntry
+from portal.core.clients.models import Client
+from portal.core.db import Base
+from portal.core.types import utcnow
+from tests.factories import basic, issue, make_client, make_user
+
+GOOD = {
+    "name": "billing-sync",
+    "description": "Nightly invoice export",
+    "scopes": "orders:read, orders:write",
+    "audiences": "https://api.acme.test\nhttps://billing.acme.test",
+    "ttl": "900",
+    "custom_claims": '{"tier": "gold"}',
+    "auth_methods": ["client_secret_basic", "client_secret_post"],
+    "kind": "org",
+    "user": "",
+}
+
+
+class _HiddenInputs(HTMLParser):
+    """The hidden inputs of the form posting to ``action``."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__()
+        self.action, self.inside, self.fields = action, False, {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form":
+            self.inside = a.get("action") == self.action
+        elif tag == "input" and self.inside and a.get("type") == "hidden" and a.get("name"):
+            self.fields[a["name"]] = a.get("value") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+
+
+def hidden_inputs(page: str, action: str) -> dict[str, str]:
+    parser = _HiddenInputs(action)
+    parser.feed(page)
+    assert parser.fields, f"no form posting to {action}"
+    return parser.fields
+
+
+def input_value(page: str, element_id: str) -> str:
+    match = re.search(rf'<input id="{element_id}"[^>]*value="([^"]*)"', page)
+    assert match, f"no input #{element_id}"
+    return html.unescape(match.group(1))
+
+
+def new_client_form(portal: Any) -> dict[str, str]:
+    return hidden_inputs(portal.get("/clients/new").get_data(as_text=True), "/clients/new")
+
+
+def create(portal: Any, **changes: Any) -> Any:
+    """POST the new-client form with its fresh nonce."""
+    return portal.http.post("/clients/new", data={**new_client_form(portal), **GOOD, **changes})
+
+
+def created_credentials(response: Any) -> tuple[str, str]:
+    page = response.get_data(as_text=True)
+    return input_value(page, "client-id"), input_value(page, "client-secret")
+
+
+def all_rows_text(session: Any) -> str:
+    """Every value in every table, as text."""
+    return "\n".join(
+        repr(tuple(row)) for table in Base.metadata.sorted_tables
+        for row in session.execute(text(f"SELECT * FROM {table.name}"))  # noqa: S608
+    )
+
+
+# -- the list --------------------------------------------------------------------------
+
+
+def test_home_redirects_to_the_clients_list(owner):
+    response = owner.get("/")
+
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/clients")
+
+
+def test_list_shows_the_orgs_clients(owner, session, org):
+    c, _ = make_client(session, org, name="billing-sync", scopes=["orders:read"])
+
+    page = owner.get("/clients").get_data(as_text=True)
+
+    assert f'href="/clients/{c.client_id}">billing-sync</a>' in page
+    assert c.client_id in page and "orders:read" in page
+    assert "badge-enabled" in page and "never" in page
+    assert "New client" in page
+
+
+def test_list_counts_tokens_issued_in_the_last_24_hours(owner, session, org):
+    busy, _ = make_client(session, org, name="busy")
+    idle, _ = make_client(session, org, name="idle")
+    for _ in range(3):
+        issue(session, busy)
+    issue(session, busy, now=utcnow() - timedelta(hours=25))
+
+    page = owner.get("/clients").get_data(as_text=True)
+
+    counts = re.findall(r'href="/clients/(lkc_[^"]+)">.*?data-tokens-24h="(\d+)"', page, re.S)
+    assert dict(counts) == {busy.client_id: "3", idle.client_id: "0"}
+
+
+def test_list_does_not_show_another_orgs_clients(owner, session, other_org):
+    theirs, _ = make_client(session, other_org, name="globex-secret-thing")
+
+    page = owner.get("/clients").get_data(as_text=True)
+
+    assert theirs.client_id not in page and "globex-secret-thing" not in page
+
+
+def test_empty_list_offers_to_create_a_client(owner):
+    page = owner.get("/clients").get_data(as_text=True)
+
+    assert "No clients yet" in page
+    assert re.search(r'<a [^>]*href="/clients/new">Create a client</a>', page)
+
+
+def test_viewer_sees_the_list_without_create_buttons(viewer, session, org):
+    make_client(session, org, name="billing-sync")
+
+    response = viewer.get("/clients")
+
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "billing-sync" in page
+    assert "New client" not in page and "/clients/new" not in page
+
+
+def test_viewer_empty_state_has_no_create_action(viewer):
+    page = viewer.get("/clients").get_data(as_text=True)
+
+    assert "No clients yet" in page and "Create a client" not in page
+
+
+def test_list_needs_sign_in(client):
+    response = client.get("/clients")
+
+    assert response.status_code == 302
+    assert "/signin" in response.headers["Location"]
+
+
+# -- creating a client -----------------------------------------------------------------
+
+
+def test_create_form_has_labelled_fields_and_defaults(owner):
+    page = owner.get("/clients/new").get_data(as_text=True)
+
+    for field in ("name", "description", "scopes", "audiences", "ttl", "custom_claims", "user"):
+        assert f'<label for="{field}"' in page
+    assert re.search(r'id="ttl"[^>]*value="3600"', page)
+    assert page.count('name="auth_methods"') == 2 and page.count("checked") >= 3  # + kind=org
+
+
+@pytest.mark.parametrize("portal_name", ["owner", "admin"])
+def test_create_shows_the_secret_once_with_no_store(request, session, portal_name):
+    portal = request.getfixturevalue(portal_name)
+
+    response = create(portal)
+
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    client_id, secret = created_credentials(response)
+    assert secret.startswith("lk_secret_") and len(secret) > 40
+    assert "will not be shown again" in response.get_data(as_text=True)
+    created = session.scalar(select(Client).where(Client.client_id == client_id))
+    assert created.name == "billing-sync" and created.token_ttl == 900
+    assert created.scopes == ["orders:read", "orders:write"]
+    assert created.audiences == ["https://api.acme.test", "https://billing.acme.test"]
+    assert created.custom_claims == {"tier": "gold"}
+
+
+def test_created_secret_gets_a_token(owner):
+    client_id, secret = created_credentials(create(owner))
+
+    response = owner.http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                               headers=basic(client_id, secret))
+
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["scope"] == "orders:read orders:write"
+
+
+def test_created_page_shows_curl_snippets_with_real_values(owner):
+    response = create(owner)
+    client_id, secret = created_credentials(response)
+    page = html.unescape(response.get_data(as_text=True))
+
+    for title in ("Get a token (HTTP Basic)", "Get a token (credentials in the form body)",
+                  "Get a token (JSON body)", "Call your API with the token",
+                  "Introspect the token"):
+        assert title in page
+    assert f"curl -s http://localhost/oauth/token \\\n  -u {client_id}:{secret}" in page
+    assert f'"client_secret": "{secret}"' in page
+    assert "http://localhost/oauth/introspect" in page and "$TOKEN" in page
+    assert f'href="/clients/{client_id}"' in page
+
+
+def test_resubmitting_the_create_form_creates_nothing_and_shows_no_secret(owner, session):
+    form = {**new_client_form(owner), **GOOD}
+    first = owner.http.post("/clients/new", data=form)
+    _client_id, secret = created_credentials(first)
+
+    again = owner.http.post("/clients/new", data=form, follow_redirects=True)
+
+    page = again.get_data(as_text=True)
+    assert "That form was already submitted; the secret is only shown once." in page
+    assert secret not in page and "client-secret" not in page
+    assert again.request.path == "/clients"
+    assert session.scalar(select(Client).where(Client.name == "billing-sync").with_only_columns(
+        text("count(*)"))) == 1
+
+
+def test_create_without_a_nonce_creates_nothing(owner, session):
+    form = {k: v for k, v in new_client_form(owner).items() if k != "nonce"}
+
+    response = owner.http.post("/clients/new", data={**form, **GOOD})
+
+    assert response.status_code == 302
+    assert session.scalars(select(Client)).first() is None
+
+
+def test_secret_is_stored_only_as_a_keyed_hash(owner, session):
+    _client_id, secret = created_credentials(create(owner))
+
+    session.expire_all()
+    assert secret not in all_rows_text(session)
+    assert secret.encode() not in b"".join(
+        bytes(row[0]) for row in session.execute(text("SELECT secret_hash FROM client_secrets")))
+
+
+def test_secret_is_not_in_the_session_cookie(app, owner):
+    _client_id, secret = created_credentials(create(owner))
+
+    cookie = owner.http.get_cookie("session")
+    assert cookie is not None
+    assert secret not in cookie.value
+    decoded = app.session_interface.get_signing_serializer(app).loads(cookie.value)
+    assert secret not in repr(decoded)
+
+
+def test_create_is_audited(owner, session):
+    client_id, _secret = created_credentials(create(owner))
+
+    entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "client:created"))
+    assert entry.target_id == client_id
+    assert entry.actor == f"user:{owner.user.email}"
+
+
+@pytest.mark.parametrize(("changes", "field", "message"), [
+    ({"name": ""}, "name", "Give the client a name."),
+    ({"name": "   "}, "name", "Name is required"),
+    ({"ttl": "299"}, "ttl", "between 300 and 86400 seconds"),
+    ({"ttl": "86401"}, "ttl", "between 300 and 86400 seconds"),
+    ({"ttl": "an hour"}, "ttl", "Not a valid integer value"),
+    ({"ttl": ""}, "ttl", "Enter the token lifetime in seconds."),
+    ({"custom_claims": "{tier: gold}"}, "custom_claims", "not valid JSON"),
+    ({"custom_claims": "[1, 2]"}, "custom_claims", "must be a JSON object"),
+    ({"custom_claims": '{"iss": "https://evil.test"}'}, "custom_claims",
+     "reserved claim cannot be set: iss"),
+    ({"kind": "robot"}, "kind", "Not a valid choice"),
+    ({"kind": "user"}, "user", "needs the user it acts for"),
+    ({"audiences": ""}, "audiences", "Add at least one audience"),
+    ({"scopes": "read \"quoted\""}, "scopes", "invalid scope name"),
+    ({"auth_methods": []}, "auth_methods", "Choose at least one authentication method."),
+])
+def test_bad_input_is_a_form_error_on_its_field(owner, session, changes, field, message):
+    response = create(owner, **changes)
+
+    assert response.status_code == 400
+    page = html.unescape(response.get_data(as_text=True))
+    error = re.search(rf'<p class="error" id="{field}-error">([^<]*)</p>', page)
+    assert error, f"no error shown for {field}"
+    assert message.lower() in error.group(1).lower()
+    assert 'aria-invalid="true"' in page
+    assert session.scalars(select(Client)).first() is None
+
+
+def test_form_error_keeps_the_typed_values_and_a_usable_nonce(owner, session):
+    failed = create(owner, ttl="10")
+    page = failed.get_data(as_text=True)
+    assert 'value="billing-sync"' in page
+
+    retry = owner.http.post("/clients/new", data={
+        **hidden_inputs(page, "/clients/new"), **GOOD})
+
+    assert retry.status_code == 200
+    assert created_credentials(retry)[1].startswith("lk_secret_")
+
+
+def test_domain_error_after_the_nonce_is_spent_gives_a_fresh_nonce(owner, session):
+    failed = create(owner, custom_claims='{"scope": "admin"}')  # refused by the domain
+    assert failed.status_code == 400
+    page = failed.get_data(as_text=True)
+
+    retry = owner.http.post("/clients/new", data={**hidden_inputs(page, "/clients/new"), **GOOD})
+
+    assert retry.status_code == 200 and "client-secret" in retry.get_data(as_text=True)
+
+
+def test_user_client_acts_for_a_chosen_member(owner, session, org):
+    member = make_user(session, org=org, role="viewer", email="robot-owner@acme.test")
+    form_page = owner.get("/clients/new").get_data(as_text=True)
+    assert "robot-owner@acme.test (viewer)" in form_page
+
+    response = create(owner, kind="user", user=member.public_id)
+
+    client_id, secret = created_credentials(response)
+    token = owner.http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                            headers=basic(client_id, secret)).get_json()["access_token"]
+    claims = owner.http.post("/oauth/introspect", data={"token": token},
+                             headers=basic(client_id, secret)).get_json()
+    assert claims["uid"] == member.public_id
+
+
+def test_user_of_another_org_cannot_be_chosen(owner, session, other_org):
+    stranger = make_user(session, org=other_org)
+
+    response = create(owner, kind="user", user=stranger.public_id)
+
+    assert response.status_code == 400
+    assert session.scalars(select(Client)).first() is None
+
+
+def test_viewer_cannot_open_or_post_the_create_form(viewer, session):
+    assert viewer.get("/clients/new").status_code == 403
+
+    response = viewer.post("/clients/new", {**GOOD, "nonce": "x"})
+
+    assert response.status_code == 403
+    assert session.scalars(select(Client)).first() is None
+
+
+def test_create_without_csrf_token_is_refused(owner, session):
+    form = {k: v for k, v in new_client_form(owner).items() if k != "csrf_token"}
+
+    response = owner.http.post("/clients/new", data={**form, **GOOD})
+
+    assert response.status_code == 400
+    assert session.scalars(select(Client)).first() is None
