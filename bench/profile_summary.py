@@ -1,0 +1,66 @@
+"""Summarise py-spy collapsed stacks (``bench/run.py --profile``) by where the time goes.
+
+    python bench/profile_summary.py bench/results/<timestamp>-sqlite-gthread.stacks
+
+Each sample is put in the first bucket (in the order below) whose marker appears
+anywhere in its stack, so the buckets add up to 100 % of the samples taken
+while a gunicorn worker was running Python (py-spy leaves out idle threads,
+including threads waiting for the GIL or for the database).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+#: (bucket, markers): a sample goes to the first bucket one of whose markers is in its stack.
+BUCKETS: list[tuple[str, tuple[str, ...]]] = [
+    ("sign the JWT (RS256 via cryptography)", ("RSAAlgorithm.sign", "ECAlgorithm.sign",
+                                               "OKPAlgorithm.sign")),
+    ("rest of jwt.encode (JSON, base64)", ("PyJWT.encode", "PyJWS.encode", "api_jwt.py",
+                                           "api_jws.py")),
+    ("verify a JWT (introspection)", ("decode_token",)),
+    ("load/decrypt the signing key", ("load_pem_private_key", "decrypt_private_key")),
+    ("DB: commit", ("Session.commit", "SessionTransaction.commit")),
+    ("DB: write the token and usage rows", ("record_issued", "insert_event", "record_event",
+                                           "Session.flush", "_stale_last_used")),
+    ("DB: find the client and its secrets", ("find_client_for_auth",)),
+    ("DB: other reads (keys, records, membership)", ("active_key", "find_live_record",
+                                                     "_user_still_member", "public_key (")),
+    ("DB: connection checkout/ping/begin", ("_connection_for_bind", "Session.connection",
+                                            "autocommit (", "do_ping")),
+    ("HMAC of the secret", ("hmac_digest", "find_secret")),
+    ("body parsing (read_params)", ("read_params",)),
+    ("failure rate limit check", ("check_failure_rate",)),
+    ("Authlib request/grant/response", ("authlib/",)),
+    ("our endpoint code (rest)", ("api/oauth/",)),
+    ("Flask/Werkzeug request machinery", ("flask/", "werkzeug/", "flask_login/",
+                                          "flask_wtf/", "flask_limiter/")),
+    ("gunicorn (HTTP parsing, access log, sockets)", ("gunicorn/",)),
+]
+
+
+def summarise(path: Path) -> list[tuple[str, int, float]]:
+    counts: Counter[str] = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        bucket = next((name for name, markers in BUCKETS if any(m in stack for m in markers)),
+                      "other (interpreter, GC, threads)")
+        counts[bucket] += int(n)
+    total = sum(counts.values()) or 1
+    return [(name, n, 100 * n / total) for name, n in counts.most_common()]
+
+
+def main() -> None:
+    for arg in sys.argv[1:]:
+        rows = summarise(Path(arg))
+        print(f"{arg}: {sum(n for _, n, _ in rows)} samples")
+        for name, n, share in rows:
+            print(f"  {share:5.1f} %  {n:6d}  {name}")
+
+
+if __name__ == "__main__":
+    main()
