@@ -323,7 +323,10 @@ def clients_revoke_token(client_id: str, jti: str) -> ResponseReturnValue:
     record = tokens.find_record(session, org_id=client.org_id, jti=jti[:64])
     if record is None or record.client_id != client.id:
         abort(404)
-    if tokens.revoke(session, record, by=actor(), source_ip=source_ip()):
+    # As on the revoke page: audited, and recorded in the usage history.
+    revocation = tokens.revoke_by_reference(session, org_id=client.org_id, value=record.jti,
+                                            by=actor(), source_ip=source_ip())
+    if revocation.revoked:
         flash(f"Token {record.jti} revoked; it introspects inactive from now on.", "success")
     else:
         flash(f"Token {record.jti} was already revoked.", "info")

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from portal.core.audit.models import AuditEntry
 from portal.core.clients.models import Client, ClientSecret
 from portal.core.types import utcnow
-from portal.core.usage.models import UsageKind
+from portal.core.usage.models import UsageEvent, UsageKind
 from portal.core.usage.services import record_event
 from tests.factories import basic, get_token, issue, make_client
 from tests.portal.test_clients import hidden_inputs, input_value
@@ -348,6 +348,9 @@ def test_revoked_token_introspects_inactive(owner, session, acme_client):
 
     assert f"Token {jti} revoked" in flashes(response)
     assert introspect(owner.http, c, secret, token) == {"active": False}
+    revoked = session.scalars(select(UsageEvent).where(
+        UsageEvent.kind == UsageKind.TOKEN_REVOKED, UsageEvent.jti == jti)).all()
+    assert len(revoked) == 1 and revoked[0].client_id == c.id
     assert jti not in response.get_data(as_text=True).split("Active tokens")[1].split(
         "Usage")[0]
 
