@@ -141,11 +141,10 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def portal_helpers() -> dict[str, Any]:
-        nav = [(endpoint, label) for endpoint, label in NAV if endpoint in app.view_functions]
-        return {"can_manage": can_manage(), "is_owner": is_owner(), "nav_items": nav}
+        return {"can_manage": can_manage(), "is_owner": is_owner(), "nav_items": NAV}
 
 
-# The side navigation, in order; an entry shows once its view exists.
+# The side navigation, in order.
 NAV = (
     ("portal.clients", "Clients"),
     ("portal.mint", "Mint a token"),

@@ -156,9 +156,7 @@ def signup() -> ResponseReturnValue:
             login_user(load_user(str(user.id)))  # type: ignore[arg-type]
             flash(f"Welcome to Latchkey. {org.name} is ready: create your first client.",
                   "success")
-            landing = "portal.clients" if "portal.clients" in current_app.view_functions \
-                else "portal.home"
-            return redirect(url_for(landing))
+            return redirect(url_for("portal.clients"))
     status = 400 if form.errors else 200
     return render_template("portal/signup.html", form=form), status
 

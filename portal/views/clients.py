@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
 from wtforms.fields.choices import SelectChoice
@@ -173,8 +173,7 @@ def _render_detail(client: Client, *, status: int = 200,
     trail = list(session.scalars(
         audit.entries_query(org_id=client.org_id, target_type="client",
                             target_id=client.client_id).limit(AUDIT_TRAIL_LENGTH)))
-    usage_url = (url_for("portal.usage", client=client.client_id)
-                 if "portal.usage" in current_app.view_functions else None)
+    usage_url = url_for("portal.usage", client=client.client_id)
     return render_template(
         "portal/clients/detail.html",
         client=client,
