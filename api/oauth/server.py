@@ -43,7 +43,7 @@ from portal.core.api_keys.models import ApiKey
 from portal.core.api_keys.services import authenticate_api_key
 from portal.core.clients import services as clients
 from portal.core.clients.models import AuthMethod, Client, ClientKind, ClientSecret
-from portal.core.db import end_autocommit, get_session
+from portal.core.db import end_autocommit, get_session, table_of
 from portal.core.errors import LatchkeyError, ValidationFailed
 from portal.core.tokens import services as tokens
 from portal.core.tokens.claims import parse_scope
@@ -410,11 +410,11 @@ def _stale_last_used(client: Client, secret: Any, now: datetime) -> list[tuple[T
     """The client and secret rows whose last-used time is older than the granularity."""
     stale: list[tuple[Table, int]] = []
     if client.last_used_at is None or now - client.last_used_at > LAST_USED_GRANULARITY:
-        stale.append((Client.metadata.tables[Client.__tablename__], client.id))
+        stale.append((table_of(Client), client.id))
     if secret is not None and (
         secret.last_used_at is None or now - secret.last_used_at > LAST_USED_GRANULARITY
     ):
-        stale.append((ClientSecret.metadata.tables[ClientSecret.__tablename__], secret.id))
+        stale.append((table_of(ClientSecret), secret.id))
     return stale
 
 

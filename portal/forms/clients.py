@@ -154,17 +154,3 @@ class DeleteClientForm(FlaskForm):
         InputRequired(message="Type the client's name to confirm.")])
 
 
-FIELD_ALIASES = {"token_ttl": "ttl", "jwks": "auth_methods"}
-
-
-def attach_error(form: FlaskForm, error: ValidationFailed) -> bool:
-    """Show a domain error next to the field it names; False when the form has no such field."""
-    name = FIELD_ALIASES.get(error.field or "", error.field or "")
-    field = form._fields.get(name) if name else None
-    if field is None or isinstance(field, HiddenField):
-        return False
-    message = error.message[:1].upper() + error.message[1:]
-    if not message.endswith((".", "!", "?")):
-        message += "."
-    field.errors = [*field.errors, message]
-    return True

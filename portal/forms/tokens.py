@@ -22,10 +22,8 @@ from wtforms.validators import DataRequired, InputRequired, Length
 
 from portal.core.errors import ValidationFailed
 from portal.core.tokens.services import MAX_TOKEN_LENGTH
+from portal.forms import sentence
 from portal.forms.clients import MultiCheckboxField, parse_claims
-
-#: Service error fields -> the form field showing them.
-FIELD_ALIASES = {"scope": "scopes", "audiences": "audience", "token_ttl": "ttl"}
 
 
 class MintForm(FlaskForm):
@@ -47,7 +45,7 @@ class MintForm(FlaskForm):
         try:
             parse_claims(field.data)
         except ValidationFailed as e:
-            raise ValidationError(_sentence(e.message)) from e
+            raise ValidationError(sentence(e.message)) from e
 
     def claims(self) -> dict[str, Any]:
         """The custom claims of a valid form (empty when none)."""
@@ -67,16 +65,3 @@ class RevokeForm(FlaskForm):
     ])
 
 
-def _sentence(message: str) -> str:
-    message = message[:1].upper() + message[1:]
-    return message if message.endswith((".", "!", "?")) else message + "."
-
-
-def attach_error(form: FlaskForm, error: ValidationFailed) -> bool:
-    """Show a domain error on the field it names; False when the form has no such field."""
-    name = FIELD_ALIASES.get(error.field or "", error.field or "")
-    field = form._fields.get(name) if name else None
-    if field is None or isinstance(field, HiddenField):
-        return False
-    field.errors = [*field.errors, _sentence(error.message)]
-    return True

@@ -18,6 +18,7 @@ from portal.core.api_keys import services as api_keys
 from portal.core.db import get_session
 from portal.core.errors import NotFound, ValidationFailed
 from portal.core.types import utcnow
+from portal.forms import sentence
 from portal.forms.keys import ApiKeyForm
 from portal.views import actor, bp, can_manage, consume_nonce, current_org, issue_nonce, no_store
 from portal.views import source_ip as request_source_ip
@@ -65,7 +66,7 @@ def api_keys_create() -> ResponseReturnValue:
                 source_ip=request_source_ip())
         except ValidationFailed as e:
             session.rollback()
-            form.name.errors = [*form.name.errors, e.message[:1].upper() + e.message[1:]]
+            form.name.errors = [*form.name.errors, sentence(e.message)]
             form.nonce.data = ""  # spent: _render issues a new one
         else:
             session.commit()

@@ -27,6 +27,7 @@ from portal.core.orgs import services as orgs
 from portal.core.users import services as users
 from portal.core.users.models import Membership, Role, User
 from portal.extensions import limiter, login_manager
+from portal.forms import sentence
 from portal.forms.auth import SignInForm, SignUpForm
 from portal.views import bp, source_ip
 
@@ -147,7 +148,7 @@ def signup() -> ResponseReturnValue:
         except ValidationFailed as e:
             session.rollback()
             field = getattr(form, _SIGNUP_FIELDS.get(e.field or "", "org_name"))
-            field.errors.append(e.message[:1].upper() + e.message[1:] + ".")
+            field.errors.append(sentence(e.message))
         except Conflict:
             session.rollback()
             form.email.errors.append(EMAIL_UNAVAILABLE)

@@ -26,13 +26,13 @@ from portal.core.tokens import services as tokens
 from portal.core.types import utcnow
 from portal.core.usage import services as usage
 from portal.core.users import services as users
+from portal.forms import attach_error, sentence
 from portal.forms.clients import (
     PRIVATE_KEY_JWT_CHOICE,
     SECRET_METHOD_CHOICES,
     ClientSettingsForm,
     DeleteClientForm,
     NewClientForm,
-    attach_error,
     parse_expiry,
 )
 from portal.views import (
@@ -56,12 +56,6 @@ TOKENS_PER_PAGE = 25
 
 def _secret_nonce(client: Client) -> str:
     return f"client:secret:{client.client_id}"
-
-
-def _sentence(message: str) -> str:
-    """A domain message ("the expiry must be …") as a sentence for the page."""
-    message = message[:1].upper() + message[1:]
-    return message if message.endswith((".", "!", "?")) else message + "."
 
 
 def _require_manager() -> None:
@@ -145,7 +139,7 @@ def clients_new() -> ResponseReturnValue:
         except ValidationFailed as e:
             session.rollback()
             if not attach_error(form, e):
-                form.form_errors.append(_sentence(e.message))
+                form.form_errors.append(sentence(e.message))
             form.nonce.data = issue_nonce(NEW_CLIENT_NONCE)  # the old one is spent
         else:
             session.commit()
@@ -227,7 +221,7 @@ def clients_edit(client_id: str) -> ResponseReturnValue:
         except ValidationFailed as e:
             session.rollback()
             if not attach_error(form, e):
-                form.form_errors.append(_sentence(e.message))
+                form.form_errors.append(sentence(e.message))
         else:
             session.commit()
             if changed:
@@ -260,11 +254,11 @@ def clients_add_secret(client_id: str) -> ResponseReturnValue:
                                                actor=actor(), source_ip=source_ip())
     except SecretLimitReached as e:
         session.rollback()
-        flash(_sentence(e.message), "error")
+        flash(sentence(e.message), "error")
         return redirect(_detail_url(client))
     except ValidationFailed as e:
         session.rollback()
-        return _render_detail(client, status=400, add_error=_sentence(e.message))
+        return _render_detail(client, status=400, add_error=sentence(e.message))
     session.commit()
     return _show_secret(client, plaintext, secret=secret, created=False)
 
@@ -288,7 +282,7 @@ def clients_secret_expiry(client_id: str, secret_id: int) -> ResponseReturnValue
     except ValidationFailed as e:
         session.rollback()
         return _render_detail(client, status=400,
-                              expiry_errors={secret_id: _sentence(e.message)})
+                              expiry_errors={secret_id: sentence(e.message)})
     session.commit()
     flash(f"Secret …{secret.hint} now expires {expires_at:%Y-%m-%d %H:%M} UTC.", "success")
     return redirect(_detail_url(client))
@@ -322,10 +316,7 @@ def clients_revoke_token(client_id: str, jti: str) -> ResponseReturnValue:
     record = tokens.find_record(session, org_id=client.org_id, jti=jti[:64])
     if record is None or record.client_id != client.id:
         abort(404)
-    # As on the revoke page: audited, and recorded in the usage history.
-    revocation = tokens.revoke_by_reference(session, org_id=client.org_id, value=record.jti,
-                                            by=actor(), source_ip=source_ip())
-    if revocation.revoked:
+    if tokens.revoke_from_portal(session, record, by=actor(), source_ip=source_ip()):
         flash(f"Token {record.jti} revoked; it introspects inactive from now on.", "success")
     else:
         flash(f"Token {record.jti} was already revoked.", "info")

@@ -14,6 +14,7 @@ from portal.core.errors import ValidationFailed
 from portal.core.signing_keys import services as signing_keys
 from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.types import utcnow
+from portal.forms import sentence
 from portal.forms.keys import RotateKeyForm
 from portal.views import actor, bp, current_org, source_ip
 
@@ -62,7 +63,7 @@ def keys_rotate() -> ResponseReturnValue:
                                       source_ip=source_ip())
         except ValidationFailed as e:
             session.rollback()
-            form.alg.errors = [*form.alg.errors, e.message[:1].upper() + e.message[1:]]
+            form.alg.errors = [*form.alg.errors, sentence(e.message)]
         else:
             session.commit()
             signing_keys.keyring().forget_org(org_id)  # rotate does too; cheap to be sure

@@ -10,6 +10,7 @@ from portal.core.db import get_session
 from portal.core.errors import Conflict, NotFound, ValidationFailed
 from portal.core.users import services as users
 from portal.core.users.models import Membership
+from portal.forms import sentence
 from portal.forms.members import ROLES, AddMemberForm, MemberRoleForm
 from portal.views import (
     actor,
@@ -25,13 +26,6 @@ from portal.views import (
 )
 
 NONCE = "member:new"
-
-
-def _sentence(message: str) -> str:
-    """A service message ("the last owner ...") as a sentence for the page."""
-    first_word = message.split(" ", 1)[0]
-    text = message if "@" in first_word else message[:1].upper() + message[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def _member_or_404(member_id: int) -> Membership:
@@ -86,7 +80,7 @@ def members_add() -> ResponseReturnValue:
     except (ValidationFailed, Conflict) as e:
         session.rollback()
         field = form.role if getattr(e, "field", None) == "role" else form.email
-        field.errors.append(_sentence(e.message))
+        field.errors.append(sentence(e.message))
         return _render(form, 400)
     session.commit()
     email, role = membership.user.email, membership.role.value
@@ -114,7 +108,7 @@ def members_role(member_id: int) -> ResponseReturnValue:
                        actor=actor(), source_ip=source_ip())
     except ValidationFailed as e:
         session.rollback()
-        flash(_sentence(e.message), "error")
+        flash(sentence(e.message), "error")
         return _render(status=400)
     session.commit()
     flash(f"{membership.user.email} is now {membership.role.value}.", "success")
@@ -137,7 +131,7 @@ def members_remove(member_id: int) -> ResponseReturnValue:
                                 source_ip=source_ip())
     except ValidationFailed as e:
         session.rollback()
-        flash(_sentence(e.message), "error")
+        flash(sentence(e.message), "error")
         return _render(status=400)
     session.commit()
     flash(f"{email} was removed from {current_org().name}.", "success")

@@ -24,7 +24,8 @@ from portal.core.errors import LatchkeyError, ValidationFailed
 from portal.core.tokens import services as tokens
 from portal.core.tokens.models import TokenSource
 from portal.core.types import utcnow
-from portal.forms.tokens import MintForm, RevokeForm, attach_error
+from portal.forms import attach_error
+from portal.forms.tokens import MintForm, RevokeForm
 from portal.views import actor, bp, can_manage, consume_nonce, current_org, issue_nonce, no_store
 from portal.views import source_ip as request_source_ip
 from portal.views.snippets import Snippet, use_snippets

@@ -235,6 +235,13 @@ def add_secret(
     return plaintext, secret
 
 
+def _secret_of(client: Client, secret_id: int) -> ClientSecret:
+    secret = next((s for s in client.secrets if s.id == secret_id), None)
+    if secret is None:
+        raise NotFound("no such secret on this client")
+    return secret
+
+
 def revoke_secret(
     session: Session,
     client: Client,
@@ -246,9 +253,7 @@ def revoke_secret(
 ) -> ClientSecret:
     """Revoke one of the client's secrets; it is ``invalid_client`` from then on."""
     now = now or utcnow()
-    secret = next((s for s in client.secrets if s.id == secret_id), None)
-    if secret is None:
-        raise NotFound("no such secret on this client")
+    secret = _secret_of(client, secret_id)
     if secret.revoked_at is None:
         secret.revoked_at = now
         audit.record(
@@ -432,9 +437,7 @@ def set_secret_expiry(
 ) -> ClientSecret:
     """Set or move the expiry of one of the client's active secrets (to a future time)."""
     now = now or utcnow()
-    secret = next((s for s in client.secrets if s.id == secret_id), None)
-    if secret is None:
-        raise NotFound("no such secret on this client")
+    secret = _secret_of(client, secret_id)
     if not secret.is_active(now):
         # Moving the expiry of a dead secret would bring it back to life.
         raise ValidationFailed("only an active secret's expiry can be changed",

@@ -9,14 +9,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import Insert, Select, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Insert, Select, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from portal.core import settings
 from portal.core.audit import services as audit
 from portal.core.clients.models import Client, ClientKind
 from portal.core.clients.services import check_ttl
-from portal.core.db import Base
+from portal.core.db import table_of
 from portal.core.errors import NotFound, ValidationFailed
 from portal.core.signing_keys.services import keyring
 from portal.core.tokens.claims import audience_claim, check_custom_claims
@@ -196,12 +196,8 @@ def record_issued(session: Session, signed: Signed, *, event: dict[str, Any]) ->
         params.update({f"e_{k}": v for k, v in event.items()})
         session.execute(_issued_with_event(), params)
     else:
-        session.execute(insert(_table(IssuedToken)), signed.values)
-        session.execute(insert(_table(UsageEvent)), event)
-
-
-def _table(model: type[Base]) -> Table:
-    return model.metadata.tables[model.__tablename__]
+        session.execute(insert(table_of(IssuedToken)), signed.values)
+        session.execute(insert(table_of(UsageEvent)), event)
 
 
 @functools.cache
@@ -211,8 +207,8 @@ def _issued_with_event() -> Insert:
     Built once with named parameters (``t_*`` and ``e_*``), so each request
     only binds values; SQLAlchemy's compiled cache does the rest.
     """
-    tokens_table = _table(IssuedToken)
-    events_table = _table(UsageEvent)
+    tokens_table = table_of(IssuedToken)
+    events_table = table_of(UsageEvent)
     token_columns = [c.name for c in tokens_table.columns if c.name not in ("id",)]
     token_columns = [c for c in token_columns if c not in ("revoked_at", "revoked_by")]
     event_columns = [c.name for c in events_table.columns if c.name != "id"]
@@ -427,20 +423,37 @@ def revoke_by_reference(
     Another org's token is not found, exactly like an unknown one. A revocation
     is audited and recorded in the usage history.
     """
-    from portal.core.usage import services as usage  # appended block; usage is a leaf
-    from portal.core.usage.models import UsageKind
-
     jti = referenced_jti(value)
     record = find_record(session, org_id=org_id, jti=jti) if jti else None
     if record is None:
         return Revocation(record=None)
     client = session.get(Client, record.client_id)
+    revoked = revoke_from_portal(session, record, by=by, source_ip=source_ip, now=now)
+    return Revocation(record=record, client=client, revoked=revoked)
+
+
+def revoke_from_portal(
+    session: Session,
+    record: IssuedToken,
+    *,
+    by: str,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> bool:
+    """Revoke a token for a portal user: audited, and recorded in the usage history.
+
+    Returns False when it was already revoked (nothing is recorded then).
+    """
+    from portal.core.usage import services as usage  # appended block; usage is a leaf
+    from portal.core.usage.models import UsageKind
+
     now = now or utcnow()
     revoked = revoke(session, record, by=by, source_ip=source_ip, now=now)
     if revoked:
         usage.record_event(
-            session, kind=UsageKind.TOKEN_REVOKED, org_id=org_id, client_id=record.client_id,
-            client_ref=by[:64], jti=record.jti, source_ip=source_ip, now=now,
+            session, kind=UsageKind.TOKEN_REVOKED, org_id=record.org_id,
+            client_id=record.client_id, client_ref=by[:64], jti=record.jti,
+            source_ip=source_ip, now=now,
         )
         session.flush()
-    return Revocation(record=record, client=client, revoked=revoked)
+    return revoked

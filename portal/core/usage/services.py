@@ -12,6 +12,7 @@ from sqlalchemy import Select, and_, delete, func, insert, not_, or_, select
 from sqlalchemy.orm import Session
 
 from portal.core.clients.models import Client
+from portal.core.db import table_of
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageHourly, UsageKind
 
@@ -72,8 +73,7 @@ def insert_event(session: Session, **values: Any) -> None:
 
     Takes the keyword arguments of :func:`record_event`.
     """
-    table = UsageEvent.metadata.tables[UsageEvent.__tablename__]
-    session.execute(insert(table), event_values(**values))
+    session.execute(insert(table_of(UsageEvent)), event_values(**values))
 
 
 def list_events(

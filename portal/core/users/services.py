@@ -73,6 +73,14 @@ def create_user(
     return user
 
 
+def parse_role(role: str) -> Role:
+    """A role's name as a :class:`Role`; anything else is a ``role`` field error."""
+    try:
+        return Role(role)
+    except ValueError as e:
+        raise ValidationFailed("role must be owner, admin or viewer", field="role") from e
+
+
 def add_membership(
     session: Session,
     *,
@@ -84,10 +92,7 @@ def add_membership(
     now: datetime | None = None,
 ) -> Membership:
     """Give a user a role in an org."""
-    try:
-        member_role = Role(role)
-    except ValueError as e:
-        raise ValidationFailed("role must be owner, admin or viewer", field="role") from e
+    member_role = parse_role(role)
     existing = session.scalar(
         select(Membership).where(Membership.org_id == org.id, Membership.user_id == user.id)
     )
@@ -185,10 +190,7 @@ def add_member(
     and is shown once to the owner: only its argon2id hash is stored.
     """
     email = normalise_email(email)
-    try:
-        Role(role)
-    except ValueError as e:
-        raise ValidationFailed("role must be owner, admin or viewer", field="role") from e
+    parse_role(role)
     user = find_user(session, email)
     if user is not None:
         if session.scalar(select(Membership.id).where(
@@ -229,10 +231,7 @@ def set_role(
     now: datetime | None = None,
 ) -> Membership:
     """Change a member's role; the org's last owner cannot be demoted."""
-    try:
-        new_role = Role(role)
-    except ValueError as e:
-        raise ValidationFailed("role must be owner, admin or viewer", field="role") from e
+    new_role = parse_role(role)
     old_role = membership.role
     if new_role is old_role:
         return membership
