@@ -37,19 +37,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["ISSUER"] = str(app.config["ISSUER"]).rstrip("/")
     app.config["SESSION_COOKIE_SECURE"] = app.config["ISSUER"].startswith("https://")
 
-    proxies = int(app.config["PROXY_FIX"])
-    if proxies:
-        # Behind a TLS-terminating proxy: trust its X-Forwarded-* headers, so
-        # URLs are https (Authlib refuses plain-http OAuth off loopback).
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
-        )
-
     db.init_app(app)
     signing_keys.init_app(app)
     extensions.init_app(app)
 
     from api import oauth_bp, wellknown_bp
+    from api.oauth.fast import init_app as init_fast_path
     from api.oauth.server import init_app as init_oauth
     from api.wellknown import init_app as init_wellknown
     from portal import cli as latchkey_cli
@@ -57,6 +50,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from portal.views import init_app as init_views
 
     init_oauth(app)
+    init_fast_path(app)  # token and introspection successes skip Flask
+    proxies = int(app.config["PROXY_FIX"])
+    if proxies:
+        # Behind a TLS-terminating proxy: trust its X-Forwarded-* headers, so
+        # URLs are https (Authlib refuses plain-http OAuth off loopback). Inside
+        # it, the fast path sees the client's address as Flask does.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
+        )
     init_wellknown(app)  # outermost: JWKS and metadata skip everything below once cached
     extensions.csrf.exempt(oauth_bp)
     extensions.csrf.exempt(wellknown_bp)

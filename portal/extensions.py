@@ -18,6 +18,16 @@ csrf = CSRFProtect()
 # client authentication, sign-in), so successful traffic costs no storage hit.
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
+#: On every response: set by an ``after_request`` hook (``portal.views.auth``)
+#: and by the protocol fast path (``api.oauth.fast``), which answers before Flask.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
 
 def init_app(app: Flask) -> None:
     redis_url = app.config.get("REDIS_URL")

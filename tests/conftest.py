@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from flask import Flask
+from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
@@ -103,9 +103,28 @@ def app_config() -> dict[str, Any]:
     return {}
 
 
+class ArrangedFirstClient(FlaskClient):
+    """A test client that ends the test's own transaction before each request.
+
+    Tests arrange and inspect data through the app's session, in the app
+    context the fixture holds, and Flask's views share it; but the protocol
+    fast path (``api.oauth.fast``) works on connections of its own, as every
+    request does in production. On SQLite the test session's open transaction
+    (``BEGIN IMMEDIATE``, even for a read) would hold the write lock that the
+    request is waiting for.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        session = g.get("db_session") if has_app_context() else None
+        if session is not None and session.in_transaction():
+            session.commit()
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def app(database_url: str, app_config: dict[str, Any]) -> Iterator[Flask]:
     app = create_app(base_config(database_url, **app_config))
+    app.test_client_class = ArrangedFirstClient
     with app.app_context():
         yield app
         get_session().close()

@@ -40,7 +40,11 @@ def read_params(request: Request) -> Params:
             f"Parameter '{sorted(leaked)[0]}' must be sent in the request body, not the URL."
         )
     raw = request.get_data(cache=True)  # 413 above MAX_CONTENT_LENGTH
-    mimetype = request.mimetype
+    return parse_body(request.mimetype, raw)
+
+
+def parse_body(mimetype: str, raw: bytes) -> Params:
+    """Parse a body of this media type or raise ``invalid_request`` saying what is wrong."""
     if mimetype == "application/json":
         pairs = _json_pairs(raw)
     elif mimetype == "application/x-www-form-urlencoded" or (not mimetype and not raw):

@@ -32,7 +32,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from limits import parse as parse_limit
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,7 @@ from portal.core.clients import services as clients
 from portal.core.clients.models import AuthMethod, Client, ClientKind, ClientSecret
 from portal.core.db import end_autocommit, get_session, table_of
 from portal.core.errors import LatchkeyError, ValidationFailed
+from portal.core.hotpath import LAST_USED_GRANULARITY, touch_statement
 from portal.core.tokens import services as tokens
 from portal.core.tokens.claims import parse_scope
 from portal.core.tokens.models import TokenSource, UsedAssertion
@@ -62,9 +63,6 @@ REVOKE_PATH = "/oauth/revoke"
 AUTH_METHODS = [m.value for m in AuthMethod]
 #: Algorithms accepted for private_key_jwt assertions (asymmetric only: never HS*, never none).
 ASSERTION_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
-# Update last-used times at most this often, so a busy client does not turn
-# every token request into an extra UPDATE of the same row.
-LAST_USED_GRANULARITY = timedelta(seconds=60)
 
 
 class LatchkeyPayload(OAuth2Payload):
@@ -366,7 +364,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
             end_autocommit(session)
         tokens.record_issued(session, signed, event=event)
         for table, row_id in stale:
-            session.execute(update(table).where(table.c.id == row_id).values(last_used_at=now))
+            session.execute(touch_statement(table), {"row_id": row_id, "now": now})
         session.commit()
         body = {
             "access_token": signed.access_token,
@@ -431,12 +429,13 @@ def _parse_limit(text: str) -> Any:
     return parse_limit(text)
 
 
-def check_failure_rate() -> None:
-    """Refuse early when this address has failed client authentication too often."""
+def check_failure_rate(ip: str | None = None) -> None:
+    """Refuse early when this address (default: the request's) has failed client
+    authentication too often."""
     if not current_app.config.get("RATELIMIT_ENABLED", True):
         return
     item = _failure_limit()
-    key = ("client-auth-failures", source_ip())
+    key = ("client-auth-failures", source_ip() if ip is None else ip)
     if not limiter.limiter.test(item, *key):
         stats = limiter.limiter.get_window_stats(item, *key)
         retry = max(1, int(stats.reset_time - utcnow().timestamp()))

@@ -26,7 +26,7 @@ from portal.core.errors import Conflict, ValidationFailed
 from portal.core.orgs import services as orgs
 from portal.core.users import services as users
 from portal.core.users.models import Membership, Role, User
-from portal.extensions import limiter, login_manager
+from portal.extensions import SECURITY_HEADERS, limiter, login_manager
 from portal.forms import sentence
 from portal.forms.auth import SignInForm, SignUpForm
 from portal.views import bp, source_ip
@@ -187,14 +187,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def security_headers(response):  # type: ignore[no-untyped-def]
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
-            "base-uri 'self'; form-action 'self'",
-        )
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response
 
     @app.context_processor

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+import jwt
 import pytest
 
 from portal.core import crypto
+from portal.core.signing_keys.services import ActiveKey, generate_private_key
 
 B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -101,3 +103,24 @@ def test_new_public_id_has_prefix_and_no_dashes_or_underscores_after_it():
     value = crypto.new_public_id(crypto.CLIENT_ID_PREFIX, 16)
     assert value.startswith("lkc_")
     assert re.match(r"^[A-Za-z0-9]+$", value[len("lkc_"):])
+
+
+# -- signing tokens ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+def test_active_key_signs_what_pyjwt_verifies_with_the_same_header(alg):
+    key = ActiveKey(kid="kid-1", alg=alg, private_key=generate_private_key(alg))
+    claims = {"iss": "https://issuer.test", "exp": 2_000_000_000, "scope": "a b", "x": ["é", 1]}
+    token = key.sign(claims)
+    assert jwt.get_unverified_header(token) == {"alg": alg, "kid": "kid-1", "typ": "at+jwt"}
+    public = key.private_key.public_key()
+    assert jwt.decode(token, public, algorithms=[alg], options={"verify_exp": False}) == claims
+
+
+@pytest.mark.parametrize("alg", ["RS256", "EdDSA"])  # deterministic signatures
+def test_active_key_signs_the_same_bytes_as_pyjwt(alg):
+    key = ActiveKey(kid="kid-1", alg=alg, private_key=generate_private_key(alg))
+    claims = {"sub": "c", "n": 1, "nested": {"b": 2, "a": 1}}
+    assert key.sign(claims) == jwt.encode(claims, key.private_key, algorithm=alg,
+                                          headers=key.headers)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
+from jwt.utils import base64url_decode
 from sqlalchemy import Insert, Select, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -46,7 +48,7 @@ class Issued:
     expires_in: int
 
 
-def grant_scopes(client: Client, requested: list[str] | None) -> list[str]:
+def grant_scopes(client: Grantee, requested: list[str] | None) -> list[str]:
     """The scopes to grant: the requested subset of the allowed ones, default all."""
     if requested is None or requested == []:
         return list(client.scopes)
@@ -58,7 +60,7 @@ def grant_scopes(client: Client, requested: list[str] | None) -> list[str]:
     return requested
 
 
-def grant_audiences(client: Client, requested: list[str] | None) -> list[str]:
+def grant_audiences(client: Grantee, requested: list[str] | None) -> list[str]:
     """The audiences to grant: the requested ones (each allowed), default all allowed."""
     if not requested:
         return list(client.audiences)
@@ -68,6 +70,35 @@ def grant_audiences(client: Client, requested: list[str] | None) -> list[str]:
             "audience not allowed for this client: " + " ".join(refused), field="audience"
         )
     return list(dict.fromkeys(requested))
+
+
+class _HasPublicId(Protocol):
+    @property
+    def public_id(self) -> str: ...
+
+
+class Grantee(Protocol):
+    """What :func:`sign_token` reads of a client: a :class:`Client`, or the
+    token endpoint's :class:`portal.core.hotpath.AuthenticatedClient`."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def org_id(self) -> int: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def kind(self) -> ClientKind: ...
+    @property
+    def scopes(self) -> list[str]: ...
+    @property
+    def audiences(self) -> list[str]: ...
+    @property
+    def token_ttl(self) -> int: ...
+    @property
+    def custom_claims(self) -> dict[str, Any]: ...
+    @property
+    def user(self) -> _HasPublicId | None: ...
 
 
 @dataclass(frozen=True)
@@ -81,9 +112,9 @@ class Signed:
 
 
 def sign_token(
-    session: Session,
+    session: Session | None,
     *,
-    client: Client,
+    client: Grantee,
     org_public_id: str,
     scopes: list[str] | None = None,
     audiences: list[str] | None = None,
@@ -95,8 +126,8 @@ def sign_token(
     """Judge the request against the client and sign the token; writes nothing.
 
     Custom claims come from the client, then ``extra_claims`` (mint time);
-    reserved claims in either are refused. The session is only read, and only
-    when this process has no fresh copy of the org's active key.
+    reserved claims in either are refused. The session (None: the app's) is only
+    read, and only when this process has no fresh copy of the org's active key.
     """
     now = (now or utcnow()).replace(microsecond=0)
     granted_scopes = grant_scopes(client, scopes)
@@ -122,7 +153,7 @@ def sign_token(
     if client.kind is ClientKind.USER and client.user is not None:
         claims["sub"] = client.user.public_id
         claims["uid"] = client.user.public_id
-    token = jwt.encode(claims, key.private_key, algorithm=key.alg, headers=key.headers)
+    token = key.sign(claims)
     values = {
         "jti": jti,
         "org_id": client.org_id,
@@ -194,14 +225,14 @@ def record_issued(session: Session, signed: Signed, *, event: dict[str, Any]) ->
     if session.get_bind().dialect.name == "postgresql":
         params = {f"t_{k}": v for k, v in signed.values.items()}
         params.update({f"e_{k}": v for k, v in event.items()})
-        session.execute(_issued_with_event(), params)
+        session.execute(issued_with_event(), params)
     else:
         session.execute(insert(table_of(IssuedToken)), signed.values)
         session.execute(insert(table_of(UsageEvent)), event)
 
 
 @functools.cache
-def _issued_with_event() -> Insert:
+def issued_with_event() -> Insert:
     """``WITH issued_token AS (INSERT INTO issued_tokens ...) INSERT INTO usage_events ...``.
 
     Built once with named parameters (``t_*`` and ``e_*``), so each request
@@ -221,7 +252,7 @@ def _issued_with_event() -> Insert:
     return events.add_cte(tokens.cte("issued_token"))
 
 
-def decode_token(session: Session, token: str) -> dict[str, Any] | None:
+def decode_token(session: Session | None, token: str) -> dict[str, Any] | None:
     """The claims of a token this server signed and that verifies now, else None.
 
     Anything malformed, forged, signed by an unknown or unpublished key,
@@ -229,9 +260,8 @@ def decode_token(session: Session, token: str) -> dict[str, Any] | None:
     """
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError:
+    header = _unverified_header(token)
+    if header is None:
         return None
     kid = header.get("kid")
     alg = header.get("alg")
@@ -255,6 +285,22 @@ def decode_token(session: Session, token: str) -> dict[str, Any] | None:
     except (jwt.InvalidTokenError, ValueError, TypeError):
         return None
     return claims
+
+
+def _unverified_header(token: str) -> dict[str, Any] | None:
+    """The JWS header, to pick the key; ``jwt.decode`` then checks the whole token.
+
+    Only the header segment is decoded (``jwt.get_unverified_header`` would
+    decode the payload too, and ``jwt.decode`` does it again).
+    """
+    head, dot, _rest = token.partition(".")
+    if not dot:
+        return None
+    try:
+        header = json.loads(base64url_decode(head.encode("ascii")))
+    except ValueError:  # not ASCII, not base64url, not UTF-8 or not JSON
+        return None
+    return header if isinstance(header, dict) else None
 
 
 def find_live_record(
