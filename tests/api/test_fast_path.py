@@ -26,7 +26,7 @@ PER_RESPONSE = {"Content-Length", "Vary"}
 def fast_path(app) -> ProtocolFastPath:
     layer = app.wsgi_app
     while not isinstance(layer, ProtocolFastPath):
-        layer = layer.wsgi_app
+        layer = getattr(layer, "wsgi_app", None) or layer.app  # ProxyFix keeps it in .app
     return layer
 
 
@@ -330,3 +330,26 @@ def test_connections_are_reused_and_closed_with_the_engine(app, client, acme):
     assert len(connections._idle) == 1  # one request at a time: one connection, reused
     get_engine().dispose()
     assert connections._idle == []
+
+
+@pytest.mark.parametrize("app_config", [{"PROXY_FIX": 1}])
+def test_behind_a_proxy_the_fast_path_sees_the_forwarded_address_and_scheme(
+    client, session, acme, flask_calls, app_config
+):
+    c, secret = acme
+    response = client.post("http://api.example.com/oauth/token", data=GRANT, headers={
+        **basic(c.client_id, secret), "X-Forwarded-Proto": "https",
+        "X-Forwarded-For": "203.0.113.7",
+    })
+    assert response.status_code == HTTPStatus.OK and flask_calls == []
+    session.commit()
+    event = session.scalar(select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_ISSUED))
+    assert event.source_ip == "203.0.113.7"
+
+
+def test_plain_http_off_loopback_is_answered_by_flask(client, acme, flask_calls):
+    c, secret = acme
+    response = client.post("http://api.example.com/oauth/token", data=GRANT,
+                           headers=basic(c.client_id, secret))
+    assert response.get_json()["error"] == "insecure_transport"
+    assert flask_calls == ["/oauth/token"]
