@@ -185,16 +185,17 @@ class RawConnections:
 
     def _start_checkpointer(self) -> None:
         with self._lock:
-            if self._checkpointer is not None or self._stop.is_set():
+            if self._checkpointer is not None:
                 return
             self._checkpointer = threading.Thread(
-                target=self._checkpoint_loop, name="latchkey-wal-checkpoint", daemon=True
+                target=self._checkpoint_loop, args=(self._stop,),
+                name="latchkey-wal-checkpoint", daemon=True,
             )
             self._checkpointer.start()
 
-    def _checkpoint_loop(self) -> None:
+    def _checkpoint_loop(self, stop: threading.Event) -> None:
         driver: Any = None
-        while not self._stop.wait(self.CHECKPOINT_SECONDS):
+        while not stop.wait(self.CHECKPOINT_SECONDS):
             try:
                 if driver is None:
                     proxied = self.engine.raw_connection()
@@ -214,8 +215,11 @@ class RawConnections:
                 driver.close()
 
     def close_all(self) -> None:
-        self._stop.set()
+        """Close the idle connections and stop the checkpointer (the engine was disposed);
+        later requests start afresh."""
         with self._lock:
+            self._stop.set()
+            self._stop, self._checkpointer = threading.Event(), None
             idle, self._idle = self._idle, []
         for connection in idle:
             with contextlib.suppress(Exception):

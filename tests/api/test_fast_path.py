@@ -353,3 +353,20 @@ def test_plain_http_off_loopback_is_answered_by_flask(client, acme, flask_calls)
                            headers=basic(c.client_id, secret))
     assert response.get_json()["error"] == "insecure_transport"
     assert flask_calls == ["/oauth/token"]
+
+
+def test_sqlite_wal_is_checkpointed_by_a_thread_not_by_requests(app, client, acme, database_url):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite only: PostgreSQL has no WAL checkpoint per connection")
+    c, secret = acme
+    post_token(client, c, secret)
+    connections = app.extensions[HOT_PATH_KEY].connections
+    (lent,) = connections._idle
+    assert lent.driver.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    thread = connections._checkpointer
+    assert thread is not None and thread.is_alive()
+    get_engine().dispose()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    post_token(client, c, secret)  # a disposed engine's next request starts a new one
+    assert connections._checkpointer is not None and connections._checkpointer.is_alive()
