@@ -159,6 +159,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lock-seconds", type=float, default=30.0,
                         help="length of the writes-under-load check: 64 concurrent token "
                              "requests on each backend (default 30; 0 skips it)")
+    parser.add_argument("--alg", choices=("RS256", "ES256", "EdDSA"), default="RS256",
+                        help="signing algorithm of the bench org's keys (default RS256, "
+                             "the product's default)")
     parser.add_argument("--no-floor", action="store_true",
                         help="skip the floor app (no ratios)")
     parser.add_argument("--memory-tokens", type=int, default=0,
@@ -267,10 +270,10 @@ def latchkey(env: dict[str, str], *args: str) -> str:
     return proc.stdout
 
 
-def seed(env: dict[str, str]) -> tuple[str, str]:
-    """Migrate, create an org and a client; return the client's id and secret."""
+def seed(env: dict[str, str], alg: str) -> tuple[str, str]:
+    """Migrate, create an org (keys of ``alg``) and a client; return the client's id and secret."""
     latchkey(env, "db", "upgrade")
-    latchkey(env, "create-org", "--name", "Bench", "--slug", "bench")
+    latchkey(env, "create-org", "--name", "Bench", "--slug", "bench", "--alg", alg)
     out = latchkey(env, "create-client", "--org", "bench", "--name", "bench", "--scopes",
                    "read write", "--audience", AUDIENCE, "--json")
     created = json.loads(out)
@@ -549,7 +552,7 @@ def bench_backend(backend: str, worker_class: str, args: argparse.Namespace, tmp
     checks: list[Check] = []
     with database(backend, tmp, args, label) as url:
         env = bench_env(tmp, port, url)
-        client_id, secret = seed(env)
+        client_id, secret = seed(env, args.alg)
         with running(server_cmd(port, args, worker_class), env, port, READY_PATH, args.workers,
                      log_path) as server:
             token = fetch_token(port, basic_auth(client_id, secret))
@@ -602,7 +605,7 @@ def bench_memory(args: argparse.Namespace, tmp: Path) -> Check:
     port = free_port()
     with database(backend, tmp, args, "memory") as url:
         env = bench_env(tmp, port, url)
-        client_id, secret = seed(env)
+        client_id, secret = seed(env, args.alg)
         with running(server_cmd(port, args, worker_class, workers=1), env, port, READY_PATH, 1,
                      tmp / "server-memory.log") as server:
             fetch_token(port, basic_auth(client_id, secret))
@@ -753,6 +756,7 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.now(UTC)
     cpus = os.cpu_count()
     print(f"bench: {args.workers} workers ({args.threads} threads each for gthread) on {HOST}, "
+          f"tokens signed with {args.alg}, "
           f"wrk {args.wrk_threads} threads, {args.seconds:g} s per run, {cpus} CPUs shared with "
           f"wrk", file=sys.stderr)
     results: list[Result] = []
@@ -799,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpu_count": cpus, "platform": platform.platform(),
                     "python": platform.python_version(),
                     "note": "wrk runs on the same machine and shares its CPUs"},
-        "server": {"workers": args.workers, "threads": args.threads,
+        "server": {"workers": args.workers, "threads": args.threads, "signing_alg": args.alg,
                    "worker_classes": args.worker_classes, "backends": args.backends},
         "load": {"generator": "wrk", "seconds": args.seconds, "warmup_seconds": args.warmup,
                  "concurrency": args.concurrency, "wrk_threads": args.wrk_threads,
