@@ -11,6 +11,7 @@ token is seen by the very next request.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,12 +114,18 @@ class HotPath:
         self.dialect = self.engine.dialect.name
 
 
+_building = threading.Lock()
+
+
 def hot_path() -> HotPath:
-    """The current app's :class:`HotPath`, built on first use."""
+    """The current app's :class:`HotPath`, built on first use (once, even by many threads)."""
     found: HotPath | None = current_app.extensions.get(EXTENSION_KEY)
     if found is None:
-        found = _build(get_engine())
-        current_app.extensions[EXTENSION_KEY] = found
+        with _building:
+            found = current_app.extensions.get(EXTENSION_KEY)
+            if found is None:
+                found = _build(get_engine())
+                current_app.extensions[EXTENSION_KEY] = found
     return found
 
 
