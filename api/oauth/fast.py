@@ -27,16 +27,18 @@ from typing import TYPE_CHECKING, Any
 from authlib.common.security import is_secure_transport
 from authlib.consts import default_json_headers
 from authlib.oauth2.rfc6749.errors import OAuth2Error
-from flask import Flask, g
+from flask import Flask
 from flask import json as flask_json
-from werkzeug.wsgi import get_current_url
+from werkzeug.wsgi import get_host
 
 from api.oauth.params import Params, parse_body
 from api.oauth.server import (
     INTROSPECT_PATH,
     TOKEN_PATH,
     check_failure_rate,
-    parse_basic,
+    client_label,
+    detect_auth_method,
+    presented_secret,
     requested_audiences,
 )
 from portal.core.clients.models import AuthMethod
@@ -94,37 +96,19 @@ def body_params(environ: WSGIEnvironment, body: bytes, allowed: frozenset[str]) 
 
 
 def secret_credentials(environ: WSGIEnvironment, params: Params) -> tuple[str, str, str] | None:
-    """``(method, client_id, secret)`` for well-formed Basic or body credentials, else None."""
-    header = environ.get("HTTP_AUTHORIZATION", "")
-    has_secret = "client_secret" in params.data
-    if header:
-        if has_secret or header[:6].lower() != "basic ":
-            return None
-        try:
-            client_id, secret = parse_basic(header)
-        except OAuth2Error:
-            return None
-        body_id = params.data.get("client_id")
-        if body_id is not None and body_id != client_id:
-            return None
-        return BASIC, client_id, secret
-    client_id = params.data.get("client_id", "")
-    secret = params.data.get("client_secret", "")
-    if not client_id or not secret:
-        return None
-    return POST, client_id, secret
+    """``(method, client_id, secret)`` for well-formed Basic or body credentials, else None.
 
-
-def end_orm_reads() -> None:
-    """End the ORM session the key ring may have read through, before this thread writes.
-
-    The key ring re-reads keys through the ORM once per ``KEY_CACHE_SECONDS``;
-    on SQLite that session's transaction holds the write lock (``BEGIN
-    IMMEDIATE``), which the raw connection's write would wait for in vain.
+    An Authorization header other than Basic (an API key, say) is Flask's to judge.
     """
-    session = g.pop("db_session", None)
-    if session is not None:
-        session.close()
+    header = environ.get("HTTP_AUTHORIZATION", "")
+    try:
+        method = detect_auth_method(header, params)
+        if method not in (BASIC, POST) or (header and method != BASIC):
+            return None
+        client_id, secret = presented_secret(header, params, method)
+    except OAuth2Error:
+        return None
+    return method, client_id, secret
 
 
 def not_refused(ip: str) -> bool:
@@ -175,7 +159,6 @@ def issue(environ: WSGIEnvironment, params: Params) -> bytes | None:
             "expires_in": signed.expires_in,
             "scope": signed.claims["scope"],
         }).encode()
-        end_orm_reads()
         record_token(hot, connection, client, signed, event, now=now)
     return answer
 
@@ -212,12 +195,11 @@ def introspect(environ: WSGIEnvironment, params: Params) -> bytes | None:
         event = usage.event_values(
             kind=UsageKind.TOKEN_INTROSPECTED, org_id=caller.org_id,
             client_id=record.client_id if record is not None else None,
-            client_ref=f"client:{caller.client_id}"[:64],
+            client_ref=client_label(caller.client_id),
             reason="active" if body["active"] else "inactive",
             jti=record.jti if record is not None else None, source_ip=ip, now=now,
         )
         answer = flask_json.dumps(body).encode()  # as the Flask view writes it
-        end_orm_reads()
         insert_event(hot, connection, event)
     return answer
 
@@ -253,7 +235,8 @@ class ProtocolFastPath:
     def _answer(self, environ: WSGIEnvironment, body: bytes, handler: Any,
                 allowed: frozenset[str]) -> bytes | None:
         # As Authlib's OAuth2Request: plain http only on loopback.
-        if not is_secure_transport(get_current_url(environ, host_only=True)):
+        scheme = environ.get("wsgi.url_scheme", "http")
+        if scheme != "https" and not is_secure_transport(f"{scheme}://{get_host(environ)}/"):
             return None
         params = body_params(environ, body, allowed)
         if params is None:

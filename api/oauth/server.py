@@ -45,7 +45,7 @@ from portal.core.clients import services as clients
 from portal.core.clients.models import AuthMethod, Client, ClientKind, ClientSecret
 from portal.core.db import end_autocommit, get_session, table_of
 from portal.core.errors import LatchkeyError, ValidationFailed
-from portal.core.hotpath import LAST_USED_GRANULARITY, touch_statement
+from portal.core.hotpath import last_used_is_stale, touch_statement
 from portal.core.tokens import services as tokens
 from portal.core.tokens.claims import parse_scope
 from portal.core.tokens.models import TokenSource, UsedAssertion
@@ -125,19 +125,40 @@ def parse_basic(header: str) -> tuple[str, str]:
     return client_id, secret
 
 
-def detect_auth_method(req: LatchkeyRequest) -> str | None:
-    """Which client authentication method the request uses; more than one is an error."""
-    header = req.headers.get("Authorization", "")
+def detect_auth_method(header: str, params: Params) -> str | None:
+    """Which client authentication method a request with this Authorization header and
+    these body parameters uses; more than one is an error."""
     used = []
     if header.lower().startswith("basic"):
         used.append(AuthMethod.CLIENT_SECRET_BASIC.value)
-    if "client_secret" in req.params.data:
+    if "client_secret" in params.data:
         used.append(AuthMethod.CLIENT_SECRET_POST.value)
-    if "client_assertion" in req.params.data or "client_assertion_type" in req.params.data:
+    if "client_assertion" in params.data or "client_assertion_type" in params.data:
         used.append(AuthMethod.PRIVATE_KEY_JWT.value)
     if len(used) > 1:
         raise InvalidRequestError("Use exactly one client authentication method per request.")
     return used[0] if used else None
+
+
+def presented_secret(header: str, params: Params, method: str) -> tuple[str, str]:
+    """Client id and secret sent by ``client_secret_basic`` or ``client_secret_post``."""
+    if method == AuthMethod.CLIENT_SECRET_BASIC.value:
+        client_id, secret = parse_basic(header)
+        body_id = params.data.get("client_id")
+        if body_id is not None and body_id != client_id:
+            raise InvalidRequestError(
+                "client_id in the body does not match the Basic credentials."
+            )
+        return client_id, secret
+    client_id = params.data.get("client_id", "")
+    if not client_id:
+        raise invalid_client("Missing client_id.", basic=False)
+    return client_id, params.data.get("client_secret", "")
+
+
+def client_label(client_id: str) -> str:
+    """How a client calling introspection or revocation appears in the usage history."""
+    return f"client:{client_id}"[:64]
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
@@ -244,7 +265,7 @@ class LatchkeyAuthorizationServer(FlaskAuthorizationServer):
 
     def authenticate_client(self, req: Any, methods: list[str], endpoint: str = "token") -> Any:
         """Authenticate with exactly the method the request used, then check the client."""
-        method = detect_auth_method(req)
+        method = detect_auth_method(req.headers.get("Authorization", ""), req.params)
         if method is None:
             raise invalid_client("Client authentication is required.", basic=True)
         req.used_basic = method == AuthMethod.CLIENT_SECRET_BASIC.value
@@ -267,18 +288,8 @@ class LatchkeyAuthorizationServer(FlaskAuthorizationServer):
 
     def _authenticate_secret(self, req: LatchkeyRequest, method: str) -> Client:
         basic = method == AuthMethod.CLIENT_SECRET_BASIC.value
-        if basic:
-            client_id, secret = parse_basic(req.headers.get("Authorization", ""))
-            body_id = req.params.data.get("client_id")
-            if body_id is not None and body_id != client_id:
-                raise InvalidRequestError(
-                    "client_id in the body does not match the Basic credentials."
-                )
-        else:
-            client_id = req.params.data.get("client_id", "")
-            secret = req.params.data.get("client_secret", "")
-            if not client_id:
-                raise invalid_client("Missing client_id.", basic=False)
+        client_id, secret = presented_secret(req.headers.get("Authorization", ""), req.params,
+                                             method)
         req.presented_client_id = client_id
         client = self.query_client(client_id)
         matched = clients.find_secret(client, secret) if client is not None else None
@@ -407,11 +418,9 @@ def _user_still_member(session: Session, client: Client) -> bool:
 def _stale_last_used(client: Client, secret: Any, now: datetime) -> list[tuple[Table, int]]:
     """The client and secret rows whose last-used time is older than the granularity."""
     stale: list[tuple[Table, int]] = []
-    if client.last_used_at is None or now - client.last_used_at > LAST_USED_GRANULARITY:
+    if last_used_is_stale(client.last_used_at, now):
         stale.append((table_of(Client), client.id))
-    if secret is not None and (
-        secret.last_used_at is None or now - secret.last_used_at > LAST_USED_GRANULARITY
-    ):
+    if secret is not None and last_used_is_stale(secret.last_used_at, now):
         stale.append((table_of(ClientSecret), secret.id))
     return stale
 
@@ -479,7 +488,7 @@ def authenticate_caller(server: LatchkeyAuthorizationServer, req: LatchkeyReques
     """A client of the org (any method it may use) or an org API key as a Bearer token."""
     header = req.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
-        if detect_auth_method(req) is not None:
+        if detect_auth_method(header, req.params) is not None:
             raise InvalidRequestError("Use exactly one client authentication method per request.")
         key = authenticate_api_key(get_session(), header[7:].strip())
         if key is None:
@@ -493,7 +502,7 @@ def authenticate_caller(server: LatchkeyAuthorizationServer, req: LatchkeyReques
         raise
     if not client.enabled:
         raise UnauthorizedClientError(description="This client is disabled.")
-    return Caller(org_id=client.org_id, label=f"client:{client.client_id}", client=client)
+    return Caller(org_id=client.org_id, label=client_label(client.client_id), client=client)
 
 
 def init_app(app: Flask) -> None:

@@ -20,11 +20,11 @@ from flask import current_app
 from sqlalchemy import Engine, bindparam, exists, insert, select, update
 
 from portal.core import crypto, settings
-from portal.core.clients.models import Client, ClientKind, ClientSecret
+from portal.core.clients.models import Client, ClientKind, ClientSecret, secret_is_active
 from portal.core.db import get_engine, table_of
 from portal.core.orgs.models import Organization
 from portal.core.rawdb import RawConnection, RawConnections, RawStatement
-from portal.core.tokens.models import IssuedToken
+from portal.core.tokens.models import IssuedToken, token_is_active
 from portal.core.tokens.services import Signed, issued_with_event
 from portal.core.types import UTCDateTime
 from portal.core.usage.models import UsageEvent
@@ -69,10 +69,7 @@ class AuthenticatedClient:
     secret_last_used_at: datetime | None
 
     def secret_is_active(self, now: datetime) -> bool:
-        """As :meth:`ClientSecret.is_active`."""
-        if self.secret_revoked_at is not None:
-            return False
-        return self.secret_expires_at is None or self.secret_expires_at > now
+        return secret_is_active(self.secret_revoked_at, self.secret_expires_at, now)
 
     def may_get_tokens(self, now: datetime) -> bool:
         """Every rule of the token endpoint's client checks that reads the client's row."""
@@ -92,7 +89,7 @@ class LiveRecord:
 
     def is_active(self, now: datetime) -> bool:
         """As :meth:`IssuedToken.is_active`, and its client still enabled."""
-        return self.client_enabled and self.revoked_at is None and self.expires_at > now
+        return self.client_enabled and token_is_active(self.revoked_at, self.expires_at, now)
 
 
 @dataclass
@@ -218,7 +215,8 @@ def authenticate_secret(
     )
 
 
-def _is_stale(last_used: datetime | None, now: datetime) -> bool:
+def last_used_is_stale(last_used: datetime | None, now: datetime) -> bool:
+    """Whether a last-used time is old enough to be written again."""
     return last_used is None or now - last_used > LAST_USED_GRANULARITY
 
 
@@ -232,8 +230,8 @@ def record_token(
     autocommit mode. Otherwise one short transaction; on SQLite its
     ``BEGIN IMMEDIATE`` takes the write lock only for these statements.
     """
-    stale_client = _is_stale(client.last_used_at, now)
-    stale_secret = _is_stale(client.secret_last_used_at, now)
+    stale_client = last_used_is_stale(client.last_used_at, now)
+    stale_secret = last_used_is_stale(client.secret_last_used_at, now)
     if hot.token_with_event is not None and not (stale_client or stale_secret):
         params = {f"t_{k}": v for k, v in signed.values.items()}
         params.update({f"e_{k}": v for k, v in event.items()})

@@ -103,9 +103,9 @@ def test_token_for_a_user_client_is_answered_without_flask(client, session, org,
 
 @pytest.mark.parametrize("app_config", [{"KEY_CACHE_SECONDS": 0}])
 def test_keys_reread_for_every_request_do_not_block_the_write(client, acme, flask_calls):
-    # The key ring reads through the ORM session; on SQLite that read holds
-    # the write lock until the session ends, and the raw write would wait
-    # for it (busy_timeout) before giving the request to Flask.
+    # The key ring re-reads its keys on every request here; a read that left an
+    # ORM transaction open would, on SQLite, hold the write lock that the fast
+    # path's own write then waits for (busy_timeout) before giving up to Flask.
     c, secret = acme
     for _ in range(3):
         assert post_token(client, c, secret).status_code == HTTPStatus.OK

@@ -84,6 +84,12 @@ class ClientSecret(Base):
     SENSITIVE = frozenset({"secret_hash"})
 
     def is_active(self, now: datetime) -> bool:
-        if self.revoked_at is not None:
-            return False
-        return self.expires_at is None or self.expires_at > now
+        return secret_is_active(self.revoked_at, self.expires_at, now)
+
+
+def secret_is_active(revoked_at: datetime | None, expires_at: datetime | None,
+                     now: datetime) -> bool:
+    """A secret works until it is revoked or expires (no expiry: until revoked)."""
+    if revoked_at is not None:
+        return False
+    return expires_at is None or expires_at > now

@@ -8,11 +8,13 @@ resource server meet a ``kid`` it has not been able to fetch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from portal.core import crypto, settings
 from portal.core.audit import services as audit
-from portal.core.db import get_session
+from portal.core.db import autocommit, new_session
 from portal.core.errors import NoSigningKey, ValidationFailed
 from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.tokens.models import IssuedToken
@@ -200,6 +202,25 @@ class ActiveKey:
         return (signing_input + b"." + base64url_encode(signature)).decode()
 
 
+@contextlib.contextmanager
+def _reading(session: Session | None) -> Iterator[Session]:
+    """``session``, or a session of its own in autocommit mode, closed afterwards.
+
+    The protocol fast path signs and verifies outside any request session and
+    writes on a connection of its own: an ORM transaction left open by a key
+    read (on SQLite, ``BEGIN IMMEDIATE``: the write lock) would block that write.
+    """
+    if session is not None:
+        yield session
+        return
+    own = new_session()
+    try:
+        autocommit(own)
+        yield own
+    finally:
+        own.close()
+
+
 class KeyRing:
     """Per-process caches of decrypted private keys, public keys and the JWKS.
 
@@ -226,17 +247,18 @@ class KeyRing:
     def active_key(self, session: Session | None, org_id: int) -> ActiveKey:
         """The org's signing key, loaded and decrypted at most once per process.
 
-        ``session`` None: the app's session (:func:`get_session`), opened only
-        when the cached key is stale.
+        ``session`` None: a session of its own, opened only when the cached key is
+        stale, that holds no transaction (see :func:`_reading`).
         """
         hit = self._active.get(org_id)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        row = (session or get_session()).scalar(
-            select(SigningKey).where(
-                SigningKey.org_id == org_id, SigningKey.state == KeyState.ACTIVE
+        with _reading(session) as reader:
+            row = reader.scalar(
+                select(SigningKey).where(
+                    SigningKey.org_id == org_id, SigningKey.state == KeyState.ACTIVE
+                )
             )
-        )
         if row is None:
             raise NoSigningKey("this organisation has no active signing key")
         private = self._private.get(row.kid)
@@ -256,7 +278,8 @@ class KeyRing:
         hit = self._public.get(kid)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        row = (session or get_session()).scalar(select(SigningKey).where(SigningKey.kid == kid))
+        with _reading(session) as reader:
+            row = reader.scalar(select(SigningKey).where(SigningKey.kid == kid))
         value: tuple[int, Any] | None = None
         if row is not None and row.is_published(utcnow()):
             algo = jwt.get_algorithm_by_name(row.alg)

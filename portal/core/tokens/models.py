@@ -42,7 +42,7 @@ class IssuedToken(Base):
     revoked_by: Mapped[str | None] = mapped_column(String(200))
 
     def is_active(self, now: datetime) -> bool:
-        return self.revoked_at is None and self.expires_at > now
+        return token_is_active(self.revoked_at, self.expires_at, now)
 
 
 class UsedAssertion(Base):
@@ -55,3 +55,8 @@ class UsedAssertion(Base):
     client_ref: Mapped[str] = mapped_column(String(64))
     jti: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+def token_is_active(revoked_at: datetime | None, expires_at: datetime, now: datetime) -> bool:
+    """A token's record is live until it is revoked or expires."""
+    return revoked_at is None and expires_at > now

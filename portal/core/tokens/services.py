@@ -126,8 +126,8 @@ def sign_token(
     """Judge the request against the client and sign the token; writes nothing.
 
     Custom claims come from the client, then ``extra_claims`` (mint time);
-    reserved claims in either are refused. The session (None: the app's) is only
-    read, and only when this process has no fresh copy of the org's active key.
+    reserved claims in either are refused. The session (None: one of the key ring's
+    own) is only read, and only when this process has no fresh copy of the org's key.
     """
     now = (now or utcnow()).replace(microsecond=0)
     granted_scopes = grant_scopes(client, scopes)
