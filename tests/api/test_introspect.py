@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from http import HTTPStatus
 
@@ -19,6 +20,8 @@ from tests.factories import basic, bearer, get_token, issue, make_api_key, make_
 
 INTROSPECT = "/oauth/introspect"
 INACTIVE = {"active": False}
+# A header nested deeper than the JSON parser recurses (once a 500).
+NESTED_HEADER = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=") + ".e30.c2ln"
 
 
 def introspect(http, token, headers, **params):
@@ -124,7 +127,8 @@ def test_token_forged_with_another_key_is_inactive(client, acme, token):
     assert response.get_json() == INACTIVE
 
 
-@pytest.mark.parametrize("garbage", ["", "garbage", "a.b.c", "eyJhbGciOiJub25lIn0.e30."])
+@pytest.mark.parametrize("garbage", ["", "garbage", "a.b.c", "eyJhbGciOiJub25lIn0.e30.",
+                                     NESTED_HEADER])
 def test_malformed_token_is_inactive(client, acme, garbage):
     c, secret = acme
     response = introspect(client, garbage, basic(c.client_id, secret))

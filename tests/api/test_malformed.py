@@ -395,7 +395,7 @@ def ctx(client, session) -> Ctx:
     kid = jwt.get_unverified_header(token)["kid"]
     found = keyring().public_key(session, kid)
     assert found is not None
-    pem = found[1].public_bytes(serialization.Encoding.PEM,
+    pem = found.public_key.public_bytes(serialization.Encoding.PEM,
                                 serialization.PublicFormat.SubjectPublicKeyInfo)
     return Ctx(client_id=c.client_id, secret=secret, token=token, api_key=api_key, kid=kid,
                public_pem=pem)

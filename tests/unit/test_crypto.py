@@ -123,4 +123,4 @@ def test_active_key_signs_the_same_bytes_as_pyjwt(alg):
     key = ActiveKey(kid="kid-1", alg=alg, private_key=generate_private_key(alg))
     claims = {"sub": "c", "n": 1, "nested": {"b": 2, "a": 1}}
     assert key.sign(claims) == jwt.encode(claims, key.private_key, algorithm=alg,
-                                          headers=key.headers)
+                                          headers={"typ": "at+jwt", "kid": key.kid})

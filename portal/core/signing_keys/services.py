@@ -169,23 +169,29 @@ def prune_retired(session: Session, *, now: datetime) -> int:
 # -- the per-process key ring ----------------------------------------------------------
 
 
+#: RFC 9068's ``typ`` of a JWT access token.
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 (a media type, not a secret)
+
+
+def header_segment(alg: str, kid: str) -> bytes:
+    """The JWS header segment of every token signed by key ``kid``.
+
+    As PyJWT writes it (compact, keys sorted): ``alg``, ``kid`` and RFC 9068's ``typ``.
+    """
+    header = json.dumps({"alg": alg, "kid": kid, "typ": ACCESS_TOKEN_TYP}, separators=(",", ":"),
+                        sort_keys=True)
+    return base64url_encode(header.encode())
+
+
 @dataclass(frozen=True)
 class ActiveKey:
     kid: str
     alg: str
     private_key: Any  # the loaded cryptography key object, reused for every signature
 
-    @property
-    def headers(self) -> dict[str, str]:
-        """The JWT header members besides ``alg`` (RFC 9068 ``typ``, and ``kid``)."""
-        return {"typ": "at+jwt", "kid": self.kid}
-
     @functools.cached_property
     def _header_segment(self) -> bytes:
-        # As PyJWT writes it: compact, keys sorted.
-        header = json.dumps({"alg": self.alg, **self.headers}, separators=(",", ":"),
-                            sort_keys=True)
-        return base64url_encode(header.encode())
+        return header_segment(self.alg, self.kid)
 
     @functools.cached_property
     def _algorithm(self) -> Any:
@@ -200,6 +206,29 @@ class ActiveKey:
         signing_input = self._header_segment + b"." + payload
         signature = self._algorithm.sign(signing_input, self.private_key)
         return (signing_input + b"." + base64url_encode(signature)).decode()
+
+
+@dataclass(frozen=True)
+class PublishedKey:
+    """A published key as a verifier needs it: its org, its algorithm and its public key."""
+
+    org_id: int
+    kid: str
+    alg: str
+    public_key: Any  # the loaded cryptography key object
+
+    @functools.cached_property
+    def header_segment(self) -> bytes:
+        """The header of every token this key signed (its algorithm is the key's)."""
+        return header_segment(self.alg, self.kid)
+
+    @functools.cached_property
+    def _algorithm(self) -> Any:
+        return jwt.get_algorithm_by_name(self.alg)
+
+    def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` (raw bytes, as in a JWS) is this key's over ``signing_input``."""
+        return bool(self._algorithm.verify(signing_input, self.public_key, signature))
 
 
 @contextlib.contextmanager
@@ -235,7 +264,7 @@ class KeyRing:
         self._lock = threading.Lock()
         self._private: dict[str, Any] = {}
         self._active: dict[int, tuple[float, ActiveKey]] = {}
-        self._public: dict[str, tuple[float, tuple[int, Any]]] = {}
+        self._public: dict[str, tuple[float, PublishedKey]] = {}
         self._jwks: tuple[float, bytes, str] | None = None
 
     def forget_org(self, org_id: int) -> None:
@@ -273,22 +302,21 @@ class KeyRing:
             self._active[org_id] = (time.monotonic() + self.ttl, key)
         return key
 
-    def public_key(self, session: Session | None, kid: str) -> tuple[int, Any] | None:
-        """``(org_id, public key)`` for a published ``kid``, or None (``session`` as above)."""
+    def public_key(self, session: Session | None, kid: str) -> PublishedKey | None:
+        """The published key ``kid``, or None (``session`` as above)."""
         hit = self._public.get(kid)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         with _reading(session) as reader:
             row = reader.scalar(select(SigningKey).where(SigningKey.kid == kid))
-        value: tuple[int, Any] | None = None
-        if row is not None and row.is_published(utcnow()):
-            algo = jwt.get_algorithm_by_name(row.alg)
-            value = (row.org_id, algo.from_jwk(json.dumps(row.public_jwk)))
-        if value is not None:
+        if row is None or not row.is_published(utcnow()):
             # Only hits are cached: caching misses would let tokens with random
             # kids grow this dict without bound.
-            with self._lock:
-                self._public[kid] = (time.monotonic() + self.ttl, value)
+            return None
+        public = jwt.get_algorithm_by_name(row.alg).from_jwk(json.dumps(row.public_jwk))
+        value = PublishedKey(org_id=row.org_id, kid=row.kid, alg=row.alg, public_key=public)
+        with self._lock:
+            self._public[kid] = (time.monotonic() + self.ttl, value)
         return value
 
     def fresh_jwks_etag(self) -> str | None:
