@@ -19,8 +19,10 @@ failure, as if the fast path were not there.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +111,13 @@ def secret_credentials(environ: WSGIEnvironment, params: Params) -> tuple[str, s
     except OAuth2Error:
         return None
     return method, client_id, secret
+
+
+@functools.lru_cache(maxsize=256)
+def transport_allowed(scheme: str, host: str, insecure: str | None) -> bool:
+    """Authlib's :func:`is_secure_transport` for a request to ``host``, once per host
+    (and per value of ``AUTHLIB_INSECURE_TRANSPORT``, which that function reads)."""
+    return is_secure_transport(f"{scheme}://{host}/")
 
 
 def not_refused(ip: str) -> bool:
@@ -236,7 +245,9 @@ class ProtocolFastPath:
                 allowed: frozenset[str]) -> bytes | None:
         # As Authlib's OAuth2Request: plain http only on loopback.
         scheme = environ.get("wsgi.url_scheme", "http")
-        if scheme != "https" and not is_secure_transport(f"{scheme}://{get_host(environ)}/"):
+        if scheme != "https" and not transport_allowed(
+            scheme, get_host(environ), os.environ.get("AUTHLIB_INSECURE_TRANSPORT")
+        ):
             return None
         params = body_params(environ, body, allowed)
         if params is None:

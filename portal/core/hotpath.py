@@ -261,9 +261,5 @@ def find_live_record(
 
 
 def insert_event(hot: HotPath, connection: RawConnection, event: dict[str, Any]) -> None:
-    """One usage event: one statement on PostgreSQL; on SQLite behind the write-lock file."""
-    if hot.dialect != "sqlite":
-        hot.insert_event.execute(connection, event)  # atomic on its own in autocommit mode
-        return
-    with hot.connections.write(connection):
-        hot.insert_event.execute(connection, event)
+    """One usage event, one statement (on SQLite behind the write-lock file)."""
+    hot.connections.write_one(connection, hot.insert_event, event)

@@ -167,21 +167,36 @@ class RawConnections:
     @contextlib.contextmanager
     def write(self, connection: RawConnection) -> Iterator[None]:
         """Statements that land together, or not at all (SQLite: behind the write-lock file)."""
-        if connection.lock_fd is not None:
-            fcntl.flock(connection.lock_fd, fcntl.LOCK_EX)
-        cursor = connection.cursor()
-        try:
-            cursor.execute("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
+        with self._queued(connection):
+            cursor = connection.cursor()
             try:
-                yield
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            cursor.execute("COMMIT")
+                cursor.execute("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
+                try:
+                    yield
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+                cursor.execute("COMMIT")
+            finally:
+                cursor.close()
+
+    def write_one(self, connection: RawConnection, statement: RawStatement,
+                  values: Mapping[str, Any]) -> None:
+        """One statement, atomic on its own in autocommit mode (SQLite: behind the
+        write-lock file, with no ``BEGIN``/``COMMIT`` round of its own)."""
+        with self._queued(connection):
+            statement.execute(connection, values)
+
+    @contextlib.contextmanager
+    def _queued(self, connection: RawConnection) -> Iterator[None]:
+        if connection.lock_fd is None:
+            yield
+            return
+        fcntl.flock(connection.lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
         finally:
-            cursor.close()
-            if connection.lock_fd is not None:
-                fcntl.flock(connection.lock_fd, fcntl.LOCK_UN)
+            fcntl.flock(connection.lock_fd, fcntl.LOCK_UN)
 
     def _start_checkpointer(self) -> None:
         with self._lock:
