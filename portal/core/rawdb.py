@@ -113,10 +113,13 @@ class RawConnections:
     5, 10… ms (the long tail of the token endpoint under load). The WAL is
     checkpointed by a thread every ``CHECKPOINT_SECONDS`` instead of by whichever
     request's commit crosses ``wal_autocheckpoint`` (an fsync of 10–20 ms on the
-    request's time).
+    request's time), and kept short (:meth:`checkpoint`).
     """
 
-    CHECKPOINT_SECONDS = 1.0
+    CHECKPOINT_SECONDS = 0.25
+    #: A WAL this long (frames of 4 KiB pages) is started over (see :meth:`checkpoint`).
+    RESTART_FRAMES = 2000
+    CHECKPOINT_WAIT_MS = 50
 
     def __init__(self, engine: Engine, *, keep: int = 8) -> None:
         self.engine = engine
@@ -130,11 +133,15 @@ class RawConnections:
         self._stop = threading.Event()
         event.listen(engine, "engine_disposed", lambda _engine: self.close_all())
 
-    def _new(self) -> RawConnection:
+    def _detached_driver(self) -> Any:
         proxied = self.engine.raw_connection()  # runs the engine's connect hooks once
         driver: Any = proxied.driver_connection
         proxied.detach()  # from now on ours, not the pool's
         driver.rollback()  # the pool's pre-ping may have opened a transaction
+        return driver
+
+    def _new(self) -> RawConnection:
+        driver = self._detached_driver()
         if self.sqlite:
             driver.isolation_level = None  # set by the connect hook too; explicit here
             driver.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
@@ -209,25 +216,46 @@ class RawConnections:
             self._checkpointer.start()
 
     def _checkpoint_loop(self, stop: threading.Event) -> None:
-        driver: Any = None
+        checkpointer: RawConnection | None = None
         while not stop.wait(self.CHECKPOINT_SECONDS):
             try:
-                if driver is None:
-                    proxied = self.engine.raw_connection()
-                    driver = proxied.driver_connection
-                    proxied.detach()
-                    driver.rollback()
-                # PASSIVE: waits for no reader and no writer.
-                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except Exception:  # a busy or vanished database: try again next time
+                if checkpointer is None:
+                    checkpointer = self._new_checkpointer()
+                self.checkpoint(checkpointer)
+            except Exception:  # a vanished database: try again next time
                 log.warning("WAL checkpoint failed", exc_info=True)
-                if driver is not None:
+                if checkpointer is not None:
                     with contextlib.suppress(Exception):
-                        driver.close()
-                driver = None
-        if driver is not None:
+                        checkpointer.close()
+                checkpointer = None
+        if checkpointer is not None:
             with contextlib.suppress(Exception):
-                driver.close()
+                checkpointer.close()
+
+    def _new_checkpointer(self) -> RawConnection:
+        driver = self._detached_driver()
+        # While it holds the write-lock file, it waits this long at most for a portal
+        # request's transaction; it tries again next time.
+        driver.execute(f"PRAGMA busy_timeout={self.CHECKPOINT_WAIT_MS}")
+        return RawConnection(driver, self.lock_path)
+
+    def checkpoint(self, checkpointer: RawConnection) -> None:
+        """Copy the WAL into the database file and, once it is long, start it over.
+
+        PASSIVE copies what it can beside the writers (and syncs). A WAL starts
+        over only when a writer begins while every frame is copied, which under
+        a steady stream of tokens never happens: the WAL would grow without end,
+        each token appending its ~40 KB of pages to an ever longer file. So once
+        it holds ``RESTART_FRAMES``, the few frames written since the PASSIVE
+        pass are copied with RESTART, which then starts the WAL over, while the
+        fast path's writers queue on the write-lock file.
+        """
+        _busy, frames, _copied = checkpointer.driver.execute(
+            "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames < self.RESTART_FRAMES:
+            return
+        with self._queued(checkpointer):
+            checkpointer.driver.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
     def close_all(self) -> None:
         """Close the idle connections and stop the checkpointer (the engine was disposed);

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
+import threading
 from http import HTTPStatus
 
 import jwt
@@ -14,6 +16,7 @@ from api.oauth.fast import ProtocolFastPath
 from portal.core.clients import services as clients
 from portal.core.db import get_engine
 from portal.core.hotpath import EXTENSION_KEY as HOT_PATH_KEY
+from portal.core.rawdb import RawConnections
 from portal.core.tokens.models import IssuedToken
 from portal.core.usage.models import UsageEvent, UsageKind
 from tests.factories import basic, make_client, make_user
@@ -370,3 +373,41 @@ def test_sqlite_wal_is_checkpointed_by_a_thread_not_by_requests(app, client, acm
     assert not thread.is_alive()
     post_token(client, c, secret)  # a disposed engine's next request starts a new one
     assert connections._checkpointer is not None and connections._checkpointer.is_alive()
+
+
+def test_sqlite_wal_starts_over_though_no_passive_checkpoint_catches_up(app, client, acme,
+                                                                        database_url,
+                                                                        monkeypatch):
+    """Under a steady stream of tokens every PASSIVE checkpoint falls short (here a reader's
+    older snapshot holds it back) and a WAL only starts over after a complete one: without
+    the RESTART pass it would grow for ever."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite only: PostgreSQL has no WAL file of the app's own")
+    monkeypatch.setattr(RawConnections, "RESTART_FRAMES", 10)
+    monkeypatch.setattr(RawConnections, "CHECKPOINT_WAIT_MS", 5000)
+    c, secret = acme
+    for _ in range(5):
+        post_token(client, c, secret)
+    path = get_engine().url.database
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM issued_tokens").fetchone()  # holds this snapshot
+    for _ in range(5):
+        post_token(client, c, secret)
+    connections = app.extensions[HOT_PATH_KEY].connections
+    checkpointer = connections._new_checkpointer()
+    ends = threading.Timer(0.2, reader.rollback)  # the reader is done while RESTART waits
+    ends.start()
+    try:
+        connections.checkpoint(checkpointer)
+    finally:
+        ends.join()
+        checkpointer.close()
+        reader.close()
+    post_token(client, c, secret)
+    probe = sqlite3.connect(path)
+    try:
+        _busy, frames, _copied = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        probe.close()
+    assert frames < 40  # the next token's pages, written at the start of the WAL
