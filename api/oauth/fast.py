@@ -47,7 +47,7 @@ from portal.core.clients.models import AuthMethod
 from portal.core.errors import LatchkeyError
 from portal.core.hotpath import (
     authenticate_secret,
-    find_live_record,
+    authenticate_with_record,
     hot_path,
     insert_event,
     record_token,
@@ -187,20 +187,23 @@ def introspect(environ: WSGIEnvironment, params: Params) -> bytes | None:
     hot = hot_path()
     now = utcnow()
     with hot.connections.connection() as connection:
-        caller = authenticate_secret(hot, connection, client_id, secret)
-        if caller is None or method not in caller.auth_methods or not caller.enabled \
+        # One read: the caller and its org's record of the jti the token claims;
+        # the claim counts only once decode_token has verified the token.
+        found = authenticate_with_record(hot, connection, client_id, secret,
+                                         tokens.claimed_jti(token))
+        if found is None:
+            return None
+        caller, record = found
+        if method not in caller.auth_methods or not caller.enabled \
                 or not caller.secret_is_active(now):
             return None
         body: dict[str, Any] = {"active": False}
-        record = None
-        claims = tokens.decode_token(None, token)
-        if claims is not None:
-            record = find_live_record(hot, connection, jti=str(claims["jti"]),
-                                      org_id=caller.org_id)
-            if record is not None and not record.is_active(now):
-                record = None
-            if record is not None and set(wanted) <= set(record.scopes):
-                body = tokens.introspection_payload(claims)
+        claims = tokens.decode_token(None, token) if record is not None else None
+        if claims is None or record is None or claims["jti"] != record.jti \
+                or not record.is_active(now):
+            record = None
+        elif set(wanted) <= set(record.scopes):
+            body = tokens.introspection_payload(claims)
         event = usage.event_values(
             kind=UsageKind.TOKEN_INTROSPECTED, org_id=caller.org_id,
             client_id=record.client_id if record is not None else None,

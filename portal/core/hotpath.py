@@ -2,8 +2,9 @@
 
 One read finds the client by its public id and the keyed hash of the
 presented secret (with its org's public id, its user's and whether that user
-is still a member); one write records an issued token with its usage event,
-or an introspection's usage event. The statements are the models' own Core
+is still a member; for introspection also its org's record of the token); one
+write records an issued token with its usage event, or an introspection's
+usage event. The statements are the models' own Core
 tables, compiled once per engine (:mod:`portal.core.rawdb`). Nothing here is
 cached between requests: a revoked secret, a disabled client or a revoked
 token is seen by the very next request.
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Engine, bindparam, exists, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, exists, insert, select, update
 
 from portal.core import crypto, settings
 from portal.core.clients.models import Client, ClientKind, ClientSecret, secret_is_active
@@ -99,7 +100,7 @@ class HotPath:
     engine: Engine
     connections: RawConnections
     client_by_secret: RawStatement
-    live_record: RawStatement
+    caller_and_record: RawStatement
     insert_token: RawStatement
     insert_event: RawStatement
     touch_client: RawStatement
@@ -150,33 +151,41 @@ def _build(engine: Engine) -> HotPath:
     tokens, events = table_of(IssuedToken), table_of(UsageEvent)
     is_member = exists().where(members.c.org_id == clients.c.org_id,
                                members.c.user_id == clients.c.user_id)
-    client_by_secret = (
-        select(
-            clients.c.id, clients.c.org_id, clients.c.client_id, clients.c.kind,
-            clients.c.scopes, clients.c.audiences, clients.c.auth_methods, clients.c.token_ttl,
-            clients.c.custom_claims, clients.c.enabled, clients.c.last_used_at,
-            orgs.c.public_id, users.c.public_id, is_member.label("is_member"),
-            secrets.c.id, secrets.c.expires_at, secrets.c.revoked_at, secrets.c.last_used_at,
-        )
-        .select_from(
-            secrets.join(clients, clients.c.id == secrets.c.client_id)
-            .join(orgs, orgs.c.id == clients.c.org_id)
-            .outerjoin(users, users.c.id == clients.c.user_id)
-        )
-        .where(clients.c.client_id == bindparam("client_id"),
-               secrets.c.secret_hash == bindparam("secret_hash", type_=secrets.c.secret_hash.type))
+    caller_columns = (
+        clients.c.id, clients.c.org_id, clients.c.client_id, clients.c.kind,
+        clients.c.scopes, clients.c.audiences, clients.c.auth_methods, clients.c.token_ttl,
+        clients.c.custom_claims, clients.c.enabled, clients.c.last_used_at,
+        orgs.c.public_id, users.c.public_id, is_member.label("is_member"),
+        secrets.c.id, secrets.c.expires_at, secrets.c.revoked_at, secrets.c.last_used_at,
     )
-    live_record = (
-        select(tokens.c.client_id, tokens.c.jti, tokens.c.scopes, tokens.c.expires_at,
-               tokens.c.revoked_at, clients.c.enabled)
-        .join(clients, clients.c.id == tokens.c.client_id)
-        .where(tokens.c.jti == bindparam("jti"), tokens.c.org_id == bindparam("org_id"))
+    caller_from = (
+        secrets.join(clients, clients.c.id == secrets.c.client_id)
+        .join(orgs, orgs.c.id == clients.c.org_id)
+        .outerjoin(users, users.c.id == clients.c.user_id)
+    )
+    caller_is = (
+        clients.c.client_id == bindparam("client_id"),
+        secrets.c.secret_hash == bindparam("secret_hash", type_=secrets.c.secret_hash.type),
+    )
+    client_by_secret = select(*caller_columns).select_from(caller_from).where(*caller_is)
+    # Introspection: the caller and, in the same read, its org's record of the token.
+    record_client = clients.alias("record_client")
+    caller_and_record = (
+        select(*caller_columns, tokens.c.client_id, tokens.c.jti, tokens.c.scopes,
+               tokens.c.expires_at, tokens.c.revoked_at, record_client.c.enabled)
+        .select_from(
+            caller_from
+            .outerjoin(tokens, and_(tokens.c.jti == bindparam("jti"),
+                                    tokens.c.org_id == clients.c.org_id))
+            .outerjoin(record_client, record_client.c.id == tokens.c.client_id)
+        )
+        .where(*caller_is)
     )
     return HotPath(
         engine=engine,
         connections=RawConnections(engine),
         client_by_secret=RawStatement(client_by_secret, engine),
-        live_record=RawStatement(live_record, engine),
+        caller_and_record=RawStatement(caller_and_record, engine),
         insert_token=RawStatement(_insert_all(tokens, ("id", "revoked_at", "revoked_by")), engine),
         insert_event=RawStatement(_insert_all(events), engine),
         touch_client=RawStatement(touch_statement(clients), engine),
@@ -195,12 +204,36 @@ def authenticate_secret(
     nothing about the secret through timing. Whether the secret and the
     client may be used is left to the caller (``may_get_tokens``).
     """
+    row = _caller_row(hot.client_by_secret, connection, client_id, secret, {})
+    return None if row is None else _authenticated(row)
+
+
+def authenticate_with_record(
+    hot: HotPath, connection: RawConnection, client_id: str, secret: str, jti: str | None
+) -> tuple[AuthenticatedClient, LiveRecord | None] | None:
+    """As :func:`authenticate_secret`, and in the same read the caller's org's record
+    of the token with this ``jti`` (None: no record, or no ``jti``)."""
+    row = _caller_row(hot.caller_and_record, connection, client_id, secret, {"jti": jti})
+    if row is None:
+        return None
+    *caller_row, record_client_id, record_jti, scopes, expires_at, revoked_at, enabled = row
+    caller = _authenticated(tuple(caller_row))
+    if record_jti is None:
+        return caller, None
+    return caller, LiveRecord(client_id=record_client_id, jti=record_jti,
+                              scopes=list(scopes or []), expires_at=expires_at,
+                              revoked_at=revoked_at, client_enabled=bool(enabled))
+
+
+def _caller_row(statement: RawStatement, connection: RawConnection, client_id: str,
+                secret: str, extra: dict[str, Any]) -> tuple[Any, ...] | None:
     if not client_id or len(client_id) > 64 or "\x00" in client_id:
         return None
     digest = crypto.hmac_digest(settings.hmac_key(), secret)
-    row = hot.client_by_secret.first(connection, {"client_id": client_id, "secret_hash": digest})
-    if row is None:
-        return None
+    return statement.first(connection, {"client_id": client_id, "secret_hash": digest, **extra})
+
+
+def _authenticated(row: tuple[Any, ...]) -> AuthenticatedClient:
     (id_, org_id, public_client_id, kind, scopes, audiences, auth_methods, ttl, custom,
      enabled, last_used, org_public_id, user_public_id, member, secret_id, secret_expires,
      secret_revoked, secret_last_used) = row
@@ -244,20 +277,6 @@ def record_token(
             hot.touch_client.execute(connection, {"row_id": client.id, "now": now})
         if stale_secret:
             hot.touch_secret.execute(connection, {"row_id": client.secret_id, "now": now})
-
-
-def find_live_record(
-    hot: HotPath, connection: RawConnection, *, jti: str, org_id: int
-) -> LiveRecord | None:
-    """The org's record of the token with this ``jti``, with its client's enabled flag."""
-    if "\x00" in jti:  # PostgreSQL refuses NUL in a query parameter
-        return None
-    row = hot.live_record.first(connection, {"jti": jti, "org_id": org_id})
-    if row is None:
-        return None
-    client_id, record_jti, scopes, expires_at, revoked_at, enabled = row
-    return LiveRecord(client_id=client_id, jti=record_jti, scopes=list(scopes or []),
-                      expires_at=expires_at, revoked_at=revoked_at, client_enabled=bool(enabled))
 
 
 def insert_event(hot: HotPath, connection: RawConnection, event: dict[str, Any]) -> None:

@@ -6,10 +6,12 @@ import base64
 import json
 import sqlite3
 import threading
+from datetime import timedelta
 from http import HTTPStatus
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
 from api.oauth.fast import ProtocolFastPath
@@ -17,9 +19,12 @@ from portal.core.clients import services as clients
 from portal.core.db import get_engine
 from portal.core.hotpath import EXTENSION_KEY as HOT_PATH_KEY
 from portal.core.rawdb import RawConnections
+from portal.core.signing_keys.services import keyring
+from portal.core.tokens import services as tokens
 from portal.core.tokens.models import IssuedToken
+from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageKind
-from tests.factories import basic, make_client, make_user
+from tests.factories import basic, issue, make_client, make_user
 
 GRANT = {"grant_type": "client_credentials"}
 #: Differ between any two responses, or (Vary) are Flask's own and mean nothing here.
@@ -190,6 +195,57 @@ def test_introspection_events_match_flasks(app, client, session, acme):
     assert len(events) == 2
     fields = [(e.org_id, e.client_id, e.client_ref, e.reason, e.jti, e.source_ip) for e in events]
     assert fields[0] == fields[1]
+
+
+def _forged(token):
+    """The token's own claims (a real jti) and header, signed by a key that is not ours."""
+    foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return jwt.encode(claims, foreign, algorithm="RS256",
+                      headers={"typ": "at+jwt", "kid": jwt.get_unverified_header(token)["kid"]})
+
+
+@pytest.mark.parametrize("kind", ["live", "revoked", "expired", "forged-real-jti",
+                                  "another-orgs", "unknown-jti", "garbage"])
+def test_introspection_of_each_kind_of_token_matches_flasks(app, client, session, org,
+                                                             other_org, acme, kind):
+    """The caller and the record of the jti a token claims are read together; only a
+    token that verifies may match its record, as in the Flask view."""
+    c, secret = acme
+    if kind == "another-orgs":
+        stranger, stranger_secret = make_client(session, other_org)
+        token = post_token(client, stranger, stranger_secret).get_json()["access_token"]
+    elif kind == "expired":
+        token = issue(session, c, now=utcnow() - timedelta(hours=2))
+    else:
+        token = post_token(client, c, secret).get_json()["access_token"]
+    if kind == "revoked":
+        jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+        tokens.revoke(session, tokens.find_record(session, org_id=org.id, jti=jti), by="test",
+                      now=utcnow())
+        session.commit()
+    if kind == "forged-real-jti":
+        token = _forged(token)
+    elif kind == "unknown-jti":  # signed by the org's own key, but never recorded
+        claims = jwt.decode(token, options={"verify_signature": False}) | {"jti": "never-issued"}
+        token = keyring().active_key(session, org.id).sign(claims)
+    elif kind == "garbage":
+        token = "not.a.token"
+
+    def introspect():
+        return client.post("/oauth/introspect", data={"token": token},
+                           headers=basic(c.client_id, secret))
+
+    fast, slow = introspect(), without_fast_path(app, introspect)
+    assert fast.status_code == slow.status_code == HTTPStatus.OK
+    assert fast.data == slow.data
+    assert fast.get_json()["active"] is (kind == "live")
+    session.commit()
+    events = session.scalars(
+        select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED)
+    ).all()
+    fields = [(e.client_id, e.reason, e.jti) for e in events]
+    assert len(fields) == 2 and fields[0] == fields[1]
 
 
 # -- everything else goes to Flask -------------------------------------------------------

@@ -290,6 +290,17 @@ def decode_token(session: Session | None, token: str) -> dict[str, Any] | None:
     return claims
 
 
+def claimed_jti(token: str) -> str | None:
+    """The ``jti`` a token's payload claims, unverified: to look its record up in
+    the same read as the caller; :func:`decode_token` decides whether it counts."""
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    parts = token.split(".")
+    claims = _json_object(_segment(parts[1])) if len(parts) == 3 else None
+    jti = claims.get("jti") if claims is not None else None
+    return jti if isinstance(jti, str) and "\x00" not in jti else None
+
+
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
