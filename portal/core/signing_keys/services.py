@@ -210,9 +210,8 @@ class ActiveKey:
 
 @dataclass(frozen=True)
 class PublishedKey:
-    """A published key as a verifier needs it: its org, its algorithm and its public key."""
+    """A published key as a verifier needs it: its algorithm and its public key."""
 
-    org_id: int
     kid: str
     alg: str
     public_key: Any  # the loaded cryptography key object
@@ -314,7 +313,7 @@ class KeyRing:
             # kids grow this dict without bound.
             return None
         public = jwt.get_algorithm_by_name(row.alg).from_jwk(json.dumps(row.public_jwk))
-        value = PublishedKey(org_id=row.org_id, kid=row.kid, alg=row.alg, public_key=public)
+        value = PublishedKey(kid=row.kid, alg=row.alg, public_key=public)
         with self._lock:
             self._public[kid] = (time.monotonic() + self.ttl, value)
         return value
