@@ -184,18 +184,23 @@ def header_segment(alg: str, kid: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class ActiveKey:
+class _Key:
     kid: str
     alg: str
-    private_key: Any  # the loaded cryptography key object, reused for every signature
 
     @functools.cached_property
-    def _header_segment(self) -> bytes:
+    def header_segment(self) -> bytes:
+        """The header of every token this key signs (its algorithm is the key's)."""
         return header_segment(self.alg, self.kid)
 
     @functools.cached_property
     def _algorithm(self) -> Any:
         return jwt.get_algorithm_by_name(self.alg)
+
+
+@dataclass(frozen=True)
+class ActiveKey(_Key):
+    private_key: Any  # the loaded cryptography key object, reused for every signature
 
     def sign(self, claims: dict[str, Any]) -> str:
         """The compact JWS of ``claims``, the same bytes as ``jwt.encode`` would give.
@@ -203,27 +208,16 @@ class ActiveKey:
         The header segment is encoded once per key rather than per token.
         """
         payload = base64url_encode(json.dumps(claims, separators=(",", ":")).encode())
-        signing_input = self._header_segment + b"." + payload
+        signing_input = self.header_segment + b"." + payload
         signature = self._algorithm.sign(signing_input, self.private_key)
         return (signing_input + b"." + base64url_encode(signature)).decode()
 
 
 @dataclass(frozen=True)
-class PublishedKey:
+class PublishedKey(_Key):
     """A published key as a verifier needs it: its algorithm and its public key."""
 
-    kid: str
-    alg: str
     public_key: Any  # the loaded cryptography key object
-
-    @functools.cached_property
-    def header_segment(self) -> bytes:
-        """The header of every token this key signed (its algorithm is the key's)."""
-        return header_segment(self.alg, self.kid)
-
-    @functools.cached_property
-    def _algorithm(self) -> Any:
-        return jwt.get_algorithm_by_name(self.alg)
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
         """Whether ``signature`` (raw bytes, as in a JWS) is this key's over ``signing_input``."""
