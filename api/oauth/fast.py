@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import logging
 import os
 from collections.abc import Iterable
@@ -29,8 +30,7 @@ from typing import TYPE_CHECKING, Any
 from authlib.common.security import is_secure_transport
 from authlib.consts import default_json_headers
 from authlib.oauth2.rfc6749.errors import OAuth2Error
-from flask import Flask
-from flask import json as flask_json
+from flask import Flask, current_app
 from werkzeug.wsgi import get_host
 
 from api.oauth.params import Params, parse_body
@@ -120,6 +120,14 @@ def transport_allowed(scheme: str, host: str, insecure: str | None) -> bool:
     return is_secure_transport(f"{scheme}://{host}/")
 
 
+def json_body(document: dict[str, Any]) -> bytes:
+    """``document`` as the app's JSON provider writes it (``flask.json.dumps``: its
+    key order and escaping), without the provider's layers in between."""
+    provider = current_app.json
+    return json.dumps(document, ensure_ascii=getattr(provider, "ensure_ascii", True),
+                      sort_keys=getattr(provider, "sort_keys", True)).encode()
+
+
 def not_refused(ip: str) -> bool:
     """Whether this address may still try (the failure rate limit); Flask answers the 429."""
     try:
@@ -162,12 +170,12 @@ def issue(environ: WSGIEnvironment, params: Params) -> bytes | None:
             kind=UsageKind.TOKEN_ISSUED, org_id=client.org_id, client_id=client.id,
             client_ref=client.client_id, jti=signed.values["jti"], source_ip=ip, now=now,
         )
-        answer = flask_json.dumps({  # as Authlib's Flask handle_response writes it
+        answer = json_body({  # as Authlib's Flask handle_response writes it
             "access_token": signed.access_token,
             "token_type": "Bearer",
             "expires_in": signed.expires_in,
             "scope": signed.claims["scope"],
-        }).encode()
+        })
         record_token(hot, connection, client, signed, event, now=now)
     return answer
 
@@ -188,9 +196,12 @@ def introspect(environ: WSGIEnvironment, params: Params) -> bytes | None:
     now = utcnow()
     with hot.connections.connection() as connection:
         # One read: the caller and its org's record of the jti the token claims;
-        # the claim counts only once decode_token has verified the token.
-        found = authenticate_with_record(hot, connection, client_id, secret,
-                                         tokens.claimed_jti(token))
+        # the claim counts only once verify_token has verified the token.
+        unverified = tokens.read_token(token)
+        found = authenticate_with_record(
+            hot, connection, client_id, secret,
+            unverified.claimed_jti if unverified is not None else None,
+        )
         if found is None:
             return None
         caller, record = found
@@ -198,7 +209,7 @@ def introspect(environ: WSGIEnvironment, params: Params) -> bytes | None:
                 or not caller.secret_is_active(now):
             return None
         body: dict[str, Any] = {"active": False}
-        claims = tokens.decode_token(None, token) if record is not None else None
+        claims = tokens.verify_token(None, unverified) if record is not None else None
         if claims is None or record is None or claims["jti"] != record.jti \
                 or not record.is_active(now):
             record = None
@@ -211,7 +222,7 @@ def introspect(environ: WSGIEnvironment, params: Params) -> bytes | None:
             reason="active" if body["active"] else "inactive",
             jti=record.jti if record is not None else None, source_ip=ip, now=now,
         )
-        answer = flask_json.dumps(body).encode()  # as the Flask view writes it
+        answer = json_body(body)  # as the Flask view writes it
         insert_event(hot, connection, event)
     return answer
 

@@ -1,8 +1,9 @@
 """The token endpoint's and introspection's database work, as raw statements.
 
 One read finds the client by its public id and the keyed hash of the
-presented secret (with its org's public id, its user's and whether that user
-is still a member; for introspection also its org's record of the token); one
+presented secret (for a token, with its org's public id, its user's and
+whether that user is still a member; for introspection, only what is checked
+of the caller, and its org's record of the token); one
 write records an issued token with its usage event, or an introspection's
 usage event. The statements are the models' own Core
 tables, compiled once per engine (:mod:`portal.core.rawdb`). Nothing here is
@@ -77,6 +78,22 @@ class AuthenticatedClient:
         if not self.enabled or not self.secret_is_active(now):
             return False
         return self.kind is not ClientKind.USER or (self.user is not None and self.user_is_member)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An introspection caller, authenticated by its secret: what the endpoint checks."""
+
+    id: int
+    org_id: int
+    client_id: str
+    auth_methods: list[str]
+    enabled: bool
+    secret_expires_at: datetime | None
+    secret_revoked_at: datetime | None
+
+    def secret_is_active(self, now: datetime) -> bool:
+        return secret_is_active(self.secret_revoked_at, self.secret_expires_at, now)
 
 
 @dataclass(frozen=True)
@@ -168,13 +185,16 @@ def _build(engine: Engine) -> HotPath:
         secrets.c.secret_hash == bindparam("secret_hash", type_=secrets.c.secret_hash.type),
     )
     client_by_secret = select(*caller_columns).select_from(caller_from).where(*caller_is)
-    # Introspection: the caller and, in the same read, its org's record of the token.
+    # Introspection: the caller (only what is checked of it) and, in the same read,
+    # its org's record of the token.
     record_client = clients.alias("record_client")
     caller_and_record = (
-        select(*caller_columns, tokens.c.client_id, tokens.c.jti, tokens.c.scopes,
-               tokens.c.expires_at, tokens.c.revoked_at, record_client.c.enabled)
+        select(clients.c.id, clients.c.org_id, clients.c.client_id, clients.c.auth_methods,
+               clients.c.enabled, secrets.c.expires_at, secrets.c.revoked_at,
+               tokens.c.client_id, tokens.c.jti, tokens.c.scopes, tokens.c.expires_at,
+               tokens.c.revoked_at, record_client.c.enabled)
         .select_from(
-            caller_from
+            secrets.join(clients, clients.c.id == secrets.c.client_id)
             .outerjoin(tokens, and_(tokens.c.jti == bindparam("jti"),
                                     tokens.c.org_id == clients.c.org_id))
             .outerjoin(record_client, record_client.c.id == tokens.c.client_id)
@@ -210,14 +230,19 @@ def authenticate_secret(
 
 def authenticate_with_record(
     hot: HotPath, connection: RawConnection, client_id: str, secret: str, jti: str | None
-) -> tuple[AuthenticatedClient, LiveRecord | None] | None:
-    """As :func:`authenticate_secret`, and in the same read the caller's org's record
-    of the token with this ``jti`` (None: no record, or no ``jti``)."""
+) -> tuple[Caller, LiveRecord | None] | None:
+    """The caller, found as :func:`authenticate_secret` finds a client, and in the
+    same read its org's record of the token with this ``jti`` (None: no record,
+    or no ``jti``)."""
     row = _caller_row(hot.caller_and_record, connection, client_id, secret, {"jti": jti})
     if row is None:
         return None
-    *caller_row, record_client_id, record_jti, scopes, expires_at, revoked_at, enabled = row
-    caller = _authenticated(tuple(caller_row))
+    (id_, org_id, public_client_id, auth_methods, caller_enabled, secret_expires,
+     secret_revoked, record_client_id, record_jti, scopes, expires_at, revoked_at,
+     enabled) = row
+    caller = Caller(id=id_, org_id=org_id, client_id=public_client_id,
+                    auth_methods=list(auth_methods or []), enabled=bool(caller_enabled),
+                    secret_expires_at=secret_expires, secret_revoked_at=secret_revoked)
     if record_jti is None:
         return caller, None
     return caller, LiveRecord(client_id=record_client_id, jti=record_jti,

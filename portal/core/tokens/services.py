@@ -265,40 +265,76 @@ def decode_token(session: Session | None, token: str) -> dict[str, Any] | None:
     through ``jwt.decode``, whose per-character segment checks in Python cost
     more than verifying an ES256 signature.
     """
+    return verify_token(session, read_token(token))
+
+
+@dataclass(frozen=True, slots=True)
+class UnverifiedToken:
+    """A token split into its segments, with the claims its payload makes: nothing
+    of it counts until :func:`verify_token` has checked it."""
+
+    head: str
+    body: str
+    signature: str
+    claims: dict[str, Any]
+
+    @property
+    def claimed_jti(self) -> str | None:
+        """The ``jti`` it claims, if it is one we could have issued."""
+        jti = self.claims.get("jti")
+        # Every jti we issue is a short string (the column holds 64 characters).
+        return jti if isinstance(jti, str) and 0 < len(jti) <= 64 and "\x00" not in jti else None
+
+
+def read_token(token: str) -> UnverifiedToken | None:
+    """``token`` split and its payload parsed, if it has the form of a compact JWS
+    with a JSON object for a payload; nothing is verified."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
     parts = token.split(".")
     if len(parts) != 3:
         return None
     head, body, signature = parts
+    claims = _json_object(_segment(body))
+    return None if claims is None else UnverifiedToken(head, body, signature, claims)
+
+
+def verify_token(session: Session | None, token: UnverifiedToken | None) -> dict[str, Any] | None:
+    """The token's claims if this server signed it and it holds now (see :func:`decode_token`)."""
+    if token is None:
+        return None
+    kid = _header_kid(token.head)
+    key = keyring().public_key(session, kid) if kid is not None else None
+    # Every token a key signed has that key's header, byte for byte: the
+    # algorithm is the key's (never the token's choice, RFC 8725 §3.1) and typ is at+jwt.
+    if key is None or token.head.encode() != key.header_segment:
+        return None
+    raw_signature = _segment(token.signature)
+    signing_input = f"{token.head}.{token.body}".encode()
+    if raw_signature is None or not key.verify(signing_input, raw_signature):
+        return None
+    return token.claims if _claims_hold(token.claims, time.time()) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _header_kid(head: str) -> str | None:
+    """The ``kid`` of a header segment (a string, without NUL), else None.
+
+    Cached: every token of a key has the same header, so a busy server parses
+    a handful of distinct headers, not one per request.
+    """
     header = _json_object(_segment(head))
     kid = header.get("kid") if header is not None else None
     if not isinstance(kid, str) or "\x00" in kid:  # PostgreSQL refuses NUL in a parameter
         return None
-    key = keyring().public_key(session, kid)
-    # Every token a key signed has that key's header, byte for byte: the
-    # algorithm is the key's (never the token's choice, RFC 8725 §3.1) and typ is at+jwt.
-    if key is None or head.encode() != key.header_segment:
-        return None
-    raw_signature = _segment(signature)
-    if raw_signature is None or not key.verify(f"{head}.{body}".encode(), raw_signature):
-        return None
-    claims = _json_object(_segment(body))
-    if claims is None or not _claims_hold(claims, time.time()):
-        return None
-    return claims
+    return kid
 
 
 def claimed_jti(token: str) -> str | None:
-    """The ``jti`` a token's payload claims, unverified: to look its record up in
-    the same read as the caller; :func:`decode_token` decides whether it counts."""
-    if not token or len(token) > MAX_TOKEN_LENGTH:
-        return None
-    parts = token.split(".")
-    claims = _json_object(_segment(parts[1])) if len(parts) == 3 else None
-    jti = claims.get("jti") if claims is not None else None
-    # Every jti we issue is a short string (the column holds 64 characters).
-    return jti if isinstance(jti, str) and 0 < len(jti) <= 64 and "\x00" not in jti else None
+    """The ``jti`` a token's payload claims, unverified (revoke-by-paste looks its
+    record up with it; :func:`verify_token` decides whether a token counts)."""
+    unverified = read_token(token)
+    return unverified.claimed_jti if unverified is not None else None
 
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
