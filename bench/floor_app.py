@@ -4,17 +4,31 @@
 throughput as a ratio of it: the framework's ceiling on this machine, so the
 ratios can be compared between machines where absolute figures cannot.
 
+Beside it, ``GET /floor/sign`` is the signing ceiling: a bare WSGI endpoint
+(no Flask, like Latchkey's own fast path) that does nothing but what no
+token endpoint can skip, sign a token-sized JWT with a new ``jti`` and time
+(a key of ``--alg``, made at start) and answer it as a token response. No
+client is read or authenticated and nothing is written, so no implementation
+of the token endpoint can go faster than it on the same machine.
+
     python bench/floor_app.py --port 8000 --workers 4 --threads 4 --worker-class gthread
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, jsonify
 
 FLOOR_PATH = "/floor"
+SIGN_PATH = "/floor/sign"
+ALGS = ("RS256", "ES256", "EdDSA")
 
 
 def create_floor_app() -> Flask:
@@ -28,6 +42,53 @@ def create_floor_app() -> Flask:
     return app
 
 
+def _b64(raw: bytes) -> bytes:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+
+def signer(alg: str) -> Callable[[], bytes]:
+    """A function returning a new token response body, signed with a new key of ``alg``."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from jwt.algorithms import get_default_algorithms
+
+    key: Any = {
+        "RS256": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "ES256": lambda: ec.generate_private_key(ec.SECP256R1()),
+        "EdDSA": ed25519.Ed25519PrivateKey.generate,
+    }[alg]()
+    algorithm = get_default_algorithms()[alg]
+    header = _b64(json.dumps({"alg": alg, "kid": "bench", "typ": "at+jwt"}).encode())
+
+    def token_response() -> bytes:
+        now = int(time.time())
+        claims = {"iss": "http://127.0.0.1", "sub": "lkc_bench", "aud": "https://api.bench.test",
+                  "exp": now + 3600, "iat": now, "nbf": now, "jti": secrets.token_urlsafe(18),
+                  "client_id": "lkc_bench", "scope": "read write"}
+        signing_input = header + b"." + _b64(json.dumps(claims).encode())
+        token = signing_input + b"." + _b64(algorithm.sign(signing_input, key))
+        return json.dumps({"access_token": token.decode(), "token_type": "Bearer",
+                           "expires_in": 3600, "scope": "read write"}).encode()
+
+    return token_response
+
+
+def with_sign_ceiling(app: Flask, alg: str) -> Callable[..., Iterable[bytes]]:
+    """``app`` with ``GET /floor/sign`` answered in front of it, without Flask."""
+    token_response = signer(alg)
+    flask_app = app.wsgi_app
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != SIGN_PATH:
+            return flask_app(environ, start_response)
+        body = token_response()
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Cache-Control", "no-store"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+
+    return wsgi
+
+
 def main() -> None:
     from gunicorn.app.base import BaseApplication
 
@@ -39,6 +100,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--worker-class", choices=WORKER_CLASSES, default="gthread")
+    parser.add_argument("--alg", choices=ALGS, default="RS256",
+                        help="algorithm of the signing ceiling's key (default RS256)")
     args = parser.parse_args()
     options = gunicorn_options(bind=f"{args.host}:{args.port}", workers=args.workers,
                                threads=args.threads, worker_class=args.worker_class)
@@ -49,7 +112,9 @@ def main() -> None:
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return create_floor_app()
+            app = create_floor_app()
+            app.wsgi_app = with_sign_ceiling(app, args.alg)  # type: ignore[method-assign]
+            return app
 
     Server().run()
 

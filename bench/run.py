@@ -6,7 +6,9 @@ the server on a free port of 127.0.0.1 and drives every endpoint with wrk
 (Lua scripts in ``bench/lua/``) at each concurrency for a bounded time. A bare
 Flask endpoint under the same gunicorn settings (``bench/floor_app.py``) is
 measured in the same run; every endpoint's throughput is printed as a ratio of
-it. Then a long run of 64 concurrent token requests checks that writes under
+it. So is the signing ceiling beside it: an endpoint that only signs a token
+with a key of the bench's algorithm, the most any token endpoint could reach
+on this machine. Then a long run of 64 concurrent token requests checks that writes under
 load give no errors and no "database is locked" in the server log. It prints
 one table and writes the figures as JSON to ``bench/results/``. See
 ``bench/README.md``.
@@ -50,6 +52,7 @@ LATCHKEY = BIN / "latchkey"
 HOST = "127.0.0.1"
 READY_PATH = "/.well-known/openid-configuration"
 FLOOR_PATH = "/floor"
+SIGN_PATH = "/floor/sign"
 READY_TIMEOUT = 30.0  # seconds for a server to answer after it is started
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 WRK_TIMEOUT = "10s"  # a request slower than this counts as a timeout
@@ -90,6 +93,10 @@ class Result:
     non_2xx: int
     socket_errors: int  # connect, read and write errors and timeouts (wrk's own counts)
     peak_rss_mb: float | None  # the largest VmHWM among the workers after the run
+    # The floor measured just before and just after this run (mean req/s): the
+    # machine's speed drifts from minute to minute on a shared VM.
+    adjacent_floor_rps: float | None = None
+    floor_rps: float | None = None  # the floor the ratio is taken of
     floor_ratio: float | None = None
 
 
@@ -163,7 +170,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="signing algorithm of the bench org's keys (default RS256, "
                              "the product's default)")
     parser.add_argument("--no-floor", action="store_true",
-                        help="skip the floor app (no ratios)")
+                        help="skip the floor app (no ratios, no signing ceiling)")
     parser.add_argument("--memory-tokens", type=int, default=0,
                         help="instead of the table: issue this many tokens through one "
                              "worker and report its RSS (e.g. 100000)")
@@ -383,7 +390,7 @@ def server_cmd(port: int, args: argparse.Namespace, worker_class: str,
 def floor_cmd(port: int, args: argparse.Namespace, worker_class: str) -> list[str]:
     return [sys.executable, str(BENCH_DIR / "floor_app.py"), "--host", HOST, "--port", str(port),
             "--workers", str(args.workers), "--threads", str(args.threads),
-            "--worker-class", worker_class]
+            "--worker-class", worker_class, "--alg", args.alg]
 
 
 # -- requests --------------------------------------------------------------------------
@@ -442,6 +449,8 @@ def endpoints(client_id: str, secret: str, token: str) -> dict[str, Endpoint]:
 
 
 FLOOR = Endpoint("floor (bare flask)", "get.lua", {"BENCH_PATH": FLOOR_PATH})
+#: What a token endpoint that only signed could reach (``bench/floor_app.py``).
+SIGN_CEILING = Endpoint("ceiling: sign only", "get.lua", {"BENCH_PATH": SIGN_PATH})
 
 
 # -- load ------------------------------------------------------------------------------
@@ -486,13 +495,18 @@ def progress(message: str) -> None:
 
 def measure_all(server: subprocess.Popen[bytes], port: int, picked: list[Endpoint],
                 args: argparse.Namespace, tmp: Path, *, backend: str, worker_class: str,
-                profile_to: Path | None = None) -> list[Result]:
+                profile_to: Path | None = None, floor_port: int | None = None) -> list[Result]:
+    """Each endpoint at each concurrency; with ``floor_port``, the floor app is run for
+    a quarter as long just before and just after each of them (see ``adjacent_floor_rps``)."""
     results = []
     for endpoint in picked:
         if args.warmup > 0:
             wrk(port, endpoint, max(args.concurrency), args.warmup, args.wrk_threads, tmp)
         for concurrency in args.concurrency:
             progress(f"{backend:<10} {worker_class:<7} {endpoint.name:<18} c{concurrency}")
+            floors = []
+            if floor_port is not None:
+                floors.append(floor_rps(floor_port, concurrency, args, tmp))
             spy = None
             if profile_to is not None and endpoint.script == "token_basic.lua" \
                     and concurrency == profile_concurrency(args.concurrency):
@@ -500,10 +514,22 @@ def measure_all(server: subprocess.Popen[bytes], port: int, picked: list[Endpoin
             summary = wrk(port, endpoint, concurrency, args.seconds, args.wrk_threads, tmp)
             if spy is not None:
                 spy.wait(timeout=args.seconds + 30)
-            results.append(to_result(summary, backend=backend, worker_class=worker_class,
-                                     name=endpoint.name, concurrency=concurrency,
-                                     rss=peak_rss_mb(server.pid)))
+            result = to_result(summary, backend=backend, worker_class=worker_class,
+                               name=endpoint.name, concurrency=concurrency,
+                               rss=peak_rss_mb(server.pid))
+            if floor_port is not None:
+                floors.append(floor_rps(floor_port, concurrency, args, tmp))
+                result.adjacent_floor_rps = round(sum(floors) / len(floors), 1)
+            results.append(result)
     return results
+
+
+def floor_rps(port: int, concurrency: int, args: argparse.Namespace, tmp: Path) -> float:
+    """The floor's req/s over a quarter of a run's length, now."""
+    summary = wrk(port, FLOOR, concurrency, max(1, round(args.seconds / 4)), args.wrk_threads,
+                  tmp)  # wrk takes whole seconds
+    seconds = summary["duration_us"] / 1e6
+    return float(summary["requests"] / seconds) if seconds else 0.0
 
 
 def profile_concurrency(levels: list[int]) -> int:
@@ -554,7 +580,7 @@ def bench_backend(backend: str, worker_class: str, args: argparse.Namespace, tmp
         env = bench_env(tmp, port, url)
         client_id, secret = seed(env, args.alg)
         with running(server_cmd(port, args, worker_class), env, port, READY_PATH, args.workers,
-                     log_path) as server:
+                     log_path) as server, floor_beside(worker_class, args, tmp) as floor_port:
             token = fetch_token(port, basic_auth(client_id, secret))
             table = endpoints(client_id, secret, token)
             picked = [table[key] for key in args.endpoints]
@@ -562,7 +588,8 @@ def bench_backend(backend: str, worker_class: str, args: argparse.Namespace, tmp
             if args.profile:
                 profile_to = RESULTS_DIR / f"{when.strftime('%Y%m%dT%H%M%SZ')}-{label}"
             results = measure_all(server, port, picked, args, tmp, backend=backend,
-                                  worker_class=worker_class, profile_to=profile_to)
+                                  worker_class=worker_class, profile_to=profile_to,
+                                  floor_port=floor_port)
             if args.lock_seconds > 0 and worker_class == args.worker_classes[-1]:
                 progress(f"{backend:<10} {worker_class:<7} writes under load: token (basic) "
                          f"c64 for {args.lock_seconds:g} s")
@@ -589,13 +616,34 @@ def bench_backend(backend: str, worker_class: str, args: argparse.Namespace, tmp
     return results, checks, sizes
 
 
-def bench_floor(worker_class: str, args: argparse.Namespace, tmp: Path) -> list[Result]:
+@contextmanager
+def floor_server(worker_class: str, args: argparse.Namespace, tmp: Path
+                 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with running(floor_cmd(port, args, worker_class), env, port, FLOOR_PATH, args.workers,
                  tmp / f"floor-{worker_class}.log") as server:
-        return measure_all(server, port, [FLOOR], args, tmp, backend="-",
-                           worker_class=worker_class)
+        yield server, port
+
+
+@contextmanager
+def floor_beside(worker_class: str, args: argparse.Namespace, tmp: Path
+                 ) -> Iterator[int | None]:
+    """The floor app's port, idle beside the server under test (None with --no-floor)."""
+    if args.no_floor:
+        yield None
+        return
+    with floor_server(worker_class, args, tmp) as (_server, port):
+        yield port
+
+
+def bench_floor(worker_class: str, args: argparse.Namespace, tmp: Path) -> list[Result]:
+    """The floor's own rows, and the signing ceiling's next to floors of its own."""
+    with floor_server(worker_class, args, tmp) as (server, port):
+        results = measure_all(server, port, [FLOOR], args, tmp, backend="-",
+                              worker_class=worker_class)
+        return results + measure_all(server, port, [SIGN_CEILING], args, tmp, backend="-",
+                                     worker_class=worker_class, floor_port=port)
 
 
 def bench_memory(args: argparse.Namespace, tmp: Path) -> Check:
@@ -677,15 +725,19 @@ def crypto_costs(rounds: int = 300) -> dict[str, dict[str, float]]:
 # -- report ----------------------------------------------------------------------------
 
 
-COLUMNS = ("backend", "workers", "endpoint", "conc", "req/s", "x floor", "p50 ms", "p99 ms",
-           "non-2xx", "sock err", "RSS MB")
+COLUMNS = ("backend", "workers", "endpoint", "conc", "req/s", "x floor", "floor/s", "p50 ms",
+           "p99 ms", "non-2xx", "sock err", "RSS MB")
 
 
 def add_ratios(results: list[Result]) -> None:
-    floors = {(r.worker_class, r.concurrency): r.rps for r in results if r.backend == "-"}
+    """Each run's req/s over the floor's: the floor measured around it when there is
+    one, else the floor's own row at the same worker class and concurrency."""
+    floors = {(r.worker_class, r.concurrency): r.rps for r in results
+              if r.endpoint == FLOOR.name}
     for r in results:
-        floor = floors.get((r.worker_class, r.concurrency))
+        floor = r.adjacent_floor_rps or floors.get((r.worker_class, r.concurrency))
         if floor:
+            r.floor_rps = round(floor, 1)
             r.floor_ratio = round(r.rps / floor, 2)
 
 
@@ -695,8 +747,8 @@ def format_table(results: list[Result]) -> str:
 
     rows = [COLUMNS] + [
         (r.backend, r.worker_class, r.endpoint, str(r.concurrency), f"{r.rps:.0f}",
-         opt(r.floor_ratio, ".2f"), f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", str(r.non_2xx),
-         str(r.socket_errors), opt(r.peak_rss_mb, ".1f"))
+         opt(r.floor_ratio, ".2f"), opt(r.floor_rps, ".0f"), f"{r.p50_ms:.2f}",
+         f"{r.p99_ms:.2f}", str(r.non_2xx), str(r.socket_errors), opt(r.peak_rss_mb, ".1f"))
         for r in results
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
