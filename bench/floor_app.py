@@ -46,16 +46,23 @@ def _b64(raw: bytes) -> bytes:
     return base64.urlsafe_b64encode(raw).rstrip(b"=")
 
 
-def signer(alg: str) -> Callable[[], bytes]:
-    """A function returning a new token response body, signed with a new key of ``alg``."""
+def new_key(alg: str) -> Any:
+    """A new private key for ``alg`` (RSA 2048, P-256 or Ed25519, as Latchkey makes them)."""
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def signer(alg: str, key: Any = None) -> Callable[[], bytes]:
+    """A function returning a new token response body, signed with ``key`` (default a
+    new key of ``alg``)."""
     from jwt.algorithms import get_default_algorithms
 
-    key: Any = {
-        "RS256": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
-        "ES256": lambda: ec.generate_private_key(ec.SECP256R1()),
-        "EdDSA": ed25519.Ed25519PrivateKey.generate,
-    }[alg]()
+    key = new_key(alg) if key is None else key
     algorithm = get_default_algorithms()[alg]
     header = _b64(json.dumps({"alg": alg, "kid": "bench", "typ": "at+jwt"}).encode())
 

@@ -232,10 +232,11 @@ def table_bytes(url: str) -> dict[str, dict[str, int]]:
         return found
     import psycopg
 
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url) as pg:
         for table in tables:
-            rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
-            size = conn.execute("SELECT pg_total_relation_size(%s)", (table,)).fetchone()[0]
+            rows = (pg.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0]  # noqa: S608
+            size = (pg.execute("SELECT pg_total_relation_size(%s)", (table,)).fetchone()
+                    or (0,))[0]
             found[table] = {"rows": rows, "bytes": size}
     return found
 
@@ -702,9 +703,9 @@ def crypto_costs(rounds: int = 300) -> dict[str, dict[str, float]]:
               "exp": 2_000_000_000, "iat": 1_700_000_000, "nbf": 1_700_000_000,
               "jti": "j" * 24, "client_id": "lkc_" + "x" * 22, "scope": "read write",
               "oid": "org_" + "x" * 12}
-    keys = {"RS256": rsa.generate_private_key(public_exponent=65537, key_size=2048),
-            "ES256": ec.generate_private_key(ec.SECP256R1()),
-            "EdDSA": ed25519.Ed25519PrivateKey.generate()}
+    keys: dict[str, Any] = {"RS256": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                            "ES256": ec.generate_private_key(ec.SECP256R1()),
+                            "EdDSA": ed25519.Ed25519PrivateKey.generate()}
     costs = {}
     for alg, key in keys.items():
         headers = {"typ": "at+jwt", "kid": "k"}

@@ -72,3 +72,26 @@ def test_the_signing_ceiling_answers_a_fresh_signed_token_each_time(alg):
     assert claims["jti"] != jwt.decode(second["access_token"],
                                        options={"verify_signature": False})["jti"]
     assert first["token_type"] == "Bearer" and first["expires_in"] == 3600
+
+
+def test_the_introspection_ceiling_verifies_reads_and_writes_one_event_per_call(tmp_path):
+    sys.path.insert(0, str(BENCH))  # ceilings.py imports run and floor_app by name
+    try:
+        ceilings = load("ceilings")
+    finally:
+        sys.path.remove(str(BENCH))
+    url = f"sqlite:///{tmp_path}/ceiling.db"
+    ceilings.create_schema(url)
+    wsgi = ceilings.ceiling_app(url, "ES256")
+    statuses = []
+    environ = {"PATH_INFO": ceilings.CEILING_PATH, "REMOTE_ADDR": "127.0.0.1"}
+    answers = [json.loads(b"".join(wsgi(environ, lambda s, h: statuses.append(s))))
+               for _ in range(3)]
+    assert statuses == ["200 OK"] * 3
+    assert answers == [{"active": True, "scope": "read write"}] * 3
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "ceiling.db")
+    events = conn.execute("SELECT client_id, kind, reason FROM events").fetchall()
+    conn.close()
+    assert events == [(7, "token_introspected", "active")] * 3
