@@ -150,7 +150,6 @@ def serve(args: argparse.Namespace) -> None:
     Server().run()
 
 
-FLOOR = run.Endpoint("floor (bare flask)", "get.lua", {"BENCH_PATH": run.FLOOR_PATH})
 CEILING = run.Endpoint("ceiling: introspect", "get.lua", {"BENCH_PATH": CEILING_PATH})
 
 
@@ -171,13 +170,12 @@ def measure(args: argparse.Namespace, backend: str, tmp: Path) -> list[float]:
                 floor, ceiling = (
                     run.wrk(port, endpoint, args.concurrency, args.seconds, args.wrk_threads,
                             tmp)
-                    for endpoint in (FLOOR, CEILING)
+                    for endpoint in (run.FLOOR, CEILING)
                 )
                 for summary in (floor, ceiling):
                     if summary["non_2xx"]:
                         raise run.BenchError(f"{summary['non_2xx']} non-2xx responses")
-                ratios.append(ceiling["requests"] / ceiling["duration_us"]
-                              / (floor["requests"] / floor["duration_us"]))
+                ratios.append(run.rate(ceiling) / run.rate(floor))
     return ratios
 
 

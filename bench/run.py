@@ -43,6 +43,9 @@ from urllib.parse import quote_plus, urlencode
 
 from cryptography.fernet import Fernet
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # when imported, not run
+from floor_app import ALGS, FLOOR_PATH, SIGN_PATH, new_key  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
 LUA_DIR = BENCH_DIR / "lua"
@@ -51,8 +54,6 @@ BIN = Path(sys.prefix) / "bin"
 LATCHKEY = BIN / "latchkey"
 HOST = "127.0.0.1"
 READY_PATH = "/.well-known/openid-configuration"
-FLOOR_PATH = "/floor"
-SIGN_PATH = "/floor/sign"
 READY_TIMEOUT = 30.0  # seconds for a server to answer after it is started
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 WRK_TIMEOUT = "10s"  # a request slower than this counts as a timeout
@@ -166,7 +167,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lock-seconds", type=float, default=30.0,
                         help="length of the writes-under-load check: 64 concurrent token "
                              "requests on each backend (default 30; 0 skips it)")
-    parser.add_argument("--alg", choices=("RS256", "ES256", "EdDSA"), default="RS256",
+    parser.add_argument("--alg", choices=ALGS, default="RS256",
                         help="signing algorithm of the bench org's keys (default RS256, "
                              "the product's default)")
     parser.add_argument("--no-floor", action="store_true",
@@ -481,7 +482,7 @@ def to_result(summary: dict[str, Any], *, backend: str, worker_class: str, name:
     return Result(
         backend=backend, worker_class=worker_class, endpoint=name, concurrency=concurrency,
         requests=summary["requests"], seconds=round(seconds, 2),
-        rps=round(summary["requests"] / seconds, 1) if seconds else 0.0,
+        rps=round(rate(summary), 1),
         p50_ms=round(summary["p50_us"] / 1000, 2), p99_ms=round(summary["p99_us"] / 1000, 2),
         non_2xx=summary["non_2xx"],
         socket_errors=sum(summary[k] for k in ("connect_errors", "read_errors", "write_errors",
@@ -529,6 +530,11 @@ def floor_rps(port: int, concurrency: int, args: argparse.Namespace, tmp: Path) 
     """The floor's req/s over a quarter of a run's length, now."""
     summary = wrk(port, FLOOR, concurrency, max(1, round(args.seconds / 4)), args.wrk_threads,
                   tmp)  # wrk takes whole seconds
+    return rate(summary)
+
+
+def rate(summary: dict[str, Any]) -> float:
+    """Requests per second of one wrk run."""
     seconds = summary["duration_us"] / 1e6
     return float(summary["requests"] / seconds) if seconds else 0.0
 
@@ -697,15 +703,12 @@ def bench_memory(args: argparse.Namespace, tmp: Path) -> Check:
 def crypto_costs(rounds: int = 300) -> dict[str, dict[str, float]]:
     """Microseconds per PyJWT sign and verify of a token-sized claim set, per algorithm."""
     import jwt
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
     claims = {"iss": "http://127.0.0.1:5000", "sub": "lkc_" + "x" * 22, "aud": AUDIENCE,
               "exp": 2_000_000_000, "iat": 1_700_000_000, "nbf": 1_700_000_000,
               "jti": "j" * 24, "client_id": "lkc_" + "x" * 22, "scope": "read write",
               "oid": "org_" + "x" * 12}
-    keys: dict[str, Any] = {"RS256": rsa.generate_private_key(public_exponent=65537, key_size=2048),
-                            "ES256": ec.generate_private_key(ec.SECP256R1()),
-                            "EdDSA": ed25519.Ed25519PrivateKey.generate()}
+    keys = {alg: new_key(alg) for alg in ALGS}
     costs = {}
     for alg, key in keys.items():
         headers = {"typ": "at+jwt", "kid": "k"}

@@ -44,7 +44,22 @@ class SecretUser:
 
 
 @dataclass(frozen=True)
-class AuthenticatedClient:
+class Caller:
+    """A client authenticated by its secret, as introspection checks it."""
+
+    org_id: int
+    client_id: str
+    auth_methods: list[str]
+    enabled: bool
+    secret_expires_at: datetime | None
+    secret_revoked_at: datetime | None
+
+    def secret_is_active(self, now: datetime) -> bool:
+        return secret_is_active(self.secret_revoked_at, self.secret_expires_at, now)
+
+
+@dataclass(frozen=True)
+class AuthenticatedClient(Caller):
     """A client as the token endpoint needs it, and the secret it presented.
 
     Has the attributes :func:`portal.core.tokens.services.sign_token` reads
@@ -52,48 +67,23 @@ class AuthenticatedClient:
     """
 
     id: int
-    org_id: int
-    client_id: str
     kind: ClientKind
     scopes: list[str]
     audiences: list[str]
-    auth_methods: list[str]
     token_ttl: int
     custom_claims: dict[str, Any]
-    enabled: bool
     last_used_at: datetime | None
     org_public_id: str
     user: SecretUser | None
     user_is_member: bool
     secret_id: int
-    secret_expires_at: datetime | None
-    secret_revoked_at: datetime | None
     secret_last_used_at: datetime | None
-
-    def secret_is_active(self, now: datetime) -> bool:
-        return secret_is_active(self.secret_revoked_at, self.secret_expires_at, now)
 
     def may_get_tokens(self, now: datetime) -> bool:
         """Every rule of the token endpoint's client checks that reads the client's row."""
         if not self.enabled or not self.secret_is_active(now):
             return False
         return self.kind is not ClientKind.USER or (self.user is not None and self.user_is_member)
-
-
-@dataclass(frozen=True)
-class Caller:
-    """An introspection caller, authenticated by its secret: what the endpoint checks."""
-
-    id: int
-    org_id: int
-    client_id: str
-    auth_methods: list[str]
-    enabled: bool
-    secret_expires_at: datetime | None
-    secret_revoked_at: datetime | None
-
-    def secret_is_active(self, now: datetime) -> bool:
-        return secret_is_active(self.secret_revoked_at, self.secret_expires_at, now)
 
 
 @dataclass(frozen=True)
@@ -189,7 +179,7 @@ def _build(engine: Engine) -> HotPath:
     # its org's record of the token.
     record_client = clients.alias("record_client")
     caller_and_record = (
-        select(clients.c.id, clients.c.org_id, clients.c.client_id, clients.c.auth_methods,
+        select(clients.c.org_id, clients.c.client_id, clients.c.auth_methods,
                clients.c.enabled, secrets.c.expires_at, secrets.c.revoked_at,
                tokens.c.client_id, tokens.c.jti, tokens.c.scopes, tokens.c.expires_at,
                tokens.c.revoked_at, record_client.c.enabled)
@@ -237,10 +227,9 @@ def authenticate_with_record(
     row = _caller_row(hot.caller_and_record, connection, client_id, secret, {"jti": jti})
     if row is None:
         return None
-    (id_, org_id, public_client_id, auth_methods, caller_enabled, secret_expires,
-     secret_revoked, record_client_id, record_jti, scopes, expires_at, revoked_at,
-     enabled) = row
-    caller = Caller(id=id_, org_id=org_id, client_id=public_client_id,
+    (org_id, public_client_id, auth_methods, caller_enabled, secret_expires, secret_revoked,
+     record_client_id, record_jti, scopes, expires_at, revoked_at, enabled) = row
+    caller = Caller(org_id=org_id, client_id=public_client_id,
                     auth_methods=list(auth_methods or []), enabled=bool(caller_enabled),
                     secret_expires_at=secret_expires, secret_revoked_at=secret_revoked)
     if record_jti is None:
