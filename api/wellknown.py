@@ -20,9 +20,14 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.http import parse_etags
 
-from api.oauth.server import ASSERTION_ALGS, AUTH_METHODS, INTROSPECT_PATH, REVOKE_PATH, TOKEN_PATH
+from api.oauth.protocol import (
+    ASSERTION_ALGS,
+    AUTH_METHODS,
+    INTROSPECT_PATH,
+    REVOKE_PATH,
+    TOKEN_PATH,
+)
 from portal.core import settings
-from portal.core.db import get_session
 from portal.core.signing_keys.services import EXTENSION_KEY as EXTENSION_KEYRING
 from portal.core.signing_keys.services import SUPPORTED_ALGS, KeyRing, keyring
 
@@ -49,7 +54,7 @@ def _cached_json(body: bytes, etag: str, max_age: int) -> Response:
 @bp.get(JWKS_PATH)
 def jwks() -> Response:
     """Every published public key of every org: next, active, and retired until unused."""
-    body, etag = keyring().jwks(get_session())
+    body, etag = keyring().jwks()
     return _cached_json(body, etag, int(current_app.config["JWKS_MAX_AGE"]))
 
 

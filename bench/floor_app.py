@@ -1,4 +1,4 @@
-"""The floor: a bare Flask endpoint under the same gunicorn settings as ``latchkey serve``.
+"""The floor: a bare Flask endpoint under the same server settings as ``latchkey serve``.
 
 ``bench/run.py`` measures it in every run, and reports each Latchkey endpoint's
 throughput as a ratio of it: the framework's ceiling on this machine, so the
@@ -11,7 +11,7 @@ token endpoint can skip, sign a token-sized JWT with a new ``jti`` and time
 client is read or authenticated and nothing is written, so no implementation
 of the token endpoint can go faster than it on the same machine.
 
-    python bench/floor_app.py --port 8000 --workers 4 --threads 4 --worker-class gthread
+    python bench/floor_app.py --port 8000 --workers 4 --worker-class granian
 """
 
 from __future__ import annotations
@@ -96,22 +96,51 @@ def with_sign_ceiling(app: Flask, alg: str) -> Callable[..., Iterable[bytes]]:
     return wsgi
 
 
-def main() -> None:
-    from gunicorn.app.base import BaseApplication
+#: The signing ceiling's algorithm in a granian worker (which imports ``make_floor``).
+ALG_VARIABLE = "BENCH_FLOOR_ALG"
 
-    from portal.cli import WORKER_CLASSES, gunicorn_options
+
+def make_floor() -> Callable[..., Iterable[bytes]]:
+    """The floor app with its signing ceiling, as a granian worker builds it."""
+    import os
+
+    app = create_floor_app()
+    return with_sign_ceiling(app, os.environ.get(ALG_VARIABLE, "RS256"))
+
+
+def main() -> None:
+    import os
+    from pathlib import Path
+
+    from portal.cli import DEFAULT_THREADS, WORKER_CLASSES, granian_options, gunicorn_options
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--worker-class", choices=WORKER_CLASSES, default="gthread")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads per worker (default: latchkey serve's for the class)")
+    parser.add_argument("--worker-class", choices=WORKER_CLASSES, default="granian")
     parser.add_argument("--alg", choices=ALGS, default="RS256",
                         help="algorithm of the signing ceiling's key (default RS256)")
     args = parser.parse_args()
+    threads = args.threads or DEFAULT_THREADS[args.worker_class]
+    if args.worker_class == "granian":
+        from granian.constants import Interfaces
+        from granian.server import Server as Granian
+
+        os.environ[ALG_VARIABLE] = args.alg
+        options = granian_options(host=args.host, port=args.port, workers=args.workers,
+                                  threads=threads)
+        options["target"] = "floor_app:make_floor"
+        Granian(interface=Interfaces.WSGI, working_dir=Path(__file__).resolve().parent,
+                **options).serve()
+        return
+
+    from gunicorn.app.base import BaseApplication
+
     options = gunicorn_options(bind=f"{args.host}:{args.port}", workers=args.workers,
-                               threads=args.threads, worker_class=args.worker_class)
+                               threads=threads, worker_class=args.worker_class)
 
     class Server(BaseApplication):
         def load_config(self) -> None:

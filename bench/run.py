@@ -1,10 +1,12 @@
-"""Benchmark Latchkey's OAuth endpoints with wrk against a real ``latchkey serve`` (gunicorn).
+"""Benchmark Latchkey's OAuth endpoints with wrk against a real ``latchkey serve``.
 
-For each backend (SQLite, PostgreSQL) and each gunicorn worker class (sync,
-gthread), it creates a throwaway database, seeds an org and a client, starts
-the server on a free port of 127.0.0.1 and drives every endpoint with wrk
-(Lua scripts in ``bench/lua/``) at each concurrency for a bounded time. A bare
-Flask endpoint under the same gunicorn settings (``bench/floor_app.py``) is
+For each backend (SQLite, PostgreSQL), each server (``latchkey serve``'s granian, or
+gunicorn's sync or gthread workers) and each way into the protocol (the WSGI door,
+and the Flask views alone: ``LATCHKEY_PROTOCOL_DOOR=0``), it creates a throwaway
+database, seeds an org and a client, starts the server on a free port of 127.0.0.1
+and drives every endpoint with wrk (Lua scripts in ``bench/lua/``) at each
+concurrency for a bounded time, and reads the CPU time the server's processes spent
+on it. A bare Flask endpoint under the same server settings (``bench/floor_app.py``) is
 measured in the same run; every endpoint's throughput is printed as a ratio of
 it. So is the signing ceiling beside it: an endpoint that only signs a token
 with a key of the bench's algorithm, the most any token endpoint could reach
@@ -62,7 +64,11 @@ LOG_TAIL_LINES = 40
 LOCKED = "database is locked"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ("sqlite", "postgresql")
-WORKER_CLASSES = ("sync", "gthread")
+WORKER_CLASSES = ("granian", "sync", "gthread")
+#: "wsgi": the protocol's WSGI door answers token and introspection; "flask": the views.
+DOORS = ("wsgi", "flask")
+#: What runs through both doors (the others never go through the protocol's doors).
+DOOR_ENDPOINTS = frozenset({"token-basic", "token-json", "token-wrong-secret", "introspect"})
 MEMORY_LIMIT_MB = 120
 MEMORY_CHUNK_SECONDS = 20.0
 
@@ -78,6 +84,7 @@ class Endpoint:
     name: str
     script: str
     env: dict[str, str] = field(default_factory=dict)
+    expect_status: int = 200  # a wrong secret's runs answer 401, and count it as success
 
 
 @dataclass
@@ -91,7 +98,7 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
-    non_2xx: int
+    non_2xx: int  # statuses >= 400 other than the endpoint's own (a wrong secret's 401)
     socket_errors: int  # connect, read and write errors and timeouts (wrk's own counts)
     peak_rss_mb: float | None  # the largest VmHWM among the workers after the run
     # The floor measured just before and just after this run (mean req/s): the
@@ -99,6 +106,8 @@ class Result:
     adjacent_floor_rps: float | None = None
     floor_rps: float | None = None  # the floor the ratio is taken of
     floor_ratio: float | None = None
+    door: str = "wsgi"
+    cpu_ms_per_request: float | None = None  # CPU of the server's processes over requests
 
 
 @dataclass
@@ -135,7 +144,8 @@ def choice_list(choices: tuple[str, ...]) -> Any:
     return parse
 
 
-ENDPOINT_KEYS = ("token-basic", "token-json", "introspect", "jwks", "metadata")
+ENDPOINT_KEYS = ("token-basic", "token-json", "token-wrong-secret", "introspect", "jwks",
+                 "metadata")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -149,16 +159,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backends", type=choice_list(BACKENDS), default=list(BACKENDS),
                         help="comma-separated: sqlite,postgresql (default both)")
     parser.add_argument("--worker-classes", type=choice_list(WORKER_CLASSES),
-                        default=list(WORKER_CLASSES),
-                        help="comma-separated gunicorn worker classes: sync,gthread "
-                             "(default both)")
+                        default=["granian"],
+                        help="comma-separated servers: granian (latchkey serve's), and "
+                             "gunicorn's sync,gthread (default granian)")
+    parser.add_argument("--doors", type=choice_list(DOORS), default=list(DOORS),
+                        help="comma-separated ways into the protocol: wsgi (the door, on by "
+                             "default in latchkey serve), flask (the views alone); "
+                             "default both")
     parser.add_argument("--endpoints", type=choice_list(ENDPOINT_KEYS),
                         default=list(ENDPOINT_KEYS),
                         help="comma-separated subset of " + ",".join(ENDPOINT_KEYS))
-    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
-                        help="gunicorn workers (default 2 x CPU count)")
-    parser.add_argument("--threads", type=int, default=4,
-                        help="threads per gthread worker (default 4; sync workers have 1)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes (default 2, as latchkey serve ships)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads per worker (default latchkey serve's: granian 1, "
+                             "gthread 4; sync workers have 1)")
     parser.add_argument("--wrk-threads", type=int, default=2,
                         help="wrk threads, at most the concurrency (default 2)")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES,
@@ -183,7 +198,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.warmup < 0 or args.lock_seconds < 0:
         parser.error("--seconds must be positive, --warmup and --lock-seconds not negative")
-    if args.workers < 1 or args.threads < 1 or args.wrk_threads < 1:
+    if args.workers < 1 or (args.threads is not None and args.threads < 1) \
+            or args.wrk_threads < 1:
         parser.error("--workers, --threads and --wrk-threads must be at least 1")
     return args
 
@@ -343,6 +359,26 @@ def status_kb(pid: int, field_name: str) -> int | None:
     return None
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    found = [pid]
+    for child in worker_pids(pid):
+        found += process_tree(child)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds spent so far by ``pid`` and its descendants."""
+    ticks = 0
+    for proc in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(master: int) -> float | None:
     """The largest peak resident set size (VmHWM) among the workers, in MB."""
     peaks = [status_kb(pid, "VmHWM") for pid in worker_pids(master)]
@@ -382,16 +418,20 @@ def running(cmd: list[str], env: dict[str, str], port: int, ready_path: str, wor
             stop(server)
 
 
+def threads_args(args: argparse.Namespace) -> list[str]:
+    return [] if args.threads is None else ["--threads", str(args.threads)]
+
+
 def server_cmd(port: int, args: argparse.Namespace, worker_class: str,
                workers: int | None = None) -> list[str]:
     return [str(LATCHKEY), "serve", "--host", HOST, "--port", str(port),
-            "--workers", str(workers or args.workers), "--threads", str(args.threads),
+            "--workers", str(workers or args.workers), *threads_args(args),
             "--worker-class", worker_class]
 
 
 def floor_cmd(port: int, args: argparse.Namespace, worker_class: str) -> list[str]:
     return [sys.executable, str(BENCH_DIR / "floor_app.py"), "--host", HOST, "--port", str(port),
-            "--workers", str(args.workers), "--threads", str(args.threads),
+            "--workers", str(args.workers), *threads_args(args),
             "--worker-class", worker_class, "--alg", args.alg]
 
 
@@ -441,6 +481,9 @@ def endpoints(client_id: str, secret: str, token: str) -> dict[str, Endpoint]:
         "token-basic": Endpoint("token (basic)", "token_basic.lua",
                                 {"BENCH_AUTHORIZATION": basic}),
         "token-json": Endpoint("token (json)", "token_json.lua", {"BENCH_BODY": json_body}),
+        "token-wrong-secret": Endpoint("token (wrong secret)", "token_basic.lua",
+                                       {"BENCH_AUTHORIZATION": basic_auth(client_id, "wrong")},
+                                       expect_status=401),
         "introspect": Endpoint("introspect", "introspect.lua",
                                {"BENCH_AUTHORIZATION": basic,
                                 "BENCH_BODY": urlencode({"token": token})}),
@@ -477,14 +520,22 @@ def wrk(port: int, endpoint: Endpoint, concurrency: int, seconds: float, wrk_thr
 
 
 def to_result(summary: dict[str, Any], *, backend: str, worker_class: str, name: str,
-              concurrency: int, rss: float | None) -> Result:
+              concurrency: int, rss: float | None, expect_status: int = 200,
+              door: str = "wsgi", cpu_seconds: float | None = None) -> Result:
     seconds = summary["duration_us"] / 1e6
+    # wrk counts statuses >= 400; a run that expects one (a wrong secret's 401) counts
+    # the responses below 400 as the unexpected ones instead.
+    unexpected = summary["non_2xx"] if expect_status < 400 \
+        else summary["requests"] - summary["non_2xx"]
+    cpu = None
+    if cpu_seconds is not None and summary["requests"]:
+        cpu = round(cpu_seconds * 1000 / summary["requests"], 3)
     return Result(
         backend=backend, worker_class=worker_class, endpoint=name, concurrency=concurrency,
         requests=summary["requests"], seconds=round(seconds, 2),
         rps=round(rate(summary), 1),
         p50_ms=round(summary["p50_us"] / 1000, 2), p99_ms=round(summary["p99_us"] / 1000, 2),
-        non_2xx=summary["non_2xx"],
+        non_2xx=unexpected, door=door, cpu_ms_per_request=cpu,
         socket_errors=sum(summary[k] for k in ("connect_errors", "read_errors", "write_errors",
                                                "timeouts")),
         peak_rss_mb=rss,
@@ -497,7 +548,8 @@ def progress(message: str) -> None:
 
 def measure_all(server: subprocess.Popen[bytes], port: int, picked: list[Endpoint],
                 args: argparse.Namespace, tmp: Path, *, backend: str, worker_class: str,
-                profile_to: Path | None = None, floor_port: int | None = None) -> list[Result]:
+                profile_to: Path | None = None, floor_port: int | None = None,
+                door: str = "wsgi") -> list[Result]:
     """Each endpoint at each concurrency; with ``floor_port``, the floor app is run for
     a quarter as long just before and just after each of them (see ``adjacent_floor_rps``)."""
     results = []
@@ -505,7 +557,8 @@ def measure_all(server: subprocess.Popen[bytes], port: int, picked: list[Endpoin
         if args.warmup > 0:
             wrk(port, endpoint, max(args.concurrency), args.warmup, args.wrk_threads, tmp)
         for concurrency in args.concurrency:
-            progress(f"{backend:<10} {worker_class:<7} {endpoint.name:<18} c{concurrency}")
+            progress(f"{backend:<10} {worker_class:<7} {door:<5} {endpoint.name:<20} "
+                     f"c{concurrency}")
             floors = []
             if floor_port is not None:
                 floors.append(floor_rps(floor_port, concurrency, args, tmp))
@@ -513,12 +566,15 @@ def measure_all(server: subprocess.Popen[bytes], port: int, picked: list[Endpoin
             if profile_to is not None and endpoint.script == "token_basic.lua" \
                     and concurrency == profile_concurrency(args.concurrency):
                 spy = Profiler(server.pid, args.seconds, profile_to)
+            cpu_before = tree_cpu_seconds(server.pid)
             summary = wrk(port, endpoint, concurrency, args.seconds, args.wrk_threads, tmp)
+            cpu_after = tree_cpu_seconds(server.pid)
             if spy is not None:
                 spy.wait(timeout=args.seconds + 30)
             result = to_result(summary, backend=backend, worker_class=worker_class,
                                name=endpoint.name, concurrency=concurrency,
-                               rss=peak_rss_mb(server.pid))
+                               rss=peak_rss_mb(server.pid), expect_status=endpoint.expect_status,
+                               door=door, cpu_seconds=cpu_after - cpu_before)
             if floor_port is not None:
                 floors.append(floor_rps(floor_port, concurrency, args, tmp))
                 result.adjacent_floor_rps = round(sum(floors) / len(floors), 1)
@@ -578,26 +634,31 @@ class Profiler:
 
 
 def bench_backend(backend: str, worker_class: str, args: argparse.Namespace, tmp: Path,
-                  when: datetime) -> tuple[list[Result], list[Check], dict[str, Any]]:
-    label = f"{backend}-{worker_class}"
+                  when: datetime, door: str = "wsgi"
+                  ) -> tuple[list[Result], list[Check], dict[str, Any]]:
+    label = f"{backend}-{worker_class}" + ("" if door == "wsgi" else f"-{door}")
     port = free_port()
     log_path = tmp / f"server-{label}.log"
     checks: list[Check] = []
     with database(backend, tmp, args, label) as url:
         env = bench_env(tmp, port, url)
+        if door == "flask":
+            env["LATCHKEY_PROTOCOL_DOOR"] = "0"  # the Flask views answer everything
         client_id, secret = seed(env, args.alg)
         with running(server_cmd(port, args, worker_class), env, port, READY_PATH, args.workers,
                      log_path) as server, floor_beside(worker_class, args, tmp) as floor_port:
             token = fetch_token(port, basic_auth(client_id, secret))
             table = endpoints(client_id, secret, token)
-            picked = [table[key] for key in args.endpoints]
+            picked = [table[key] for key in args.endpoints
+                      if door == "wsgi" or key in DOOR_ENDPOINTS]
             profile_to = None
             if args.profile:
                 profile_to = RESULTS_DIR / f"{when.strftime('%Y%m%dT%H%M%SZ')}-{label}"
             results = measure_all(server, port, picked, args, tmp, backend=backend,
                                   worker_class=worker_class, profile_to=profile_to,
-                                  floor_port=floor_port)
-            if args.lock_seconds > 0 and worker_class == args.worker_classes[-1]:
+                                  floor_port=floor_port, door=door)
+            if args.lock_seconds > 0 and worker_class == args.worker_classes[-1] \
+                    and door == args.doors[0]:
                 progress(f"{backend:<10} {worker_class:<7} writes under load: token (basic) "
                          f"c64 for {args.lock_seconds:g} s")
                 summary = wrk(port, table["token-basic"], 64, args.lock_seconds,
@@ -729,8 +790,9 @@ def crypto_costs(rounds: int = 300) -> dict[str, dict[str, float]]:
 # -- report ----------------------------------------------------------------------------
 
 
-COLUMNS = ("backend", "workers", "endpoint", "conc", "req/s", "x floor", "floor/s", "p50 ms",
-           "p99 ms", "non-2xx", "sock err", "RSS MB")
+COLUMNS = ("backend", "server", "door", "endpoint", "conc", "req/s", "x floor", "floor/s",
+           "CPU ms", "p50 ms", "p99 ms", "non-2xx", "sock err", "RSS MB")
+LEFT_COLUMNS = 4  # left-aligned; the figures after them are right-aligned
 
 
 def add_ratios(results: list[Result]) -> None:
@@ -750,16 +812,18 @@ def format_table(results: list[Result]) -> str:
         return "-" if value is None else format(value, fmt)
 
     rows = [COLUMNS] + [
-        (r.backend, r.worker_class, r.endpoint, str(r.concurrency), f"{r.rps:.0f}",
-         opt(r.floor_ratio, ".2f"), opt(r.floor_rps, ".0f"), f"{r.p50_ms:.2f}",
-         f"{r.p99_ms:.2f}", str(r.non_2xx), str(r.socket_errors), opt(r.peak_rss_mb, ".1f"))
+        (r.backend, r.worker_class, r.door if r.backend != "-" else "-", r.endpoint,
+         str(r.concurrency), f"{r.rps:.0f}", opt(r.floor_ratio, ".2f"), opt(r.floor_rps, ".0f"),
+         opt(r.cpu_ms_per_request, ".2f"), f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", str(r.non_2xx),
+         str(r.socket_errors), opt(r.peak_rss_mb, ".1f"))
         for r in results
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = []
     for row in rows:
-        cells = [c.ljust(w) for c, w in zip(row[:3], widths[:3], strict=True)]
-        cells += [c.rjust(w) for c, w in zip(row[3:], widths[3:], strict=True)]
+        left = LEFT_COLUMNS
+        cells = [c.ljust(w) for c, w in zip(row[:left], widths[:left], strict=True)]
+        cells += [c.rjust(w) for c, w in zip(row[left:], widths[left:], strict=True)]
         lines.append("  ".join(cells))
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -811,7 +875,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     when = datetime.now(UTC)
     cpus = os.cpu_count()
-    print(f"bench: {args.workers} workers ({args.threads} threads each for gthread) on {HOST}, "
+    threads = args.threads or "latchkey serve's default"
+    print(f"bench: {args.workers} workers ({threads} threads each) on {HOST}, "
           f"tokens signed with {args.alg}, "
           f"wrk {args.wrk_threads} threads, {args.seconds:g} s per run, {cpus} CPUs shared with "
           f"wrk", file=sys.stderr)
@@ -831,11 +896,13 @@ def main(argv: list[str] | None = None) -> int:
                         results += bench_floor(worker_class, args, tmp_path)
                 for backend in args.backends:
                     for worker_class in args.worker_classes:
-                        found, more, table_sizes = bench_backend(backend, worker_class, args,
-                                                                 tmp_path, when)
-                        results += found
-                        checks += more
-                        sizes[f"{backend}-{worker_class}"] = table_sizes
+                        for door in args.doors:
+                            found, more, table_sizes = bench_backend(
+                                backend, worker_class, args, tmp_path, when, door)
+                            results += found
+                            checks += more
+                            if door == args.doors[0]:
+                                sizes[f"{backend}-{worker_class}"] = table_sizes
         except BenchError as e:
             print(f"bench: {e}", file=sys.stderr)
             return 1
@@ -860,7 +927,8 @@ def main(argv: list[str] | None = None) -> int:
                     "python": platform.python_version(),
                     "note": "wrk runs on the same machine and shares its CPUs"},
         "server": {"workers": args.workers, "threads": args.threads, "signing_alg": args.alg,
-                   "worker_classes": args.worker_classes, "backends": args.backends},
+                   "worker_classes": args.worker_classes, "doors": args.doors,
+                   "backends": args.backends},
         "load": {"generator": "wrk", "seconds": args.seconds, "warmup_seconds": args.warmup,
                  "concurrency": args.concurrency, "wrk_threads": args.wrk_threads,
                  "lock_check_seconds": args.lock_seconds, "memory_tokens": args.memory_tokens},

@@ -39,18 +39,18 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     signing_keys.init_app(app)
-    extensions.init_app(app)
 
     from api import oauth_bp, wellknown_bp
-    from api.oauth.fast import init_app as init_fast_path
-    from api.oauth.server import init_app as init_oauth
+    from api.oauth import init_app as init_protocol
     from api.wellknown import init_app as init_wellknown
     from portal import cli as latchkey_cli
     from portal.views import bp as portal_bp
     from portal.views import init_app as init_views
 
-    init_oauth(app)
-    init_fast_path(app)  # token and introspection successes skip Flask
+    # The token endpoint and introspection are answered by a WSGI door in front of
+    # Flask (PROTOCOL_DOOR), with the same protocol as the Flask views.
+    protocol = init_protocol(app, security_headers=list(extensions.SECURITY_HEADERS.items()))
+    extensions.init_app(app, protocol.store.connections)
     proxies = int(app.config["PROXY_FIX"])
     if proxies:
         # Behind a TLS-terminating proxy: trust its X-Forwarded-* headers, so

@@ -246,11 +246,19 @@ def prune(retention_days: int | None) -> None:
     click.echo(f"pruned {expired} expired tokens, {events} usage events, {keys} retired keys")
 
 
-WORKER_CLASSES = ("gthread", "sync")
+#: ``granian`` (the default) serves with granian's Rust HTTP server; ``sync`` and
+#: ``gthread`` with gunicorn's worker classes of those names, kept for comparison
+#: (``make bench``, the peers benchmark).
+WORKER_CLASSES = ("granian", "sync", "gthread")
+#: Blocking threads per granian worker (see ``SERVE_THREADS``): one runs the protocol
+#: endpoints fastest; a slow portal request (argon2, a large usage page) then holds
+#: its worker's other requests back, which a second thread avoids at some cost.
+DEFAULT_THREADS = {"granian": 1, "gthread": 4, "sync": 1}
 
 
 def gunicorn_options(*, bind: str, workers: int, threads: int, worker_class: str) -> dict[str, Any]:
-    """The gunicorn settings of ``latchkey serve`` (the benchmark's floor app reuses them).
+    """The gunicorn settings of ``latchkey serve --worker-class sync|gthread`` (the
+    benchmark's floor app reuses them).
 
     ``sync`` workers serve one request at a time and close the connection after
     it; ``gthread`` workers keep connections alive and run ``threads`` requests
@@ -269,27 +277,69 @@ def gunicorn_options(*, bind: str, workers: int, threads: int, worker_class: str
     }
 
 
+#: The access log written by granian (``SERVE_ACCESS_LOG``): never a query string.
+ACCESS_LOG_FORMAT = '%(addr)s "%(method)s %(path)s" %(status)d %(dt_ms).3fms'
+
+
+def granian_options(*, host: str, port: int, workers: int, threads: int,
+                    access_log: bool = True) -> dict[str, Any]:
+    """The granian settings of ``latchkey serve`` (the benchmark's floor app reuses them).
+
+    Each worker process builds its own app (``portal:create_app``), so no database
+    connection or pool crosses a fork; requests run on ``threads`` Python threads
+    per worker while granian's Rust side parses HTTP and keeps connections alive.
+    """
+    return {
+        "target": "portal:create_app",
+        "factory": True,
+        "address": host,
+        "port": port,
+        "workers": workers,
+        "blocking_threads": threads,
+        "websockets": False,
+        "log_access": access_log,
+        "log_access_format": ACCESS_LOG_FORMAT,
+    }
+
+
 @click.command("serve")
 @click.option("--host", default=None, help="Default: SERVE_HOST (127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default: 5000.")
-@click.option("--workers", type=click.IntRange(min=1), default=None)
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes. Default: SERVE_WORKERS (2).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Threads per gthread worker (sync workers have one).")
+              help="Threads per worker. Default: SERVE_THREADS (granian 1, gthread 4).")
 @click.option("--worker-class", type=click.Choice(WORKER_CLASSES), default=None,
-              help="gunicorn worker class. Default: SERVE_WORKER_CLASS (gthread).")
+              help="granian (default: SERVE_WORKER_CLASS), or gunicorn's sync or gthread.")
 @with_appcontext
 def serve(host: str | None, port: int | None, workers: int | None, threads: int | None,
           worker_class: str | None) -> None:
-    """Serve the portal and the OAuth endpoints with gunicorn."""
-    from gunicorn.app.base import BaseApplication
+    """Serve the portal and the OAuth endpoints (granian; gunicorn on request)."""
+    from portal.core.db import get_engine
 
     cfg = current_app.config
-    options = gunicorn_options(
-        bind=f"{host or cfg['SERVE_HOST']}:{port or cfg['SERVE_PORT']}",
-        workers=workers or int(cfg["SERVE_WORKERS"]),
-        threads=threads or int(cfg["SERVE_THREADS"]),
-        worker_class=worker_class or str(cfg.get("SERVE_WORKER_CLASS", "gthread")),
-    )
+    kind = worker_class or str(cfg.get("SERVE_WORKER_CLASS") or "granian")
+    host = host or str(cfg["SERVE_HOST"])
+    port = port or int(cfg["SERVE_PORT"])
+    workers = workers or int(cfg["SERVE_WORKERS"])
+    threads = threads or int(cfg.get("SERVE_THREADS") or DEFAULT_THREADS[kind])
+    get_engine().dispose()  # nothing of this process's app crosses into a worker
+    click.echo(f"serving on http://{host}:{port} (issuer {cfg['ISSUER']}; {kind}, "
+               f"{workers} workers x {threads} threads)", err=True)
+    if kind == "granian":
+        from granian.constants import Interfaces
+        from granian.server import Server as Granian
+
+        Granian(interface=Interfaces.WSGI,
+                **granian_options(host=host, port=port, workers=workers, threads=threads,
+                                  access_log=bool(cfg.get("SERVE_ACCESS_LOG", True)))).serve()
+        return
+    _serve_gunicorn(gunicorn_options(bind=f"{host}:{port}", workers=workers, threads=threads,
+                                     worker_class=kind))
+
+
+def _serve_gunicorn(options: dict[str, Any]) -> None:
+    from gunicorn.app.base import BaseApplication
 
     class Server(BaseApplication):
         def load_config(self) -> None:
@@ -303,7 +353,6 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
 
             return create_app()
 
-    click.echo(f"serving on http://{options['bind']} (issuer {cfg['ISSUER']})", err=True)
     Server().run()
 
 

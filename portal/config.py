@@ -70,8 +70,10 @@ class Defaults:
     SERVE_HOST = "127.0.0.1"
     SERVE_PORT = 5000
     SERVE_WORKERS = 2
-    SERVE_THREADS = 4
-    SERVE_WORKER_CLASS = "gthread"  # or "sync"
+    SERVE_THREADS: int | None = None  # per worker; None: granian 1, gthread 4
+    SERVE_WORKER_CLASS = "granian"  # or gunicorn's "sync" or "gthread"
+    SERVE_ACCESS_LOG = True  # one line per request from the server (no query strings)
+    PROTOCOL_DOOR = True  # token and introspection answered by the WSGI door before Flask
 
 
 def load_or_create_instance_secrets(instance_path: Path) -> dict[str, Any]:

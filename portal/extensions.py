@@ -9,8 +9,12 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf import CSRFProtect
 
+from portal.core.ratelimit import storage_options, storage_uri
+
 if TYPE_CHECKING:
     from flask import Flask
+
+    from portal.core.rawdb import RawConnections
 
 login_manager = LoginManager()
 csrf = CSRFProtect()
@@ -29,11 +33,12 @@ SECURITY_HEADERS = {
 }
 
 
-def init_app(app: Flask) -> None:
-    redis_url = app.config.get("REDIS_URL")
-    app.config.setdefault("RATELIMIT_STORAGE_URI", redis_url or "memory://")
-    if redis_url and app.config["RATELIMIT_STORAGE_URI"] == "memory://":
-        app.config["RATELIMIT_STORAGE_URI"] = redis_url
+def init_app(app: Flask, connections: RawConnections) -> None:
+    """Bind the extensions; rate-limit counters go where the failure limit's do (one
+    deployment-wide count: the database, or Redis when configured)."""
+    uri = storage_uri(app.config)
+    app.config["RATELIMIT_STORAGE_URI"] = uri
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = storage_options(uri, connections)
     login_manager.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)

@@ -73,11 +73,37 @@ def bearer(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
 
-def issue(session: Session, client: Client, *, now: Any = None, **kwargs: Any) -> str:
-    """A token issued straight through the service (``now`` in the past makes it expired)."""
-    from portal.core.tokens.services import issue_token
+def mint(session: Session, client: Client, *, now: Any = None, **asked: Any) -> Any:
+    """A token minted through the service as an admin would (``now`` in the past makes
+    it expired); ``asked``: the fields of a ``TokenRequest`` (scopes, audiences, ttl,
+    extra_claims)."""
+    from portal.core.actor import Actor
+    from portal.core.tokens.exchange import TokenRequest
+    from portal.core.tokens.models import TokenSource
+    from portal.core.tokens.services import mint as mint_token
 
-    issued = issue_token(session, client=client, org_public_id=client.org.public_id, now=now,
-                         **kwargs)
+    issued = mint_token(session, org_id=client.org_id, client_public_id=client.client_id,
+                        wanted=TokenRequest(**asked), source=TokenSource.PORTAL,
+                        actor=Actor("test"), now=now)
     session.commit()
-    return issued.access_token
+    return issued
+
+
+def issue(session: Session, client: Client, *, now: Any = None, **asked: Any) -> str:
+    """The access token of :func:`mint`."""
+    return str(mint(session, client, now=now, **asked).access_token)
+
+
+def decode(token: str) -> dict[str, Any] | None:
+    """The claims of one of our tokens if it verifies now with the key its header names
+    (``verified_claims`` with that key as the record's), else None."""
+    from portal.core import settings
+    from portal.core.signing_keys.services import keyring
+    from portal.core.tokens.jws import read_token
+    from portal.core.tokens.services import verified_claims
+    from portal.core.types import utcnow
+
+    unverified = read_token(token)
+    claims, _org = verified_claims(unverified, kid=unverified.kid if unverified else None,
+                                   keys=keyring(), issuer=settings.issuer(), now=utcnow())
+    return claims

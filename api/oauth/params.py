@@ -1,18 +1,18 @@
 """Strict parsing of protocol request bodies.
 
-Authlib reads parameters from whatever Flask parsed; this module decides what
-a well-formed request is first: one of two content types, UTF-8, no repeated
-parameters (RFC 6749 §3.2), credentials never in the URL (RFC 6749 §2.3.1).
+What a well-formed request is: one of two content types, UTF-8 (a JSON body's
+escapes included: no lone surrogate), no repeated parameters (RFC 6749 §3.2),
+credentials never in the URL (RFC 6749 §2.3.1). Every malformed body is an
+``invalid_request`` :class:`~portal.core.tokens.exchange.Refused` saying what is wrong.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl
 
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
-from flask import Request
+from portal.core.tokens.exchange import INVALID_REQUEST, Refused
 
 #: Parameters that RFC 8707 lets a client repeat.
 REPEATABLE = frozenset({"resource", "audience"})
@@ -32,15 +32,22 @@ class Params:
         self.data: dict[str, str] = {k: v[0] for k, v in self.lists.items()}
 
 
-def read_params(request: Request) -> Params:
-    """Parse the request body or raise ``invalid_request`` saying what is wrong."""
-    leaked = BODY_ONLY.intersection(request.args.keys())
+class InvalidRequestError(Refused):
+    """A malformed request: ``invalid_request`` (RFC 6749 §5.2)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(INVALID_REQUEST, description)
+
+
+def check_query(query: str) -> None:
+    """Refuse credentials and tokens sent in the request URI."""
+    if not query:
+        return
+    leaked = BODY_ONLY.intersection(parse_qs(query, keep_blank_values=True))
     if leaked:
         raise InvalidRequestError(
             f"Parameter '{sorted(leaked)[0]}' must be sent in the request body, not the URL."
         )
-    raw = request.get_data(cache=True)  # 413 above MAX_CONTENT_LENGTH
-    return parse_body(request.mimetype, raw)
 
 
 def parse_body(mimetype: str, raw: bytes) -> Params:
@@ -109,8 +116,18 @@ def _json_pairs(raw: bytes) -> list[tuple[str, str]]:
                 raise InvalidRequestError(
                     f"Parameter '{_printable(key)}' must be a string."
                 )
+            if not _utf8(key) or not _utf8(item):  # a lone surrogate from a \ud800 escape
+                raise InvalidRequestError(f"Parameter '{_printable(key)}' is not valid UTF-8.")
             pairs.append((key, item))
     return pairs
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _printable(text: str) -> str:

@@ -99,8 +99,19 @@ def init_app(app: Flask) -> None:
 
 def get_engine() -> Engine:
     """The current app's engine."""
-    engine: Engine = current_app.extensions[EXTENSION_KEY]["engine"]
+    return engine_of(current_app)
+
+
+def engine_of(app: Flask) -> Engine:
+    """``app``'s engine, without an app context."""
+    engine: Engine = app.extensions[EXTENSION_KEY]["engine"]
     return engine
+
+
+def sessions(app: Flask) -> sessionmaker[Session]:
+    """``app``'s session factory, for sessions apart from a request's (closed by the caller)."""
+    factory: sessionmaker[Session] = app.extensions[EXTENSION_KEY]["sessionmaker"]
+    return factory
 
 
 def get_session() -> Session:

@@ -5,6 +5,7 @@ from portal.core.audit.models import AuditEntry
 from portal.core.clients.models import AuthMethod, Client, ClientKind, ClientSecret
 from portal.core.db import Base
 from portal.core.orgs.models import Organization
+from portal.core.ratelimit.models import RateLimitCounter
 from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.tokens.models import IssuedToken, TokenSource, UsedAssertion
 from portal.core.usage.models import UsageEvent, UsageHourly, UsageKind
@@ -12,6 +13,6 @@ from portal.core.users.models import Membership, Role, User
 
 __all__ = [
     "ApiKey", "AuditEntry", "AuthMethod", "Base", "Client", "ClientKind", "ClientSecret",
-    "IssuedToken", "KeyState", "Membership", "Organization", "Role", "SigningKey",
-    "TokenSource", "UsageEvent", "UsedAssertion", "UsageHourly", "UsageKind", "User",
+    "IssuedToken", "KeyState", "Membership", "Organization", "RateLimitCounter", "Role",
+    "SigningKey", "TokenSource", "UsageEvent", "UsedAssertion", "UsageHourly", "UsageKind", "User",
 ]

@@ -46,7 +46,8 @@ class RawStatement:
             processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 self._bind[name] = processor
-        columns = getattr(statement, "selected_columns", None) or []
+        # A SELECT's columns, or what an INSERT ... RETURNING returns.
+        columns = list(getattr(statement, "exported_columns", None) or [])
         self._result: list[Callable[[Any], Any] | None] = [
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in columns
@@ -62,10 +63,12 @@ class RawStatement:
             return [converted[name] for name in self.names]
         return converted
 
-    def execute(self, connection: Any, values: Mapping[str, Any]) -> None:
+    def execute(self, connection: Any, values: Mapping[str, Any]) -> int:
+        """Run it; returns the driver's row count."""
         cursor = connection.cursor()
         try:
             cursor.execute(self.sql, self.params(values))
+            return int(cursor.rowcount or 0)
         finally:
             cursor.close()
 
@@ -188,11 +191,17 @@ class RawConnections:
                 cursor.close()
 
     def write_one(self, connection: RawConnection, statement: RawStatement,
-                  values: Mapping[str, Any]) -> None:
+                  values: Mapping[str, Any]) -> int:
         """One statement, atomic on its own in autocommit mode (SQLite: behind the
-        write-lock file, with no ``BEGIN``/``COMMIT`` round of its own)."""
+        write-lock file, with no ``BEGIN``/``COMMIT`` round of its own); its row count."""
         with self._queued(connection):
-            statement.execute(connection, values)
+            return statement.execute(connection, values)
+
+    def write_first(self, connection: RawConnection, statement: RawStatement,
+                    values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """As :meth:`write_one`, for a statement that returns a row (``RETURNING``)."""
+        with self._queued(connection):
+            return statement.first(connection, values)
 
     @contextlib.contextmanager
     def _queued(self, connection: RawConnection) -> Iterator[None]:

@@ -21,7 +21,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, InputRequired, Length
 
 from portal.core.errors import ValidationFailed
-from portal.core.tokens.services import MAX_TOKEN_LENGTH
+from portal.core.tokens.jws import MAX_TOKEN_LENGTH
 from portal.forms import sentence
 from portal.forms.clients import MultiCheckboxField, parse_claims
 

@@ -18,10 +18,12 @@ from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
 from portal.core import settings
+from portal.core.actor import Actor
 from portal.core.clients.models import Client
 from portal.core.db import get_session
 from portal.core.errors import LatchkeyError, ValidationFailed
 from portal.core.tokens import services as tokens
+from portal.core.tokens.exchange import TokenRequest
 from portal.core.tokens.models import TokenSource
 from portal.core.types import utcnow
 from portal.forms import attach_error
@@ -101,14 +103,15 @@ def mint() -> ResponseReturnValue:
         if not consume_nonce(MINT_NONCE, form.nonce.data):
             flash(ALREADY_MINTED, "warning")
             return redirect(url_for("portal.mint", client=client.client_id))
+        asked = TokenRequest(
+            scopes=tuple(form.scopes.data or ()) or None,
+            audiences=(form.audience.data,) if form.audience.data else None,
+            ttl=form.ttl.data, extra_claims=form.claims() or None)
         try:
-            issued = tokens.issue_token(
-                session, client=client, org_public_id=current_org().public_id,
-                scopes=list(form.scopes.data or []),
-                audiences=[form.audience.data] if form.audience.data else None,
-                ttl=form.ttl.data, extra_claims=form.claims(), source=TokenSource.PORTAL,
-                actor=actor(), source_ip=request_source_ip(),
-            )
+            issued = tokens.mint(session, org_id=current_org().id,
+                                 client_public_id=client.client_id, wanted=asked,
+                                 source=TokenSource.PORTAL,
+                                 actor=Actor(actor(), request_source_ip()))
         except LatchkeyError as e:
             session.rollback()
             if not (isinstance(e, ValidationFailed) and attach_error(form, e)):
@@ -128,7 +131,7 @@ def _render_minted(client: Client, issued: tokens.Issued) -> str:
         "portal/tokens/minted.html",
         client=client,
         token=token,
-        record=issued.record,
+        record=issued.values,
         expires_in=issued.expires_in,
         header_json=json.dumps(jwt.get_unverified_header(token), indent=2),
         claims_json=json.dumps(issued.claims, indent=2),

@@ -211,6 +211,20 @@ CASES: list[Any] = [
     pytest.param(lambda c: post(INTROSPECT, data=b"token=%C0%AF", content_type=FORM,
                                 headers=c.auth),
                  bad_request(), id="introspect-overlong-utf8-token"),
+    pytest.param(lambda c: post(TOKEN, data='{"grant_type":"client_credentials",'
+                                f'"client_id":"\\ud800","client_secret":"{c.secret}"}}',
+                                content_type="application/json"),
+                 bad_request(), id="token-json-lone-surrogate-client-id"),
+    pytest.param(lambda c: post(TOKEN, data='{"grant_type":"client_credentials",'
+                                f'"client_id":"{c.client_id}","client_secret":"x\\udfff"}}',
+                                content_type="application/json"),
+                 bad_request(), id="token-json-lone-surrogate-secret"),
+    pytest.param(lambda c: post(INTROSPECT, data='{"token":"\\ud800"}',
+                                content_type="application/json", headers=c.auth),
+                 bad_request(), id="introspect-json-lone-surrogate-token"),
+    pytest.param(lambda c: post(REVOKE, data='{"token":"a","\\ud83d":"b"}',
+                                content_type="application/json", headers=c.auth),
+                 bad_request(), id="revoke-json-lone-surrogate-key"),
     # -- JSON shapes -----------------------------------------------------------------
     pytest.param(lambda c: post(TOKEN, json=["grant_type", "client_credentials"],
                                 headers=c.auth),
@@ -323,10 +337,6 @@ CASES: list[Any] = [
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials",
                                              "resource": "https://[::1/api"}, headers=c.auth),
                  bad_request("invalid_target"), id="token-resource-broken-ipv6-uri"),
-    pytest.param(lambda c: post(TOKEN, json={"grant_type": "client_credentials",
-                                             "audience": ["https://api.example.com", ""]},
-                                headers=c.auth),
-                 bad_request("invalid_target"), id="token-json-empty-audience"),
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "urn:ietf:params:oauth:grant-type:"
                                              "jwt-bearer"}, headers=c.auth),
                  bad_request("unsupported_grant_type"), id="token-unknown-grant-type"),
@@ -351,9 +361,6 @@ CASES: list[Any] = [
                                              "client_assertion_type": "urn:example:saml",
                                              "client_assertion": c.token}),
                  bad_request("invalid_client"), id="token-client-assertion-type-wrong"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials", "scope": ""},
-                                headers=c.auth),
-                 bad_request("invalid_scope"), id="token-empty-scope"),
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials",
                                              "scope": 'read "write"'}, headers=c.auth),
                  bad_request("invalid_scope"), id="token-scope-with-double-quote"),
@@ -393,7 +400,7 @@ def ctx(client, session) -> Ctx:
     token = get_token(client, c, secret)
     api_key, _ = make_api_key(session, org)
     kid = jwt.get_unverified_header(token)["kid"]
-    found = keyring().public_key(session, kid)
+    found = keyring().public_key(kid)
     assert found is not None
     pem = found.public_key.public_bytes(serialization.Encoding.PEM,
                                 serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -30,7 +30,7 @@ def redis_url():
 
 @pytest.fixture
 def app_config(redis_url):
-    return {"REDIS_URL": redis_url, "RATELIMIT_STORAGE_URI": "memory://",
+    return {"REDIS_URL": redis_url, "RATELIMIT_STORAGE_URI": None,
             "TOKEN_FAILURE_RATE_LIMIT": "3/minute"}
 
 

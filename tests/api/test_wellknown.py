@@ -9,13 +9,26 @@ import jwt
 import pytest
 from sqlalchemy import select
 
+from portal.core.signing_keys import services as signing_keys
 from portal.core.signing_keys.models import KeyState, SigningKey
+from tests.api.conftest import BACKEND_DOORS
 from tests.factories import basic, make_client, make_org
 
 JWKS = "/.well-known/jwks.json"
+METADATA = "/.well-known/oauth-authorization-server"
 METADATA_PATHS = ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"]
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
 AUTH_METHODS = {"client_secret_basic", "client_secret_post", "private_key_jwt"}
+
+
+@pytest.fixture(params=[p for p in BACKEND_DOORS if p.values[0][1] == "wsgi"])
+def backend_door(request):
+    """The well-known documents do not go through the protocol's doors: one door suffices."""
+    return tuple(request.param)
+
+
+def fast_path(app):
+    return app.wsgi_app
 
 
 @pytest.fixture
@@ -144,14 +157,14 @@ def test_metadata_omits_scopes_supported_by_default(client, session):
         assert "scopes_supported" not in client.get(path).get_json()
 
 
-@pytest.mark.parametrize("app_config", [{"SCOPES_SUPPORTED": ["orders:read", "orders:write"]}])
-def test_metadata_lists_configured_scopes(client, app_config):
+@pytest.mark.parametrize("extra_config", [{"SCOPES_SUPPORTED": ["orders:read", "orders:write"]}])
+def test_metadata_lists_configured_scopes(client, extra_config):
     for path in METADATA_PATHS:
         assert client.get(path).get_json()["scopes_supported"] == ["orders:read", "orders:write"]
 
 
-@pytest.mark.parametrize("app_config", [{"SCOPES_SUPPORTED": "orders:read, orders:write"}])
-def test_metadata_lists_configured_scopes_from_a_string(client, app_config):
+@pytest.mark.parametrize("extra_config", [{"SCOPES_SUPPORTED": "orders:read, orders:write"}])
+def test_metadata_lists_configured_scopes_from_a_string(client, extra_config):
     doc = client.get(METADATA_PATHS[1]).get_json()
     assert doc["scopes_supported"] == ["orders:read", "orders:write"]
 
@@ -161,3 +174,80 @@ def test_metadata_is_cacheable(client):
     assert "max-age=" in response.headers["Cache-Control"]
     again = client.get(METADATA_PATHS[1], headers={"If-None-Match": response.headers["ETag"]})
     assert again.status_code == HTTPStatus.NOT_MODIFIED
+
+
+# -- JWKS and metadata -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [JWKS, METADATA])
+def test_replayed_response_equals_the_first(client, org, path):
+    first = client.get(path)
+    second = client.get(path)
+    assert second.status_code == HTTPStatus.OK
+    assert second.data == first.data
+    assert second.headers["ETag"] == first.headers["ETag"]
+    assert second.headers["Cache-Control"] == first.headers["Cache-Control"]
+    assert second.headers["Content-Type"] == "application/json"
+    assert second.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("path", [JWKS, METADATA])
+def test_replayed_response_is_served_without_flask(app, client, org, path):
+    client.get(path)
+    calls = []
+
+    def not_flask(environ, start_response):
+        calls.append(environ["PATH_INFO"])
+        raise AssertionError("the fast path should have answered")
+
+    fast_path(app).wsgi_app = not_flask
+    response = client.get(path)
+    assert response.status_code == HTTPStatus.OK and calls == []
+
+
+@pytest.mark.parametrize("path", [JWKS, METADATA])
+def test_matching_if_none_match_gets_304_twice(client, org, path):
+    etag = client.get(path).headers["ETag"]
+    for _ in range(2):  # the second one comes from the fast path
+        response = client.get(path, headers={"If-None-Match": etag})
+        assert response.status_code == HTTPStatus.NOT_MODIFIED
+        assert response.headers["ETag"] == etag
+        assert response.data == b""
+
+
+@pytest.mark.parametrize("path", [JWKS, METADATA])
+def test_stale_if_none_match_gets_the_document(client, org, path):
+    client.get(path)
+    response = client.get(path, headers={"If-None-Match": '"not-it"'})
+    assert response.status_code == HTTPStatus.OK and response.get_json()
+
+
+def test_head_gets_headers_without_a_body(client, org):
+    length = client.get(JWKS).headers["Content-Length"]
+    response = client.head(JWKS)
+    assert response.status_code == HTTPStatus.OK
+    assert response.headers["Content-Length"] == length and response.data == b""
+
+
+def test_rotation_shows_in_the_jwks_at_once(client, session, org):
+    before = client.get(JWKS)
+    signing_keys.rotate(session, org_id=org.id, actor="test")
+    session.commit()
+    after = client.get(JWKS)
+    assert after.headers["ETag"] != before.headers["ETag"]
+    kids = {key["kid"] for key in after.get_json()["keys"]}
+    assert kids != {key["kid"] for key in before.get_json()["keys"]}
+
+
+def test_expired_jwks_cache_is_rebuilt_from_the_database(app, client, session, org):
+    client.get(JWKS)
+    ring = app.extensions[signing_keys.EXTENSION_KEY]
+    ring._jwks = (0.0, *ring._jwks[1:])  # as if KEY_CACHE_SECONDS had passed
+    assert ring.fresh_jwks_etag() is None
+    assert client.get(JWKS).status_code == HTTPStatus.OK
+    assert ring.fresh_jwks_etag() is not None
+
+
+def test_other_methods_still_reach_flask(client, org):
+    client.get(JWKS)
+    assert client.post(JWKS).status_code == HTTPStatus.METHOD_NOT_ALLOWED

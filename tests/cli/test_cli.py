@@ -15,13 +15,12 @@ from portal.core.clients.models import Client
 from portal.core.orgs.models import Organization
 from portal.core.signing_keys import services as signing_keys
 from portal.core.signing_keys.models import KeyState
-from portal.core.tokens import services as tokens
 from portal.core.tokens.models import IssuedToken
 from portal.core.types import utcnow
 from portal.core.usage import services as usage
 from portal.core.usage.models import UsageEvent, UsageHourly, UsageKind
 from portal.core.users.models import Membership, Role, User
-from tests.factories import PASSWORD, basic, make_client, make_org
+from tests.factories import PASSWORD, basic, make_client, make_org, mint
 
 AUDIENCE = "https://api.example.com"
 
@@ -241,10 +240,7 @@ def test_rotation_audit_entry_names_actor_cli(session, runner, acme):
 
 
 def _issue(session, org, c, *, issued_at, ttl=300):
-    issued = tokens.issue_token(session, client=c, org_public_id=org.public_id, ttl=ttl,
-                                now=issued_at)
-    session.commit()
-    return issued.record.jti
+    return mint(session, c, ttl=ttl, now=issued_at).values["jti"]
 
 
 def test_prune_deletes_token_records_expired_over_a_day_ago(session, runner, acme):

@@ -1,4 +1,4 @@
-"""decode_token: only tokens exactly as this server signs them, valid now, verify."""
+"""verified_claims: only tokens exactly as this server signs them, valid now, verify."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 
 from portal.core import settings
 from portal.core.signing_keys import services as signing_keys
-from portal.core.tokens import services as tokens
-from tests.factories import make_client, make_org
+from tests.factories import decode, make_client, make_org, mint
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -25,14 +24,12 @@ def org(request, session):
 @pytest.fixture
 def issued(session, org):
     client, _secret = make_client(session, org)
-    issued = tokens.issue_token(session, client=client, org_public_id=org.public_id)
-    session.commit()
-    return issued
+    return mint(session, client)
 
 
 @pytest.fixture
 def key(session, org):
-    return signing_keys.keyring().active_key(session, org.id)
+    return signing_keys.keyring().active_key(org.id)
 
 
 def b64(raw: bytes) -> str:
@@ -48,14 +45,14 @@ def claims_now(**changes):
 
 
 def test_our_token_decodes_to_its_claims(session, issued):
-    claims = tokens.decode_token(session, issued.access_token)
+    claims = decode(issued.access_token)
     assert claims == issued.claims
     assert claims == jwt.decode(issued.access_token, options={"verify_signature": False})
 
 
 def test_claims_we_sign_and_that_hold_now_decode(session, key):
     claims = claims_now()  # once: a second call may fall in the next second
-    assert tokens.decode_token(session, key.sign(claims)) == claims
+    assert decode(key.sign(claims)) == claims
 
 
 @pytest.mark.parametrize("changes", [
@@ -71,7 +68,7 @@ def test_signed_claims_that_do_not_hold_give_none(session, key, changes):
     now = int(time.time())
     relative = {k: now + v if k in ("exp", "iat", "nbf") and type(v) is int else v
                 for k, v in changes.items()}
-    assert tokens.decode_token(session, key.sign(claims_now(**relative))) is None
+    assert decode(key.sign(claims_now(**relative))) is None
 
 
 @pytest.mark.parametrize("headers", [
@@ -85,16 +82,16 @@ def test_header_other_than_the_keys_own_gives_none_even_when_signed_by_it(sessio
                        headers={"kid": key.kid, **headers})
     assert jwt.decode(token, key.private_key.public_key(), algorithms=[key.alg],
                       options={"verify_aud": False})  # a valid JWS all the same
-    assert tokens.decode_token(session, token) is None
+    assert decode(token) is None
 
 
 def test_algorithm_is_the_keys_not_the_tokens(session):
     """PS256 is another algorithm over the same RSA key as RS256."""
     rsa_org = make_org(session, signing_alg="RS256")
-    key = signing_keys.keyring().active_key(session, rsa_org.id)
+    key = signing_keys.keyring().active_key(rsa_org.id)
     token = jwt.encode(claims_now(), key.private_key, algorithm="PS256",
                        headers={"typ": "at+jwt", "kid": key.kid})
-    assert tokens.decode_token(session, token) is None
+    assert decode(token) is None
 
 
 def test_signature_in_another_spelling_gives_none(session, issued):
@@ -105,7 +102,7 @@ def test_signature_in_another_spelling_gives_none(session, issued):
     respelled = signature[:-1] + ALPHABET[last + 1]
     assert base64.urlsafe_b64decode(respelled + "=" * (-len(respelled) % 4)) == \
         base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
-    assert tokens.decode_token(session, f"{head}.{body}.{respelled}") is None
+    assert decode(f"{head}.{body}.{respelled}") is None
 
 
 @pytest.mark.parametrize("mangle", [
@@ -119,7 +116,7 @@ def test_signature_in_another_spelling_gives_none(session, issued):
 ], ids=["padded", "padded-header", "four-parts", "two-parts", "std-alphabet", "non-ascii",
         "unsigned"])
 def test_mangled_token_gives_none(session, issued, mangle):
-    assert tokens.decode_token(session, mangle(issued.access_token)) is None
+    assert decode(mangle(issued.access_token)) is None
 
 
 @pytest.mark.parametrize("header", [
@@ -128,10 +125,10 @@ def test_mangled_token_gives_none(session, issued, mangle):
 ])
 def test_header_that_names_no_key_of_ours_gives_none(session, issued, header):
     _head, body, signature = issued.access_token.split(".")
-    assert tokens.decode_token(session, f"{b64(header)}.{body}.{signature}") is None
+    assert decode(f"{b64(header)}.{body}.{signature}") is None
 
 
 def test_payload_of_another_token_under_our_signature_gives_none(session, issued, key):
     head, _body, signature = issued.access_token.split(".")
     other = b64(json.dumps(claims_now()).encode())
-    assert tokens.decode_token(session, f"{head}.{other}.{signature}") is None
+    assert decode(f"{head}.{other}.{signature}") is None

@@ -110,7 +110,7 @@ def test_new_public_id_has_prefix_and_no_dashes_or_underscores_after_it():
 
 @pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
 def test_active_key_signs_what_pyjwt_verifies_with_the_same_header(alg):
-    key = ActiveKey(kid="kid-1", alg=alg, private_key=generate_private_key(alg))
+    key = ActiveKey(kid="kid-1", alg=alg, org_id=1, private_key=generate_private_key(alg))
     claims = {"iss": "https://issuer.test", "exp": 2_000_000_000, "scope": "a b", "x": ["é", 1]}
     token = key.sign(claims)
     assert jwt.get_unverified_header(token) == {"alg": alg, "kid": "kid-1", "typ": "at+jwt"}
@@ -120,7 +120,7 @@ def test_active_key_signs_what_pyjwt_verifies_with_the_same_header(alg):
 
 @pytest.mark.parametrize("alg", ["RS256", "EdDSA"])  # deterministic signatures
 def test_active_key_signs_the_same_bytes_as_pyjwt(alg):
-    key = ActiveKey(kid="kid-1", alg=alg, private_key=generate_private_key(alg))
+    key = ActiveKey(kid="kid-1", alg=alg, org_id=1, private_key=generate_private_key(alg))
     claims = {"sub": "c", "n": 1, "nested": {"b": 2, "a": 1}}
     assert key.sign(claims) == jwt.encode(claims, key.private_key, algorithm=alg,
                                           headers={"typ": "at+jwt", "kid": key.kid})

@@ -14,7 +14,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,9 +29,10 @@ from sqlalchemy.orm import Session
 
 from portal.core import crypto, settings
 from portal.core.audit import services as audit
-from portal.core.db import autocommit, new_session
+from portal.core.db import autocommit
 from portal.core.errors import NoSigningKey, ValidationFailed
 from portal.core.signing_keys.models import KeyState, SigningKey
+from portal.core.tokens.jws import UnverifiedToken
 from portal.core.tokens.models import IssuedToken
 from portal.core.types import utcnow
 
@@ -187,6 +188,7 @@ def header_segment(alg: str, kid: str) -> bytes:
 class _Key:
     kid: str
     alg: str
+    org_id: int
 
     @functools.cached_property
     def header_segment(self) -> bytes:
@@ -215,7 +217,7 @@ class ActiveKey(_Key):
 
 @dataclass(frozen=True)
 class PublishedKey(_Key):
-    """A published key as a verifier needs it: its algorithm and its public key."""
+    """A published key as a verifier needs it: its org, its algorithm and its public key."""
 
     public_key: Any  # the loaded cryptography key object
 
@@ -223,24 +225,14 @@ class PublishedKey(_Key):
         """Whether ``signature`` (raw bytes, as in a JWS) is this key's over ``signing_input``."""
         return bool(self._algorithm.verify(signing_input, self.public_key, signature))
 
-
-@contextlib.contextmanager
-def _reading(session: Session | None) -> Iterator[Session]:
-    """``session``, or a session of its own in autocommit mode, closed afterwards.
-
-    The protocol fast path signs and verifies outside any request session and
-    writes on a connection of its own: an ORM transaction left open by a key
-    read (on SQLite, ``BEGIN IMMEDIATE``: the write lock) would block that write.
-    """
-    if session is not None:
-        yield session
-        return
-    own = new_session()
-    try:
-        autocommit(own)
-        yield own
-    finally:
-        own.close()
+    def verifies(self, token: UnverifiedToken) -> bool:
+        """Whether ``token`` is one this key signed: the key's own header, byte for byte
+        (the algorithm is the key's, never the token's choice, RFC 8725 §3.1; typ at+jwt),
+        and a valid signature."""
+        if token.head.encode() != self.header_segment:
+            return False
+        signature = token.raw_signature
+        return signature is not None and self.verify(token.signing_input, signature)
 
 
 class KeyRing:
@@ -250,9 +242,16 @@ class KeyRing:
     key is loaded once per process. Which key is active, and the JWKS document,
     are re-read from the database after ``KEY_CACHE_SECONDS``; rotation works
     across processes because the next key is published before it signs.
+
+    Needs no app context: it reads through sessions of its own (in autocommit
+    mode, so a read never holds a transaction, and on SQLite never the write lock)
+    unless a caller passes the session it is in.
     """
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, sessions: Callable[[], Session], key_encryption_keys: tuple[str, ...],
+                 ttl: float) -> None:
+        self.sessions = sessions
+        self.key_encryption_keys = key_encryption_keys
         self.ttl = ttl
         self._lock = threading.Lock()
         self._private: dict[str, Any] = {}
@@ -260,22 +259,30 @@ class KeyRing:
         self._public: dict[str, tuple[float, PublishedKey]] = {}
         self._jwks: tuple[float, bytes, str] | None = None
 
+    @contextlib.contextmanager
+    def _reading(self, session: Session | None) -> Iterator[Session]:
+        if session is not None:
+            yield session
+            return
+        own = self.sessions()
+        try:
+            autocommit(own)
+            yield own
+        finally:
+            own.close()
+
     def forget_org(self, org_id: int) -> None:
         with self._lock:
             self._active.pop(org_id, None)
             self._jwks = None
             self._public.clear()
 
-    def active_key(self, session: Session | None, org_id: int) -> ActiveKey:
-        """The org's signing key, loaded and decrypted at most once per process.
-
-        ``session`` None: a session of its own, opened only when the cached key is
-        stale, that holds no transaction (see :func:`_reading`).
-        """
+    def active_key(self, org_id: int, session: Session | None = None) -> ActiveKey:
+        """The org's signing key, loaded and decrypted at most once per process."""
         hit = self._active.get(org_id)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        with _reading(session) as reader:
+        with self._reading(session) as reader:
             row = reader.scalar(
                 select(SigningKey).where(
                     SigningKey.org_id == org_id, SigningKey.state == KeyState.ACTIVE
@@ -285,29 +292,27 @@ class KeyRing:
             raise NoSigningKey("this organisation has no active signing key")
         private = self._private.get(row.kid)
         if private is None:
-            pem = crypto.decrypt_private_key(
-                settings.key_encryption_keys(), row.private_key_ciphertext
-            )
+            pem = crypto.decrypt_private_key(self.key_encryption_keys, row.private_key_ciphertext)
             private = serialization.load_pem_private_key(pem, password=None)
             self._private[row.kid] = private
-        key = ActiveKey(kid=row.kid, alg=row.alg, private_key=private)
+        key = ActiveKey(kid=row.kid, alg=row.alg, org_id=row.org_id, private_key=private)
         with self._lock:
             self._active[org_id] = (time.monotonic() + self.ttl, key)
         return key
 
-    def public_key(self, session: Session | None, kid: str) -> PublishedKey | None:
-        """The published key ``kid``, or None (``session`` as above)."""
+    def public_key(self, kid: str, session: Session | None = None) -> PublishedKey | None:
+        """The published key ``kid``, or None."""
         hit = self._public.get(kid)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        with _reading(session) as reader:
+        with self._reading(session) as reader:
             row = reader.scalar(select(SigningKey).where(SigningKey.kid == kid))
         if row is None or not row.is_published(utcnow()):
             # Only hits are cached: caching misses would let tokens with random
             # kids grow this dict without bound.
             return None
         public = jwt.get_algorithm_by_name(row.alg).from_jwk(json.dumps(row.public_jwk))
-        value = PublishedKey(kid=row.kid, alg=row.alg, public_key=public)
+        value = PublishedKey(kid=row.kid, alg=row.alg, org_id=row.org_id, public_key=public)
         with self._lock:
             self._public[kid] = (time.monotonic() + self.ttl, value)
         return value
@@ -319,13 +324,14 @@ class KeyRing:
             return hit[2]
         return None
 
-    def jwks(self, session: Session) -> tuple[bytes, str]:
+    def jwks(self, session: Session | None = None) -> tuple[bytes, str]:
         """The JWKS document as bytes and its ETag, rebuilt at most every ``ttl``."""
         hit = self._jwks
         if hit is not None and hit[0] > time.monotonic():
             return hit[1], hit[2]
         now = utcnow()
-        rows = session.scalars(select(SigningKey).order_by(SigningKey.id))
+        with self._reading(session) as reader:
+            rows = list(reader.scalars(select(SigningKey).order_by(SigningKey.id)))
         keys = [row.public_jwk for row in rows if row.is_published(now)]
         body = json.dumps({"keys": keys}, separators=(",", ":")).encode()
         etag = hashlib.sha256(body).hexdigest()[:32]
@@ -341,4 +347,9 @@ def keyring() -> KeyRing:
 
 
 def init_app(app: Any) -> None:
-    app.extensions[EXTENSION_KEY] = KeyRing(ttl=float(app.config["KEY_CACHE_SECONDS"]))
+    from portal.config import key_list
+    from portal.core.db import sessions
+
+    app.extensions[EXTENSION_KEY] = KeyRing(
+        sessions(app), tuple(key_list(app.config["KEY_ENCRYPTION_KEYS"])),
+        ttl=float(app.config["KEY_CACHE_SECONDS"]))

@@ -1,396 +1,141 @@
-"""Issuing, verifying, introspecting and revoking access tokens (RFC 9068 JWTs)."""
+"""Issuing, minting and revoking access tokens (RFC 9068 JWTs).
+
+The rules of an exchange are :mod:`portal.core.tokens.exchange`'s, its reads and
+writes :mod:`portal.core.tokens.store`'s; :func:`issue` puts them together for every
+door: the token endpoint, the portal's mint and the management API.
+"""
 
 from __future__ import annotations
 
-import base64
-import functools
-import json
-import re
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import Insert, Select, bindparam, delete, insert, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session
 
-from portal.core import settings
+from portal.core import crypto, settings
+from portal.core.actor import Actor
 from portal.core.audit import services as audit
-from portal.core.clients.models import Client, ClientKind
-from portal.core.clients.services import check_ttl
-from portal.core.db import table_of
-from portal.core.errors import NotFound, ValidationFailed
-from portal.core.signing_keys.services import keyring
-from portal.core.tokens.claims import audience_claim, check_custom_claims
+from portal.core.clients.models import Client
+from portal.core.errors import NoSigningKey, NotFound
+from portal.core.signing_keys.services import KeyRing, keyring
+from portal.core.tokens import exchange
+from portal.core.tokens.exchange import ClientSnapshot, Refused, TokenRequest, TtlBounds
+from portal.core.tokens.jws import MAX_TOKEN_LENGTH, UnverifiedToken, claimed_jti
 from portal.core.tokens.models import IssuedToken, TokenSource
+from portal.core.tokens.store import Connection, TokenStore, session_connection, token_store
 from portal.core.types import utcnow
-from portal.core.usage.models import UsageEvent
-
-#: Largest token we try to parse; anything longer is not ours.
-MAX_TOKEN_LENGTH = 8192
-
-
-class ScopeNotAllowed(ValidationFailed):
-    code = "invalid_scope"
-
-
-class AudienceNotAllowed(ValidationFailed):
-    code = "invalid_target"
+from portal.core.usage.models import UsageKind
+from portal.core.usage.services import event_values
 
 
 @dataclass(frozen=True)
 class Issued:
-    """A freshly signed token: the compact JWT, its claims and its record."""
+    """A signed and recorded token: the compact JWT, its claims and its record's values."""
 
     access_token: str
     claims: dict[str, Any]
-    record: IssuedToken
+    values: dict[str, Any]  # its issued_tokens row
     expires_in: int
+    kid: str
+    alg: str
 
 
-def grant_scopes(client: Grantee, requested: list[str] | None) -> list[str]:
-    """The scopes to grant: the requested subset of the allowed ones, default all."""
-    if requested is None or requested == []:
-        return list(client.scopes)
-    refused = [s for s in requested if s not in client.scopes]
-    if refused:
-        raise ScopeNotAllowed(
-            "scope not allowed for this client: " + " ".join(refused), field="scope"
-        )
-    return requested
-
-
-def grant_audiences(client: Grantee, requested: list[str] | None) -> list[str]:
-    """The audiences to grant: the requested ones (each allowed), default all allowed."""
-    if not requested:
-        return list(client.audiences)
-    refused = [a for a in requested if a not in client.audiences]
-    if refused:
-        raise AudienceNotAllowed(
-            "audience not allowed for this client: " + " ".join(refused), field="audience"
-        )
-    return list(dict.fromkeys(requested))
-
-
-class _HasPublicId(Protocol):
-    @property
-    def public_id(self) -> str: ...
-
-
-class Grantee(Protocol):
-    """What :func:`sign_token` reads of a client: a :class:`Client`, or the
-    token endpoint's :class:`portal.core.hotpath.AuthenticatedClient`."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def org_id(self) -> int: ...
-    @property
-    def client_id(self) -> str: ...
-    @property
-    def kind(self) -> ClientKind: ...
-    @property
-    def scopes(self) -> list[str]: ...
-    @property
-    def audiences(self) -> list[str]: ...
-    @property
-    def token_ttl(self) -> int: ...
-    @property
-    def custom_claims(self) -> dict[str, Any]: ...
-    @property
-    def user(self) -> _HasPublicId | None: ...
-
-
-@dataclass(frozen=True)
-class Signed:
-    """A signed token and the column values of its record, not yet written."""
-
-    access_token: str
-    claims: dict[str, Any]
-    expires_in: int
-    values: dict[str, Any]  # the issued_tokens row
-
-
-def sign_token(
-    session: Session | None,
+def issue(
+    connection: Connection,
+    client: ClientSnapshot,
+    wanted: TokenRequest,
     *,
-    client: Grantee,
-    org_public_id: str,
-    scopes: list[str] | None = None,
-    audiences: list[str] | None = None,
-    ttl: int | None = None,
-    extra_claims: dict[str, Any] | None = None,
-    source: TokenSource = TokenSource.TOKEN_ENDPOINT,
-    now: datetime | None = None,
-) -> Signed:
-    """Judge the request against the client and sign the token; writes nothing.
+    store: TokenStore,
+    keys: KeyRing,
+    issuer: str,
+    bounds: TtlBounds,
+    source: TokenSource,
+    source_ip: str,
+    now: datetime,
+) -> Issued:
+    """Grant (:func:`exchange.grant`), sign and record a token for ``client``.
 
-    Custom claims come from the client, then ``extra_claims`` (mint time);
-    reserved claims in either are refused. The session (None: one of the key ring's
-    own) is only read, and only when this process has no fresh copy of the org's key.
+    The token's record and its usage event are written by the store, on
+    ``connection``: atomically on its own, or in the caller's session.
     """
-    now = (now or utcnow()).replace(microsecond=0)
-    granted_scopes = grant_scopes(client, scopes)
-    granted_audiences = grant_audiences(client, audiences)
-    lifetime = client.token_ttl if ttl is None else check_ttl(ttl)
-    custom = {**client.custom_claims, **check_custom_claims(extra_claims)}
-    key = keyring().active_key(session, client.org_id)
-    jti = secrets.token_urlsafe(18)
-    iat = int(now.timestamp())
-    claims: dict[str, Any] = {
-        **custom,
-        "iss": settings.issuer(),
-        "sub": client.client_id,
-        "aud": audience_claim(granted_audiences),
-        "exp": iat + lifetime,
-        "iat": iat,
-        "nbf": iat,
-        "jti": jti,
-        "client_id": client.client_id,
-        "scope": " ".join(granted_scopes),
-        "oid": org_public_id,
-    }
-    if client.kind is ClientKind.USER and client.user is not None:
-        claims["sub"] = client.user.public_id
-        claims["uid"] = client.user.public_id
-    token = key.sign(claims)
-    values = {
-        "jti": jti,
-        "org_id": client.org_id,
-        "client_id": client.id,
-        "subject": claims["sub"],
-        "audience": granted_audiences,
-        "scopes": granted_scopes,
-        "kid": key.kid,
-        "issued_at": now,
-        "expires_at": now + timedelta(seconds=lifetime),
-        "source": source,
-    }
-    return Signed(access_token=token, claims=claims, expires_in=lifetime, values=values)
+    granted = exchange.grant(client, wanted, bounds)
+    issued_at = now.replace(microsecond=0)
+    try:
+        key = keys.active_key(client.org_id)
+    except (NoSigningKey, crypto.KeyDecryptionFailed) as e:
+        raise Refused("temporarily_unavailable",
+                      "The server cannot sign tokens for this organisation right now.",
+                      status=503, detail=str(e), client=client) from e
+    claims = exchange.claims_for(client, granted, issuer=issuer, jti=secrets.token_urlsafe(18),
+                                 issued_at=int(issued_at.timestamp()))
+    access_token = key.sign(claims)
+    values = exchange.record_values(client, granted, claims, kid=key.kid, issued_at=issued_at,
+                                    source=source)
+    event = event_values(kind=UsageKind.TOKEN_ISSUED, org_id=client.org_id, client_id=client.id,
+                         client_ref=client.public_id, jti=claims["jti"], source_ip=source_ip,
+                         now=now)
+    store.record_issued(connection, values, event, client=client, now=now)
+    return Issued(access_token=access_token, claims=claims, values=values,
+                  expires_in=granted.ttl, kid=key.kid, alg=key.alg)
 
 
-def issue_token(
+def mint(
     session: Session,
     *,
-    client: Client,
-    org_public_id: str,
-    scopes: list[str] | None = None,
-    audiences: list[str] | None = None,
-    ttl: int | None = None,
-    extra_claims: dict[str, Any] | None = None,
-    source: TokenSource = TokenSource.TOKEN_ENDPOINT,
-    actor: str | None = None,
-    source_ip: str = "",
+    org_id: int,
+    client_public_id: str,
+    wanted: TokenRequest,
+    source: TokenSource,
+    actor: Actor,
     now: datetime | None = None,
 ) -> Issued:
-    """Sign an access token for ``client`` and record it.
+    """An admin's mint (the portal, the management API): a token for one of the org's
+    clients, by the same rules as the token endpoint, recorded and audited in ``session``.
 
-    Custom claims come from the client, then ``extra_claims`` (mint time);
-    reserved claims in either are refused. Portal and API mints are audited.
-    The token endpoint uses :func:`sign_token` and :func:`record_issued` instead.
+    Another org's client is :class:`NotFound`; a refusal is a :class:`Refused`
+    naming the field it is about.
     """
-    signed = sign_token(
-        session, client=client, org_public_id=org_public_id, scopes=scopes,
-        audiences=audiences, ttl=ttl, extra_claims=extra_claims, source=source, now=now,
+    now = now or utcnow()
+    store = token_store()
+    connection = session_connection(session)
+    client = store.client(connection, public_id=client_public_id, org_id=org_id)
+    if client is None:
+        raise NotFound("no such client")
+    issued = issue(connection, client, wanted, store=store, keys=keyring(),
+                   issuer=settings.issuer(), bounds=TtlBounds(*settings.ttl_bounds()),
+                   source=source, source_ip=actor.source_ip, now=now)
+    values = issued.values
+    audit.record(
+        session, org_id=org_id, actor=actor.label, action="token:minted",
+        target_type="client", target_id=client.public_id,
+        details={"jti": values["jti"], "scopes": values["scopes"],
+                 "audience": values["audience"], "ttl": issued.expires_in,
+                 "source": source.value},
+        source_ip=actor.source_ip, now=values["issued_at"],
     )
-    values = signed.values
-    record = IssuedToken(**values)
-    session.add(record)
-    if source is not TokenSource.TOKEN_ENDPOINT:
-        audit.record(
-            session,
-            org_id=client.org_id,
-            actor=actor or "system",
-            action="token:minted",
-            target_type="client",
-            target_id=client.client_id,
-            details={"jti": values["jti"], "scopes": values["scopes"],
-                     "audience": values["audience"], "ttl": signed.expires_in,
-                     "source": source.value},
-            source_ip=source_ip,
-            now=values["issued_at"],
-        )
-    return Issued(access_token=signed.access_token, claims=signed.claims, record=record,
-                  expires_in=signed.expires_in)
+    return issued
 
 
-def record_issued(session: Session, signed: Signed, *, event: dict[str, Any]) -> None:
-    """Write a token endpoint token's record and its usage event with Core ``INSERT`` s.
+def verified_claims(
+    token: UnverifiedToken | None, *, kid: str | None, keys: KeyRing, issuer: str, now: datetime,
+) -> tuple[dict[str, Any] | None, int | None]:
+    """The claims of ``token`` if the published key ``kid`` (the one its record names)
+    signed it with that key's own header and they hold now; and the org of that key.
 
-    ``event`` is :func:`portal.core.usage.services.event_values`. On PostgreSQL
-    both rows go in one statement (a data-modifying CTE): one round trip, atomic
-    even in autocommit mode. Elsewhere (SQLite) they are two statements, so the
-    caller runs them in one transaction: the write lock is held for just these.
+    ``(None, None)``: not signed by that key (forged, another key, malformed);
+    ``(None, org)``: signed by it but expired, not yet valid or of another issuer.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        params = {f"t_{k}": v for k, v in signed.values.items()}
-        params.update({f"e_{k}": v for k, v in event.items()})
-        session.execute(issued_with_event(), params)
-    else:
-        session.execute(insert(table_of(IssuedToken)), signed.values)
-        session.execute(insert(table_of(UsageEvent)), event)
-
-
-@functools.cache
-def issued_with_event() -> Insert:
-    """``WITH issued_token AS (INSERT INTO issued_tokens ...) INSERT INTO usage_events ...``.
-
-    Built once with named parameters (``t_*`` and ``e_*``), so each request
-    only binds values; SQLAlchemy's compiled cache does the rest.
-    """
-    tokens_table = table_of(IssuedToken)
-    events_table = table_of(UsageEvent)
-    token_columns = [c.name for c in tokens_table.columns if c.name not in ("id",)]
-    token_columns = [c for c in token_columns if c not in ("revoked_at", "revoked_by")]
-    event_columns = [c.name for c in events_table.columns if c.name != "id"]
-    tokens = insert(tokens_table).values(
-        {c: bindparam(f"t_{c}", type_=tokens_table.c[c].type) for c in token_columns}
-    )
-    events = insert(events_table).values(
-        {c: bindparam(f"e_{c}", type_=events_table.c[c].type) for c in event_columns}
-    )
-    return events.add_cte(tokens.cte("issued_token"))
-
-
-def decode_token(session: Session | None, token: str) -> dict[str, Any] | None:
-    """The claims of a token this server signed and that verifies now, else None.
-
-    Anything malformed, forged, signed by an unknown or unpublished key, with
-    another header than its key signs with, expired, not yet valid or from
-    another issuer gives None; never raises.
-
-    Only our own tokens are accepted, so this checks them against what we sign
-    (RFC 7515 compact form, unpadded base64url, RFC 9068 header) rather than
-    through ``jwt.decode``, whose per-character segment checks in Python cost
-    more than verifying an ES256 signature.
-    """
-    return verify_token(session, read_token(token))
-
-
-@dataclass(frozen=True, slots=True)
-class UnverifiedToken:
-    """A token split into its segments, with the claims its payload makes: nothing
-    of it counts until :func:`verify_token` has checked it."""
-
-    head: str
-    body: str
-    signature: str
-    claims: dict[str, Any]
-
-    @property
-    def claimed_jti(self) -> str | None:
-        """The ``jti`` it claims, if it is one we could have issued."""
-        jti = self.claims.get("jti")
-        # Every jti we issue is a short string (the column holds 64 characters).
-        return jti if isinstance(jti, str) and 0 < len(jti) <= 64 and "\x00" not in jti else None
-
-
-def read_token(token: str) -> UnverifiedToken | None:
-    """``token`` split and its payload parsed, if it has the form of a compact JWS
-    with a JSON object for a payload; nothing is verified."""
-    if not token or len(token) > MAX_TOKEN_LENGTH:
-        return None
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    head, body, signature = parts
-    claims = _json_object(_segment(body))
-    return None if claims is None else UnverifiedToken(head, body, signature, claims)
-
-
-def verify_token(session: Session | None, token: UnverifiedToken | None) -> dict[str, Any] | None:
-    """The token's claims if this server signed it and it holds now (see :func:`decode_token`)."""
-    if token is None:
-        return None
-    kid = _header_kid(token.head)
-    key = keyring().public_key(session, kid) if kid is not None else None
-    # Every token a key signed has that key's header, byte for byte: the
-    # algorithm is the key's (never the token's choice, RFC 8725 §3.1) and typ is at+jwt.
-    if key is None or token.head.encode() != key.header_segment:
-        return None
-    raw_signature = _segment(token.signature)
-    signing_input = f"{token.head}.{token.body}".encode()
-    if raw_signature is None or not key.verify(signing_input, raw_signature):
-        return None
-    return token.claims if _claims_hold(token.claims, time.time()) else None
-
-
-@functools.lru_cache(maxsize=256)
-def _header_kid(head: str) -> str | None:
-    """The ``kid`` of a header segment (a string, without NUL), else None.
-
-    Cached: every token of a key has the same header, so a busy server parses
-    a handful of distinct headers, not one per request.
-    """
-    header = _json_object(_segment(head))
-    kid = header.get("kid") if header is not None else None
-    if not isinstance(kid, str) or "\x00" in kid:  # PostgreSQL refuses NUL in a parameter
-        return None
-    return kid
-
-
-def claimed_jti(token: str) -> str | None:
-    """The ``jti`` a token's payload claims, unverified (revoke-by-paste looks its
-    record up with it; :func:`verify_token` decides whether a token counts)."""
-    unverified = read_token(token)
-    return unverified.claimed_jti if unverified is not None else None
-
-
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _segment(text: str) -> bytes | None:
-    """A base64url segment decoded, if written as RFC 7515 §2 says and as we write it:
-    no padding, no other characters, and no stray bits (one spelling per value)."""
-    if len(text) % 4 == 1 or _BASE64URL.fullmatch(text) is None:
-        return None
-    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=") == text.encode() else None
-
-
-def _json_object(raw: bytes | None) -> dict[str, Any] | None:
-    """``raw`` as a JSON object, or None (not UTF-8, not JSON, nested too deep, not an object)."""
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _claims_hold(claims: dict[str, Any], now: float) -> bool:
-    """Our issuer; ``exp``, ``iat`` and ``jti`` present and well typed; valid at ``now``."""
-    times = [claims.get("exp"), claims.get("iat"), claims.get("nbf", 0)]
-    if not all(type(value) is int for value in times):  # not bool, not float, not str
-        return False
-    exp, iat, nbf = times
-    return (
-        claims.get("iss") == settings.issuer()
-        and isinstance(claims.get("jti"), str)
-        and isinstance(claims.get("sub", ""), str)
-        and iat <= now < exp
-        and nbf <= now
-    )
-
-
-def find_live_record(
-    session: Session, claims: dict[str, Any], *, org_id: int, now: datetime
-) -> IssuedToken | None:
-    """The token's record if it belongs to ``org_id``, is unrevoked and its client enabled."""
-    stmt = (
-        select(IssuedToken, Client.enabled)
-        .join(Client, Client.id == IssuedToken.client_id)
-        .where(IssuedToken.jti == str(claims["jti"]), IssuedToken.org_id == org_id)
-    )
-    row = session.execute(stmt).first()
-    if row is None:
-        return None
-    record, enabled = row
-    if not enabled or not record.is_active(now):
-        return None
-    return record
+    if token is None or kid is None or token.kid != kid:
+        return None, None
+    key = keys.public_key(kid)
+    if key is None or not key.verifies(token):
+        return None, None
+    if not exchange.claims_hold(token.claims, issuer=issuer, now=now.timestamp()):
+        return None, key.org_id
+    return token.claims, key.org_id
 
 
 def find_record(session: Session, *, org_id: int, jti: str) -> IssuedToken | None:
@@ -464,16 +209,6 @@ def revoke_all_for_client(
         now=now,
     )
     return count
-
-
-def introspection_payload(claims: dict[str, Any]) -> dict[str, Any]:
-    """The RFC 7662 response for an active token, from its verified claims."""
-    payload: dict[str, Any] = {"active": True, "token_type": "Bearer"}
-    for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti",
-                 "oid", "uid"):
-        if name in claims:
-            payload[name] = claims[name]
-    return payload
 
 
 def prune_expired(session: Session, *, now: datetime, keep_for: timedelta) -> int:
@@ -552,17 +287,17 @@ def revoke_from_portal(
     *,
     by: str,
     source_ip: str = "",
+    audit_change: bool = True,
     now: datetime | None = None,
 ) -> bool:
-    """Revoke a token for a portal user: audited, and recorded in the usage history.
-
-    Returns False when it was already revoked (nothing is recorded then).
-    """
-    from portal.core.usage import services as usage  # appended block; usage is a leaf
-    from portal.core.usage.models import UsageKind
+    """Revoke a token and record it in the usage history; audited unless a client
+    revokes its own token (RFC 7009). Returns False when it was already revoked
+    (nothing is recorded then)."""
+    from portal.core.usage import services as usage
 
     now = now or utcnow()
-    revoked = revoke(session, record, by=by, source_ip=source_ip, now=now)
+    revoked = revoke(session, record, by=by, source_ip=source_ip, audit_change=audit_change,
+                     now=now)
     if revoked:
         usage.record_event(
             session, kind=UsageKind.TOKEN_REVOKED, org_id=record.org_id,
@@ -571,3 +306,16 @@ def revoke_from_portal(
         )
         session.flush()
     return revoked
+
+
+def revoke_by_id(
+    session: Session, *, org_id: int, record_id: int, actor: Actor, audit_change: bool,
+    now: datetime | None = None,
+) -> bool:
+    """Revoke the org's token record ``record_id`` (the revocation endpoint's write)."""
+    record = session.scalar(
+        select(IssuedToken).where(IssuedToken.id == record_id, IssuedToken.org_id == org_id))
+    if record is None:
+        return False
+    return revoke_from_portal(session, record, by=actor.label, source_ip=actor.source_ip,
+                              audit_change=audit_change, now=now)

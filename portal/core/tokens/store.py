@@ -1,0 +1,325 @@
+"""What the token exchange reads and writes, each written once, used by every door.
+
+- :meth:`TokenStore.client`: a client as a :class:`ClientSnapshot`, in one statement: for
+  authentication by its public id and the keyed hash of the presented secret, or for a
+  mint by its org and public id;
+- :meth:`TokenStore.client_and_record`: the same and, in the same read, its org's record of
+  the token with a given ``jti`` (introspection and revocation by a client);
+- :meth:`TokenStore.api_key_and_record`: an org API key and its org's record of a token;
+- :meth:`TokenStore.record_issued`: an issued token's record with its usage event, and the
+  client's and secret's last-used times when stale, atomically;
+- :meth:`TokenStore.insert_event`: one usage event;
+- :meth:`TokenStore.use_assertion`: a ``private_key_jwt`` assertion's ``jti``, once.
+
+The statements are the models' own Core tables compiled once per engine
+(:class:`portal.core.rawdb.RawStatement`) and run on a DBAPI connection: one of the
+store's own (:class:`portal.core.rawdb.RawConnections`, autocommit) for the protocol
+endpoints, or the ORM session's (:func:`session_connection`, inside its transaction)
+for the portal and the management API, so that a mint's record and its audit entry
+commit together. Nothing is cached between requests: a revoked secret, a disabled
+client or a revoked token is seen by the very next request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import Engine, and_, bindparam, exists, insert, literal, select, update
+from sqlalchemy.orm import Session
+
+from portal.core.api_keys.models import ApiKey
+from portal.core.clients.models import Client, ClientKind, ClientSecret
+from portal.core.db import table_of
+from portal.core.orgs.models import Organization
+from portal.core.rawdb import RawConnection, RawConnections, RawStatement
+from portal.core.tokens.exchange import ClientSnapshot, SecretMatch, TokenRecord
+from portal.core.tokens.models import IssuedToken, UsedAssertion
+from portal.core.types import UTCDateTime
+from portal.core.usage.models import UsageEvent
+from portal.core.users.models import Membership, User
+
+EXTENSION_KEY = "latchkey.store"
+# Update last-used times at most this often, so a busy client does not turn
+# every token request into an extra UPDATE of the same row.
+LAST_USED_GRANULARITY = timedelta(seconds=60)
+MAX_CLIENT_ID = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyCaller:
+    """An org API key presented as a Bearer credential."""
+
+    id: int
+    org_id: int
+    hint: str
+    revoked_at: datetime | None
+
+    @property
+    def label(self) -> str:
+        return f"api_key:{self.hint}"
+
+
+class SessionConnection:
+    """The DBAPI connection under an ORM session, inside the session's transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self.driver: Any = session.connection().connection.driver_connection
+
+    def cursor(self) -> Any:
+        return self.driver.cursor()
+
+
+Connection = RawConnection | SessionConnection
+
+
+def session_connection(session: Session) -> SessionConnection:
+    """Run store statements in ``session``'s transaction (they commit with it)."""
+    return SessionConnection(session)
+
+
+def last_used_is_stale(last_used: datetime | None, now: datetime) -> bool:
+    """Whether a last-used time is old enough to be written again."""
+    return last_used is None or now - last_used > LAST_USED_GRANULARITY
+
+
+def _insert_all(table: Any, skip: tuple[str, ...] = ("id",)) -> Any:
+    return insert(table).values(
+        {c.name: bindparam(c.name, type_=c.type) for c in table.columns if c.name not in skip}
+    )
+
+
+def _touch(table: Any) -> Any:
+    """``UPDATE`` of a row's ``last_used_at`` (parameters ``row_id``, ``now``); being used
+    is not being edited, so ``updated_at`` keeps its value."""
+    values: dict[str, Any] = {"last_used_at": bindparam("now", type_=UTCDateTime())}
+    if "updated_at" in table.c:
+        values["updated_at"] = table.c.updated_at
+    return update(table).where(table.c.id == bindparam("row_id")).values(values)
+
+
+class TokenStore:
+    """The compiled statements and the connections of one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.connections = RawConnections(engine)
+        self.integrity_error: type[Exception] = engine.dialect.dbapi.IntegrityError  # type: ignore[union-attr]
+        clients, secrets = table_of(Client), table_of(ClientSecret)
+        orgs, users, members = table_of(Organization), table_of(User), table_of(Membership)
+        tokens, events, keys = table_of(IssuedToken), table_of(UsageEvent), table_of(ApiKey)
+        is_member = exists().where(members.c.org_id == clients.c.org_id,
+                                   members.c.user_id == clients.c.user_id)
+        client_columns = (
+            clients.c.id, clients.c.client_id, clients.c.org_id, orgs.c.public_id, clients.c.kind,
+            clients.c.enabled, clients.c.auth_methods, clients.c.scopes, clients.c.audiences,
+            clients.c.token_ttl, clients.c.custom_claims, clients.c.jwks, clients.c.last_used_at,
+            users.c.public_id, is_member.label("is_member"),
+            secrets.c.id, secrets.c.expires_at, secrets.c.revoked_at, secrets.c.last_used_at,
+        )
+        client_from = (
+            clients.join(orgs, orgs.c.id == clients.c.org_id)
+            .outerjoin(users, users.c.id == clients.c.user_id)
+            .outerjoin(secrets, and_(
+                secrets.c.client_id == clients.c.id,
+                secrets.c.secret_hash == bindparam("digest", type_=secrets.c.secret_hash.type)))
+        )
+        by_public_id = clients.c.client_id == bindparam("client_id")
+        record_client = clients.alias("record_client")
+        record_columns = (
+            tokens.c.id, tokens.c.org_id, tokens.c.client_id, tokens.c.jti, tokens.c.scopes,
+            tokens.c.kid, tokens.c.expires_at, tokens.c.revoked_at, record_client.c.enabled,
+        )
+
+        def with_record(source: Any, org_id: Any) -> Any:
+            return (source.outerjoin(tokens, and_(tokens.c.jti == bindparam("jti"),
+                                                  tokens.c.org_id == org_id))
+                    .outerjoin(record_client, record_client.c.id == tokens.c.client_id))
+
+        def compiled(statement: Any) -> RawStatement:
+            return RawStatement(statement, engine)
+
+        self._client = compiled(select(*client_columns).select_from(client_from)
+                                .where(by_public_id))
+        self._org_client = compiled(
+            select(*client_columns).select_from(client_from)
+            .where(by_public_id, clients.c.org_id == bindparam("org_id")))
+        self._client_and_record = compiled(
+            select(*client_columns, *record_columns)
+            .select_from(with_record(client_from, clients.c.org_id)).where(by_public_id))
+        self._api_key_and_record = compiled(
+            select(keys.c.id, keys.c.org_id, keys.c.hint, keys.c.revoked_at, *record_columns)
+            .select_from(with_record(keys, keys.c.org_id))
+            .where(keys.c.key_hash == bindparam("digest", type_=keys.c.key_hash.type)))
+        self._insert_token = compiled(_insert_all(tokens, ("id", "revoked_at", "revoked_by")))
+        self._insert_event = compiled(_insert_all(events))
+        self._touch_client = compiled(_touch(clients))
+        self._touch_secret = compiled(_touch(secrets))
+        self._insert_assertion = compiled(_insert_all(table_of(UsedAssertion)))
+        self._token_with_event = (compiled(_token_with_event(tokens, events))
+                                  if self.dialect == "postgresql" else None)
+        self._ping = compiled(select(literal(1)))
+
+    # -- reads --------------------------------------------------------------------------
+
+    def client(self, connection: Connection, *, public_id: str, digest: bytes | None = None,
+               org_id: int | None = None) -> ClientSnapshot | None:
+        """The client with this public id (and, given ``org_id``, of that org), with the
+        stored secret whose keyed hash is ``digest`` if there is one."""
+        if not _usable_id(public_id):
+            return None
+        if org_id is None:
+            row = self._client.first(connection, {"client_id": public_id, "digest": digest})
+        else:
+            row = self._org_client.first(connection, {"client_id": public_id, "digest": digest,
+                                                      "org_id": org_id})
+        return None if row is None else _snapshot(row)
+
+    def client_and_record(self, connection: Connection, *, public_id: str, digest: bytes,
+                          jti: str | None) -> tuple[ClientSnapshot | None, TokenRecord | None]:
+        """:meth:`client` and, in the same read, its org's record of token ``jti``."""
+        if not _usable_id(public_id):
+            return None, None
+        row = self._client_and_record.first(
+            connection, {"client_id": public_id, "digest": digest, "jti": jti})
+        if row is None:
+            return None, None
+        return _snapshot(row), _record(row[CLIENT_COLUMNS:])
+
+    def api_key_and_record(self, connection: Connection, *, digest: bytes,
+                           jti: str | None) -> tuple[ApiKeyCaller | None, TokenRecord | None]:
+        """The API key whose keyed hash is ``digest`` and its org's record of token ``jti``."""
+        row = self._api_key_and_record.first(connection, {"digest": digest, "jti": jti})
+        if row is None:
+            return None, None
+        key = ApiKeyCaller(id=row[0], org_id=row[1], hint=row[2], revoked_at=row[3])
+        return key, _record(row[4:])
+
+    def ping(self, connection: Connection) -> None:
+        self._ping.first(connection, {})
+
+    # -- writes -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def atomic(self, connection: Connection) -> Iterator[None]:
+        """Statements that land together: a transaction of their own on the store's
+        connections (on SQLite behind the write-lock file), the session's otherwise."""
+        if isinstance(connection, RawConnection):
+            with self.connections.write(connection):
+                yield
+        else:
+            yield
+
+    def record_issued(self, connection: Connection, values: Mapping[str, Any],
+                      event: Mapping[str, Any], *, client: ClientSnapshot,
+                      now: datetime) -> None:
+        """Write an issued token's record and its usage event, and stale last-used times
+        of the client and of the secret it used, atomically.
+
+        On PostgreSQL with nothing stale: one statement (a data-modifying CTE), atomic
+        even in autocommit mode. Otherwise one short transaction; on SQLite its
+        ``BEGIN IMMEDIATE`` takes the write lock only for these statements.
+        """
+        secret = client.secret
+        stale_client = last_used_is_stale(client.last_used_at, now)
+        stale_secret = secret is not None and last_used_is_stale(secret.last_used_at, now)
+        if self._token_with_event is not None and not (stale_client or stale_secret):
+            params = {f"t_{k}": v for k, v in values.items()}
+            params.update({f"e_{k}": v for k, v in event.items()})
+            self._token_with_event.execute(connection, params)
+            return
+        with self.atomic(connection):
+            self._insert_token.execute(connection, values)
+            self._insert_event.execute(connection, event)
+            if stale_client:
+                self._touch_client.execute(connection, {"row_id": client.id, "now": now})
+            if stale_secret and secret is not None:
+                self._touch_secret.execute(connection, {"row_id": secret.id, "now": now})
+
+    def insert_event(self, connection: Connection, event: Mapping[str, Any]) -> None:
+        """One usage event, one statement (on the store's connections, on SQLite behind
+        the write-lock file, with no ``BEGIN``/``COMMIT`` round of its own)."""
+        if isinstance(connection, RawConnection):
+            self.connections.write_one(connection, self._insert_event, event)
+        else:
+            self._insert_event.execute(connection, event)
+
+    def use_assertion(self, connection: Connection, *, client_ref: str, jti: str,
+                      expires_at: datetime) -> bool:
+        """Record a client assertion's ``jti``; False when it was used before.
+
+        Written at once and kept even if the request fails later (a bad scope,
+        say): an assertion is single-use whatever happens next.
+        """
+        values = {"client_ref": client_ref[:MAX_CLIENT_ID], "jti": jti, "expires_at": expires_at}
+        try:
+            if isinstance(connection, RawConnection):
+                self.connections.write_one(connection, self._insert_assertion, values)
+            else:
+                self._insert_assertion.execute(connection, values)
+        except self.integrity_error:
+            return False
+        return True
+
+
+def _usable_id(public_id: str) -> bool:
+    # PostgreSQL refuses NUL in text; a client id longer than the column is nobody's.
+    return bool(public_id) and len(public_id) <= MAX_CLIENT_ID and "\x00" not in public_id
+
+
+CLIENT_COLUMNS = 19
+
+
+def _snapshot(row: tuple[Any, ...]) -> ClientSnapshot:
+    (id_, public_id, org_id, org_public_id, kind, enabled, methods, scopes, audiences, ttl,
+     custom, jwks, last_used, user_public_id, member, secret_id, secret_expires,
+     secret_revoked, secret_last_used) = row[:CLIENT_COLUMNS]
+    return ClientSnapshot(
+        id=id_, public_id=public_id, org_id=org_id, org_public_id=org_public_id,
+        kind=ClientKind(kind), enabled=bool(enabled), auth_methods=frozenset(methods or ()),
+        scopes=tuple(scopes or ()), audiences=tuple(audiences or ()), token_ttl=ttl,
+        custom_claims=custom or {}, jwks=jwks, last_used_at=last_used,
+        user_public_id=user_public_id, user_is_member=bool(member),
+        secret=None if secret_id is None else SecretMatch(
+            id=secret_id, expires_at=secret_expires, revoked_at=secret_revoked,
+            last_used_at=secret_last_used),
+    )
+
+
+def _record(columns: tuple[Any, ...]) -> TokenRecord | None:
+    (id_, org_id, client_id, jti, scopes, kid, expires_at, revoked_at, enabled) = columns
+    if id_ is None:
+        return None
+    return TokenRecord(id=id_, org_id=org_id, client_id=client_id, jti=jti,
+                       scopes=tuple(scopes or ()), kid=kid, expires_at=expires_at,
+                       revoked_at=revoked_at, client_enabled=bool(enabled))
+
+
+def _token_with_event(tokens: Any, events: Any) -> Any:
+    """``WITH issued_token AS (INSERT INTO issued_tokens ...) INSERT INTO usage_events ...``
+    with named parameters ``t_*`` and ``e_*``."""
+    token_columns = [c.name for c in tokens.columns
+                     if c.name not in ("id", "revoked_at", "revoked_by")]
+    event_columns = [c.name for c in events.columns if c.name != "id"]
+    token_insert = insert(tokens).values(
+        {c: bindparam(f"t_{c}", type_=tokens.c[c].type) for c in token_columns})
+    event_insert = insert(events).values(
+        {c: bindparam(f"e_{c}", type_=events.c[c].type) for c in event_columns})
+    return event_insert.add_cte(token_insert.cte("issued_token"))
+
+
+def token_store() -> TokenStore:
+    """The current app's store."""
+    found: TokenStore = current_app.extensions[EXTENSION_KEY]
+    return found
+
+
+def init_app(app: Any, engine: Engine) -> TokenStore:
+    store = TokenStore(engine)
+    app.extensions[EXTENSION_KEY] = store
+    return store
