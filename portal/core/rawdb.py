@@ -134,6 +134,9 @@ class RawConnections:
         self._pid = os.getpid()
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
+        dbapi = engine.dialect.dbapi
+        self.database_errors: type[BaseException] = dbapi.Error if dbapi is not None \
+            else Exception
         event.listen(engine, "engine_disposed", lambda _engine: self.close_all())
 
     def _detached_driver(self) -> Any:
@@ -155,7 +158,12 @@ class RawConnections:
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[RawConnection]:
-        """A connection in autocommit mode; closed instead of kept if the block raises."""
+        """A connection in autocommit mode, lent for the block.
+
+        A block that ends with a database error closes it rather than keep it;
+        any other exception (a refused request, say) leaves it as good as it was
+        (statements here never leave a transaction open: see :meth:`write`).
+        """
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's connections are not ours
                 self._idle, self._pid, self._checkpointer = [], os.getpid(), None
@@ -164,10 +172,16 @@ class RawConnections:
             connection = self._new()
         try:
             yield connection
-        except BaseException:
+        except self.database_errors:
             with contextlib.suppress(Exception):
                 connection.close()
             raise
+        except BaseException:
+            self._release(connection)
+            raise
+        self._release(connection)
+
+    def _release(self, connection: RawConnection) -> None:
         with self._lock:
             if len(self._idle) < self.keep:
                 self._idle.append(connection)
