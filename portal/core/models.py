@@ -8,10 +8,10 @@ from portal.core.orgs.models import Organization
 from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.tokens.models import IssuedToken, TokenSource, UsedAssertion
 from portal.core.usage.models import UsageEvent, UsageHourly, UsageKind
-from portal.core.users.models import Membership, Role, User
+from portal.core.users.models import Invitation, Membership, Role, User
 
 __all__ = [
     "ApiKey", "AuditEntry", "AuthMethod", "Base", "Client", "ClientKind", "ClientSecret",
-    "IssuedToken", "KeyState", "Membership", "Organization", "Role", "SigningKey",
+    "Invitation", "IssuedToken", "KeyState", "Membership", "Organization", "Role", "SigningKey",
     "TokenSource", "UsageEvent", "UsedAssertion", "UsageHourly", "UsageKind", "User",
 ]
