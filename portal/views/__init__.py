@@ -64,7 +64,8 @@ def current_membership() -> Membership:
     membership: Membership | None = getattr(current_user, "membership", None)
     if membership is None:
         if getattr(current_user, "memberships", None):
-            abort(redirect(url_for("portal.choose_org", next=request.full_path.rstrip("?"))))
+            back = request.full_path.rstrip("?") if request.method == "GET" else None
+            abort(redirect(url_for("portal.choose_org", next=back)))
         abort(403, "Your account is not a member of any organisation.")
     return membership
 
@@ -164,6 +165,7 @@ def _enforce_roles() -> None:
         return
     if not current_user.is_authenticated:
         return  # @login_required on the view redirects to sign-in
+    current_membership()  # a user in several orgs who has not chosen one is asked to choose
     if not can_manage():
         abort(403, "Your role in this organisation is read-only.")
 

@@ -168,7 +168,7 @@ def members_remove(member_id: int) -> ResponseReturnValue:
         return _render(status=400)
     db.commit()
     tokens = (f" {revoked} active token{'s' if revoked != 1 else ''} of clients acting for "
-              "them were revoked." if revoked else "")
+              f"them {'were' if revoked != 1 else 'was'} revoked." if revoked else "")
     flash(f"{email} was removed from {current_org().name}.{tokens}", "success")
     return redirect(url_for("portal.members"))
 

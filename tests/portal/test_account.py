@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from portal.core import crypto
 from portal.core.actor import Actor
+from portal.core.api_keys.models import ApiKey
 from portal.core.audit.models import AuditEntry
 from portal.core.users import services as users
 from portal.core.users.models import Membership, User
@@ -406,3 +407,15 @@ def test_removed_from_the_chosen_org_with_two_left_asks_again(app, two_orgs, ses
     response = portal.get("/clients")
     assert response.status_code == HTTPStatus.FOUND
     assert response.headers["Location"] == "/orgs?next=/clients"
+
+
+def test_a_change_before_choosing_an_org_asks_to_choose_and_changes_nothing(app, two_orgs,
+                                                                           session):
+    user, _acme, _globex = two_orgs
+    portal = browser(app, user.email)
+
+    response = portal.post("/api-keys", {"name": "which org?"})
+
+    assert response.status_code == HTTPStatus.FOUND
+    assert response.headers["Location"] == "/orgs"
+    assert session.scalar(select(ApiKey.id)) is None

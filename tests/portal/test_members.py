@@ -382,7 +382,7 @@ def test_removing_a_member_revokes_tokens_of_user_clients_acting_for_them(
     assert introspect(http, service, service_secret, orgs_token)["active"] is True
     assert ("member:removed", leaver.email, {"role": "admin", "tokens_revoked": 1}) in \
         audit_actions(session, org)
-    assert "1 active token of clients acting for them were revoked" in \
+    assert "1 active token of clients acting for them was revoked" in \
         owner.get("/members").get_data(as_text=True)
 
 
