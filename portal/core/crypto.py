@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 #: One fixed prefix per kind of secret, so secret scanners can recognise leaks.
 CLIENT_SECRET_PREFIX = "lk_secret_"  # noqa: S105 (a prefix)
 API_KEY_PREFIX = "lk_apikey_"
+INVITATION_PREFIX = "lk_invite_"
 CLIENT_ID_PREFIX = "lkc_"
 
 #: 32 random bytes: 256 bits of entropy, 43 characters of base64url.

@@ -9,10 +9,11 @@ from portal.core.ratelimit.models import RateLimitCounter
 from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.tokens.models import IssuedToken, TokenSource, UsedAssertion
 from portal.core.usage.models import UsageEvent, UsageHourly, UsageKind
-from portal.core.users.models import Membership, Role, User
+from portal.core.users.models import Invitation, Membership, Role, User
 
 __all__ = [
     "ApiKey", "AuditEntry", "AuthMethod", "Base", "Client", "ClientKind", "ClientSecret",
-    "IssuedToken", "KeyState", "Membership", "Organization", "RateLimitCounter", "Role",
-    "SigningKey", "TokenSource", "UsageEvent", "UsedAssertion", "UsageHourly", "UsageKind", "User",
+    "Invitation", "IssuedToken", "KeyState", "Membership", "Organization", "RateLimitCounter",
+    "Role", "SigningKey", "TokenSource", "UsageEvent", "UsedAssertion", "UsageHourly",
+    "UsageKind", "User",
 ]

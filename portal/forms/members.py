@@ -20,9 +20,14 @@ class AddMemberForm(FlaskForm):
                                             Length(max=320)])
     role = SelectField("Role", choices=[SelectChoice(r, ROLE_DESCRIPTIONS[r]) for r in ROLES],
                        default="viewer")
-    # One-time value: a reload of the response showing a temporary password adds nothing.
+    # One-time value: a reload of the response showing the invitation link invites no one.
     nonce = HiddenField()
 
 
 class MemberRoleForm(FlaskForm):
     role = SelectField("Role", choices=[SelectChoice(r, r.capitalize()) for r in ROLES])
+
+
+class ResetPasswordForm(FlaskForm):
+    # One-time value: a reload of the page showing the temporary password resets nothing.
+    nonce = HiddenField(validators=[Length(max=64)])

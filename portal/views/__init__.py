@@ -2,13 +2,18 @@
 
 Conventions every portal view follows:
 
-* The org is the signed-in user's membership org (``current_org()``); there
-  is no org in the URL, and every lookup is filtered by that org, so another
-  org's object answers 404.
+* The org is the one the signed-in user chose (``current_org()``): kept in the
+  session, checked against their memberships on every request (a user in
+  several orgs picks one with the switcher in the top bar). There is no org in
+  the URL, and every lookup is filtered by that org, so another org's object
+  answers 404.
+* A user whose password was reset by an owner can do nothing but choose a new
+  one (``_enforce_password_change``).
 * Viewers read everything and change nothing: every POST from a viewer is
   refused with 403 before the view runs (``_enforce_roles``). Views that only
   an owner may use are decorated with ``@owner_required``.
-* Every change is recorded with ``actor()`` and ``source_ip()``.
+* Every change is recorded with ``current_actor()`` (older views: ``actor()``
+  and ``source_ip()``).
 * A page that shows a one-time secret is the POST response itself, sent with
   ``Cache-Control: no-store`` (``no_store``); the form that leads to it carries
   a one-time nonce (``issue_nonce`` / ``consume_nonce``) so a reload re-posting
@@ -22,10 +27,12 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, abort, request, session
+from flask import Blueprint, Flask, abort, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
+from portal.core.actor import Actor
+from portal.core.db import get_session
 from portal.core.orgs.models import Organization
 from portal.core.users.models import Membership, Role
 
@@ -33,15 +40,32 @@ bp = Blueprint("portal", __name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# POSTs a viewer (or a signed-in user with no org) may still make.
-OPEN_POSTS = frozenset({"portal.signin", "portal.signout", "portal.signup"})
+# POSTs a viewer (or a signed-in user with no org) may still make: they act on
+# the user's own account, not on an org.
+OPEN_POSTS = frozenset({
+    "portal.signin", "portal.signout", "portal.signup",
+    "portal.account_password", "portal.account_end_sessions", "portal.switch_org",
+    "portal.invitation_accept",
+})
+# What a user who must change their password may still reach.
+PASSWORD_CHANGE_ENDPOINTS = frozenset({
+    "portal.account_password_form", "portal.account_password", "portal.signout",
+    "portal.signin",
+})
 MAX_NONCES = 20
 
 
 def current_membership() -> Membership:
-    """The signed-in user's membership; 403 for an account in no org."""
+    """The membership of the org the user is acting in.
+
+    A user in several orgs who has not chosen one (or whose chosen membership
+    was removed) is sent to choose; an account in no org gets 403.
+    """
     membership: Membership | None = getattr(current_user, "membership", None)
     if membership is None:
+        if getattr(current_user, "memberships", None):
+            back = request.full_path.rstrip("?") if request.method == "GET" else None
+            abort(redirect(url_for("portal.choose_org", next=back)))
         abort(403, "Your account is not a member of any organisation.")
     return membership
 
@@ -82,6 +106,23 @@ def source_ip() -> str:
     return (request.remote_addr or "")[:45]
 
 
+def current_actor() -> Actor:
+    """The signed-in user as the author of a change, with the request's address."""
+    return Actor(f"user:{current_user.user.email}", source_ip())
+
+
+def end_read() -> None:
+    """End the request's read-only transaction before slow work (argon2).
+
+    Signed-in requests read the user when they start; a transaction left open
+    across password hashing would hold a connection (and on SQLite possibly the
+    write lock) for that long. Nothing is pending here, so this writes nothing.
+    """
+    db = get_session()
+    if db.in_transaction():
+        db.commit()
+
+
 def no_store(response: ResponseReturnValue) -> Any:
     """Mark a response (a page showing a secret) as never to be cached."""
     from flask import make_response
@@ -110,24 +151,37 @@ def consume_nonce(purpose: str, value: str | None) -> bool:
     return True
 
 
+def _enforce_password_change() -> ResponseReturnValue | None:
+    """After an owner's reset, nothing but choosing a new password works (GET or POST)."""
+    if request.endpoint in PASSWORD_CHANGE_ENDPOINTS or not current_user.is_authenticated:
+        return None
+    if not current_user.user.must_change_password:
+        return None
+    return redirect(url_for("portal.account_password_form"))
+
+
 def _enforce_roles() -> None:
     if request.method != "POST" or request.endpoint in OPEN_POSTS:
         return
     if not current_user.is_authenticated:
         return  # @login_required on the view redirects to sign-in
+    current_membership()  # a user in several orgs who has not chosen one is asked to choose
     if not can_manage():
         abort(403, "Your role in this organisation is read-only.")
 
 
+bp.before_request(_enforce_password_change)
 bp.before_request(_enforce_roles)
 
 # Routes register on the blueprint as their modules are imported.
 from portal.views import (  # noqa: E402,F401
+    account,
     api_keys,
     audit,
     auth,
     clients,
     home,
+    invitations,
     keys,
     members,
     tokens,

@@ -13,23 +13,24 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 from flask_wtf.csrf import CSRFError
-from sqlalchemy import select
 from werkzeug.exceptions import TooManyRequests
 
 from portal.core.db import get_session
 from portal.core.errors import Conflict, ValidationFailed
 from portal.core.orgs import services as orgs
+from portal.core.orgs.models import Organization
 from portal.core.users import services as users
 from portal.core.users.models import Membership, Role, User
 from portal.extensions import SECURITY_HEADERS, limiter, login_manager
 from portal.forms import sentence
 from portal.forms.auth import SignInForm, SignUpForm
-from portal.views import bp, source_ip
+from portal.views import bp, end_read, source_ip
 
 #: Default limits; each can be overridden by the setting of the same name.
 RATE_LIMITS = {
@@ -44,12 +45,19 @@ SIGNUP_LIMITED = "Too many sign-ups from your network. Try again later."
 EMAIL_UNAVAILABLE = ("This email address cannot be used to sign up. "
                      "If you already have an account, sign in instead.")
 
+#: Session keys: the user's session generation when it began (a session made
+#: before the user's generation last changed is over) and the chosen org.
+SESSION_GENERATION = "user_gen"
+SESSION_ORG = "org"
+
 
 class PortalUser(UserMixin):
-    """The signed-in user and the org they are acting in."""
+    """The signed-in user, all their memberships and the one they are acting in."""
 
-    def __init__(self, user: User, membership: Membership | None) -> None:
+    def __init__(self, user: User, memberships: list[Membership],
+                 membership: Membership | None) -> None:
         self.user = user
+        self.memberships = memberships
         self.membership = membership
 
     def get_id(self) -> str:
@@ -58,19 +66,59 @@ class PortalUser(UserMixin):
 
 @login_manager.user_loader
 def load_user(user_id: str) -> PortalUser | None:
+    """The session's user, if the session is still theirs, in the org they chose.
+
+    A session whose generation is older than the user's (signed out, password
+    changed or reset since) is anonymous. The chosen org is checked against the
+    user's memberships on every request: a removed membership falls back to the
+    only one left, or to none, and the user is asked to choose.
+    """
     if not user_id.isdigit():
         return None
-    session = get_session()
-    user = session.get(User, int(user_id))
-    if user is None:
+    db = get_session()
+    user = db.get(User, int(user_id), populate_existing=True)
+    if user is None or session.get(SESSION_GENERATION) != user.session_generation:
         return None
-    membership = session.scalar(
-        select(Membership).where(Membership.user_id == user.id).order_by(Membership.id)
-    )
-    return PortalUser(user, membership)
+    memberships = users.memberships_of(db, user_id=user.id)
+    return PortalUser(user, memberships, _chosen(memberships))
 
 
-def _safe_next(target: str | None) -> str:
+def _chosen(memberships: list[Membership]) -> Membership | None:
+    wanted = session.get(SESSION_ORG)
+    for membership in memberships:
+        if membership.org.public_id == wanted:
+            return membership
+    if len(memberships) == 1:
+        session[SESSION_ORG] = memberships[0].org.public_id
+        return memberships[0]
+    session.pop(SESSION_ORG, None)
+    return None
+
+
+def start_session(user: User, *, org: Organization | None = None) -> PortalUser:
+    """Sign ``user`` in on a fresh session (nothing of a previous one carries over)."""
+    session.clear()
+    session[SESSION_GENERATION] = user.session_generation
+    if org is not None:
+        session[SESSION_ORG] = org.public_id
+    portal_user = load_user(str(user.id))
+    if portal_user is None:  # pragma: no cover (the generation was just set)
+        abort(500)
+    login_user(portal_user)
+    return portal_user
+
+
+def after_sign_in(portal_user: PortalUser, target: str | None) -> str:
+    """Where a new session goes: a forced password change, choosing an org, or ``target``."""
+    safe = safe_next(target)
+    if portal_user.user.must_change_password:
+        return url_for("portal.account_password_form", next=safe)
+    if portal_user.membership is None and portal_user.memberships:
+        return url_for("portal.choose_org", next=safe)
+    return safe
+
+
+def safe_next(target: str | None) -> str:
     """Only same-site relative paths; anything else goes home."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return url_for("portal.home")
@@ -97,16 +145,25 @@ def _email_key() -> str:
 @limiter.limit(_limit("SIGNIN_RATE_LIMIT_PER_ADDRESS"), methods=["POST"],
                error_message=SIGNIN_LIMITED)
 def signin() -> ResponseReturnValue:
-    """Sign in with email and password; go back to ``next`` if it is a path on this site."""
+    """Sign in with email and password; go back to ``next`` if it is a path on this site.
+
+    The password is checked with no transaction open: read, end the read,
+    argon2, then one short write of the sign-in time.
+    """
     form = SignInForm()
     if form.validate_on_submit():
-        session = get_session()
-        user = users.authenticate(session, email=form.email.data or "",
-                                  password=form.password.data or "")
-        if user is not None:
-            session.commit()
-            login_user(load_user(str(user.id)))  # type: ignore[arg-type]
-            return redirect(_safe_next(request.args.get("next")))
+        db = get_session()
+        password = form.password.data or ""
+        credentials = users.find_credentials(db, form.email.data or "")
+        end_read()
+        # An unknown email costs the same argon2 verification as a wrong password.
+        if users.check_password(credentials, password) and credentials is not None:
+            rehashed = users.rehash_if_needed(credentials, password)
+            user = users.record_sign_in(db, credentials=credentials, rehashed=rehashed)
+            if user is not None:
+                db.commit()
+                portal_user = start_session(user)
+                return redirect(after_sign_in(portal_user, request.args.get("next")))
         form.password.errors.append("Email or password is incorrect.")
     status = 400 if form.errors else 200
     return render_template("portal/signin.html", form=form), status
@@ -115,9 +172,13 @@ def signin() -> ResponseReturnValue:
 @bp.post("/signout")
 @login_required
 def signout() -> ResponseReturnValue:
-    """Sign out (POST with a CSRF token)."""
+    """Sign out (POST with a CSRF token): every session of this user ends, server-side."""
+    db = get_session()
+    users.end_sessions(db, user_id=current_user.user.id)
+    db.commit()
     logout_user()
-    flash("Signed out.", "info")
+    session.clear()
+    flash("Signed out, in this browser and any other.", "info")
     return redirect(url_for("portal.signin"))
 
 
@@ -133,28 +194,29 @@ def signup() -> ResponseReturnValue:
         abort(404)
     form = SignUpForm()
     if form.validate_on_submit():
-        session = get_session()
+        db = get_session()
         name = (form.org_name.data or "").strip()
         try:
             email = users.normalise_email(form.email.data or "")
-            if users.find_user(session, email) is not None:
+            end_read()
+            password = users.hash_new_password(form.password.data or "")  # before writing
+            if users.find_user(db, email) is not None:
                 raise Conflict(EMAIL_UNAVAILABLE)
             who = f"user:{email}"
-            org = orgs.create_org(session, name=name, slug=orgs.available_slug(session, name),
+            org = orgs.create_org(db, name=name, slug=orgs.available_slug(db, name),
                                   actor=who, source_ip=source_ip())
-            user = users.create_user(session, email=email, password=form.password.data or "",
-                                     org=org, role=Role.OWNER.value, actor=who,
-                                     source_ip=source_ip())
+            user = users.create_user(db, email=email, password=password, org=org,
+                                     role=Role.OWNER.value, actor=who, source_ip=source_ip())
         except ValidationFailed as e:
-            session.rollback()
+            db.rollback()
             field = getattr(form, _SIGNUP_FIELDS.get(e.field or "", "org_name"))
             field.errors.append(sentence(e.message))
         except Conflict:
-            session.rollback()
+            db.rollback()
             form.email.errors.append(EMAIL_UNAVAILABLE)
         else:
-            session.commit()
-            login_user(load_user(str(user.id)))  # type: ignore[arg-type]
+            db.commit()
+            start_session(user, org=org)
             flash(f"Welcome to Latchkey. {org.name} is ready: create your first client.",
                   "success")
             return redirect(url_for("portal.clients"))

@@ -54,7 +54,13 @@ class Portal:
         response = self.http.post("/signin", data={
             "email": email, "password": password, "csrf_token": self.token})
         assert response.status_code == 302, response.get_data(as_text=True)[:500]
+        self.refresh_token()  # a new session gets a new CSRF token
         return response
+
+    def refresh_token(self) -> None:
+        """Read the CSRF token of the current session from a page that has a form."""
+        page = self.http.get("/account", follow_redirects=True)
+        self.token = csrf_token(page.get_data(as_text=True))
 
     def get(self, url: str, **kwargs: Any) -> TestResponse:
         return self.http.get(url, **kwargs)
@@ -191,11 +197,14 @@ class OrgObjects:
 
 @pytest.fixture
 def org_objects(app, session, org) -> OrgObjects:
-    """One of each object in ``org`` (client, secret, token, API key, member, signing key)."""
+    """One of each object in ``org`` (client, secret, token, API key, member, signing key,
+    pending invitation)."""
     import jwt
     from sqlalchemy import select
 
+    from portal.core.actor import Actor
     from portal.core.signing_keys.models import KeyState, SigningKey
+    from portal.core.users.invitations import invite
     from portal.core.users.models import Membership
     from tests.factories import issue, make_api_key, make_client
 
@@ -207,6 +216,9 @@ def org_objects(app, session, org) -> OrgObjects:
         select(Membership).where(Membership.user_id == member.id, Membership.org_id == org.id))
     kid = session.scalar(select(SigningKey.kid).where(
         SigningKey.org_id == org.id, SigningKey.state == KeyState.ACTIVE))
+    _link_secret, invitation = invite(session, org=org, email="walked.invitee@example.com",
+                                      role="viewer", actor=Actor("test"))
+    session.commit()
     return OrgObjects(org, {
         "client_id": client.client_id,
         "secret_id": client.secrets[0].id,
@@ -214,4 +226,5 @@ def org_objects(app, session, org) -> OrgObjects:
         "key_id": api_key.id,
         "member_id": membership.id,
         "kid": kid,
+        "invitation_id": invitation.id,
     })

@@ -198,12 +198,24 @@ def test_form_errors_keep_the_basics(owner):
     assert not check(response, "members with errors")
 
 
-def test_temporary_password_page_meets_the_basics_and_the_field_is_focusable(owner):
+def test_invitation_link_page_meets_the_basics_and_the_field_is_focusable(owner):
     response = owner.form_post("/members", {"email": "new@example.com", "role": "viewer"},
                                action="/members/add")
 
     assert response.status_code == HTTPStatus.OK
-    assert not check(response, "member added")
+    assert not check(response, "invitation created")
+    html = response.get_data(as_text=True)
+    field = re.search(r'<input id="invitation-link"[^>]*>', html).group(0)
+    assert "readonly" in field and "disabled" not in field and "tabindex" not in field
+
+
+def test_temporary_password_page_meets_the_basics_and_the_field_is_focusable(
+        owner, org_objects):
+    member_id = org_objects.params["member_id"]
+    response = owner.form_post(f"/members/{member_id}/reset-password", {})
+
+    assert response.status_code == HTTPStatus.OK
+    assert not check(response, "password reset")
     html = response.get_data(as_text=True)
     field = re.search(r'<input id="temporary-password"[^>]*>', html).group(0)
     assert "readonly" in field and "disabled" not in field and "tabindex" not in field

@@ -1,17 +1,22 @@
-"""The members page: everyone reads it; owners add people, change roles and remove them."""
+"""The members page: everyone reads it; owners invite people, change roles, reset passwords
+and remove members."""
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
+from html import unescape
 from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import func, select
 
-from portal.core import crypto
+from portal.core import crypto, settings
 from portal.core.audit.models import AuditEntry
-from portal.core.users.models import Membership, Role, User
-from tests.factories import make_user
+from portal.core.users import services as users
+from portal.core.users.models import Invitation, Membership, Role, User
+from tests.factories import PASSWORD, basic, get_token, make_client, make_user
 from tests.portal.conftest import Portal, hidden_fields
 
 TEMPORARY_PASSWORD = re.compile(
@@ -32,7 +37,7 @@ def audit_actions(session, org) -> list[tuple[str, str, dict]]:
 
 
 def add(owner: Portal, email: str, role: str = "viewer"):
-    """Submit the add form as a browser would (with the page's one-time nonce)."""
+    """Submit the invite form as a browser would (with the page's one-time nonce)."""
     return owner.form_post("/members", {"email": email, "role": role}, action="/members/add")
 
 
@@ -77,45 +82,67 @@ def test_other_orgs_members_are_not_listed(owner, outsider):
     assert outsider.user.email not in html
 
 
-# -- adding --------------------------------------------------------------------------
+# -- inviting ------------------------------------------------------------------------
+
+INVITATION_LINK = re.compile(
+    r'<input id="invitation-link" type="text" readonly value="([^"]+)"')
 
 
-def test_adding_an_existing_account_makes_it_a_member(owner, session, org):
-    existing = make_user(session, email="ada@example.com")  # in no org yet
-
-    response = add(owner, "Ada@Example.com", "admin")
-
-    assert response.status_code == HTTPStatus.FOUND
-    assert response.headers["Location"] == "/members"
-    assert membership_of(session, existing, org).role is Role.ADMIN
-    assert ("member:added", "ada@example.com", {"role": "admin"}) in audit_actions(session, org)
-    page = owner.get("/members").get_data(as_text=True)
-    assert "ada@example.com already had an account and can now sign in to Acme as admin." in page
+def link_of(response) -> str:
+    match = INVITATION_LINK.search(response.get_data(as_text=True))
+    assert match, response.get_data(as_text=True)[:2000]
+    return unescape(match.group(1))
 
 
-def test_adding_a_new_email_shows_a_temporary_password_once(app, owner, session, org):
-    response = add(owner, "new.person@example.com", "viewer")
+def invitations_of(session, org) -> list[Invitation]:
+    session.expire_all()
+    return list(session.scalars(select(Invitation).where(Invitation.org_id == org.id)
+                                .order_by(Invitation.id)))
+
+
+def test_inviting_shows_a_single_use_link_once_and_creates_no_account(owner, session, org):
+    response = add(owner, "New.Person@example.com", "admin")
 
     assert response.status_code == HTTPStatus.OK
     assert response.headers["Cache-Control"] == "no-store"
+    link = link_of(response)
+    assert link.startswith("http://localhost/invitation?token=lk_invite_")
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    assert len(token) >= len("lk_invite_") + 43  # 256 bits
+    assert session.scalar(select(User).where(User.email == "new.person@example.com")) is None
+    [invitation] = invitations_of(session, org)
+    assert (invitation.email, invitation.role) == ("new.person@example.com", Role.ADMIN)
+    assert invitation.token_hash == crypto.hmac_digest(settings.hmac_key(), token)
+    assert token.encode() not in invitation.token_hash
+    assert invitation.expires_at - invitation.created_at == timedelta(days=7)
+    assert ("invitation:created", "new.person@example.com") in [
+        (a, t) for a, t, _ in audit_actions(session, org)]
+
+
+def _page_without_secrets(response) -> str:
+    """The page with the link's secret and the times taken out."""
     html = response.get_data(as_text=True)
-    temporary = TEMPORARY_PASSWORD.search(html).group(1)
-    assert len(temporary) >= 20
-    assert '<label for="temporary-password">' in html
-    session.expire_all()
-    user = session.scalar(select(User).where(User.email == "new.person@example.com"))
-    assert user.password_hash.startswith("$argon2id$")
-    assert temporary not in user.password_hash
-    assert crypto.verify_password(user.password_hash, temporary)
-    assert membership_of(session, user, org).role is Role.VIEWER
-    actions = [a for a, target, _ in audit_actions(session, org) if target == user.email]
-    assert actions == ["user:created", "member:added"]
-    newcomer = Portal(app.test_client())
-    newcomer.sign_in(user.email, temporary)
-    assert newcomer.get("/members").status_code == HTTPStatus.OK
+    html = re.sub(r"lk_invite_[A-Za-z0-9_-]+", "SECRET", html)
+    html = re.sub(r'name="csrf_token" type="hidden" value="[^"]+"', "CSRF", html)
+    return re.sub(r"<time[^>]*>[^<]*</time>", "TIME", html)
 
 
-def test_resubmitting_the_add_form_shows_no_password_and_adds_nothing(owner, session):
+def test_inviting_an_existing_account_attaches_nothing_and_says_the_same(
+        owner, session, org, other_org):
+    existing = make_user(session, org=other_org, email="ada@example.com")
+
+    for_existing = add(owner, "ada@example.com", "admin")
+    for_new = add(owner, "bob@example.com", "admin")
+
+    assert for_existing.status_code == for_new.status_code == HTTPStatus.OK
+    assert _page_without_secrets(for_existing).replace("ada@", "x@") == \
+        _page_without_secrets(for_new).replace("bob@", "x@")
+    assert membership_of(session, existing, org) is None
+    assert "already had an account" not in owner.get("/members").get_data(as_text=True)
+    assert crypto.verify_password(session.get(User, existing.id).password_hash, PASSWORD)
+
+
+def test_resubmitting_the_invite_form_shows_no_link_and_invites_nothing(owner, session, org):
     page = owner.get("/members").get_data(as_text=True)
     hidden = hidden_fields(page)
     body = {**hidden, "email": "once@example.com", "role": "viewer"}
@@ -125,12 +152,55 @@ def test_resubmitting_the_add_form_shows_no_password_and_adds_nothing(owner, ses
     again = owner.http.post("/members/add", data=body)  # a reload re-posts the same form
 
     assert again.status_code == HTTPStatus.FOUND
-    assert "temporary-password" not in again.get_data(as_text=True)
+    assert "invitation-link" not in again.get_data(as_text=True)
     assert "only shown once" in owner.get("/members").get_data(as_text=True)
-    assert session.scalar(select(func.count(User.id)).where(User.email == "once@example.com")) == 1
+    assert len(invitations_of(session, org)) == 1
 
 
-def test_adding_someone_already_in_the_org_is_a_form_error(owner, session, org):
+def test_inviting_the_same_email_again_replaces_the_pending_link(app, owner, session, org):
+    first = link_of(add(owner, "again@example.com"))
+
+    second = link_of(add(owner, "again@example.com", "admin"))
+
+    pending = [i for i in invitations_of(session, org) if i.revoked_at is None]
+    assert [(i.email, i.role) for i in pending] == [("again@example.com", Role.ADMIN)]
+    visitor = app.test_client()
+    assert visitor.get(first.removeprefix("http://localhost")).status_code == 404
+    assert visitor.get(second.removeprefix("http://localhost")).status_code == 200
+    assert ("invitation:revoked", "again@example.com",
+            {"role": "viewer", "replaced": True}) in audit_actions(session, org)
+
+
+def test_owner_sees_pending_invitations_and_revokes_one(app, owner, session, org):
+    link = link_of(add(owner, "pending@example.com", "admin"))
+    page = owner.get("/members").get_data(as_text=True)
+    assert 'id="pending-invitations"' in page
+    assert "pending@example.com" in page
+    [invitation] = invitations_of(session, org)
+
+    response = owner.post(f"/members/invitations/{invitation.id}/revoke")
+
+    assert response.status_code == HTTPStatus.FOUND
+    assert response.headers["Location"] == "/members#pending-invitations"
+    assert invitations_of(session, org)[0].revoked_at is not None
+    assert app.test_client().get(link.removeprefix("http://localhost")).status_code == 404
+    assert ("invitation:revoked", "pending@example.com", {"role": "admin"}) in \
+        audit_actions(session, org)
+    assert "pending@example.com" not in owner.get("/members").get_data(as_text=True).split(
+        'id="add-member-heading"')[0].split('id="pending-invitations"')[1]
+
+
+def test_another_orgs_invitation_cannot_be_revoked(outsider, owner, session, org):
+    add(owner, "mine@example.com")
+    [invitation] = invitations_of(session, org)
+
+    response = outsider.post(f"/members/invitations/{invitation.id}/revoke")
+
+    assert response.status_code == HTTPStatus.NOT_FOUND
+    assert invitations_of(session, org)[0].revoked_at is None
+
+
+def test_inviting_someone_already_in_the_org_is_a_form_error(owner, session, org):
     member = make_user(session, org=org, role="viewer", email="grace@example.com")
 
     response = add(owner, member.email, "admin")
@@ -140,6 +210,7 @@ def test_adding_someone_already_in_the_org_is_a_form_error(owner, session, org):
     assert "grace@example.com is already a member of this organisation." in html, \
         re.findall(r'class="error"[^>]*>([^<]*)', html)
     assert membership_of(session, member, org).role is Role.VIEWER
+    assert invitations_of(session, org) == []
 
 
 @pytest.mark.parametrize(("email", "role", "message"), [
@@ -148,7 +219,7 @@ def test_adding_someone_already_in_the_org_is_a_form_error(owner, session, org):
     ("someone@example.com", "superuser", "Not a valid choice"),
 ])
 def test_bad_add_input_is_shown_next_to_the_field(owner, session, email, role, message):
-    before = session.scalar(select(func.count(User.id)))
+    before = session.scalar(select(func.count(Invitation.id)))
 
     response = add(owner, email, role)
 
@@ -156,7 +227,7 @@ def test_bad_add_input_is_shown_next_to_the_field(owner, session, email, role, m
     html = response.get_data(as_text=True)
     assert message in html
     assert 'aria-invalid="true"' in html
-    assert session.scalar(select(func.count(User.id))) == before
+    assert session.scalar(select(func.count(Invitation.id))) == before
 
 
 # -- roles ---------------------------------------------------------------------------
@@ -219,7 +290,8 @@ def test_owner_removes_a_member_whose_account_stays(app, owner, session, org):
     assert response.status_code == HTTPStatus.FOUND
     assert membership_of(session, member, org) is None
     assert session.get(User, member.id) is not None
-    assert ("member:removed", member.email, {"role": "admin"}) in audit_actions(session, org)
+    assert ("member:removed", member.email, {"role": "admin", "tokens_revoked": 0}) in \
+        audit_actions(session, org)
     removed = Portal(app.test_client())
     removed.sign_in(member.email)
     assert removed.get("/members").status_code == HTTPStatus.FORBIDDEN
@@ -279,3 +351,143 @@ def test_another_orgs_member_is_not_found(outsider, session, org):
 
     assert (role.status_code, remove.status_code) == (HTTPStatus.NOT_FOUND, HTTPStatus.NOT_FOUND)
     assert membership_of(session, member, org).role is Role.VIEWER
+
+
+# -- removing revokes what acts for them -----------------------------------------------
+
+
+def introspect(http, caller, secret: str, token: str) -> dict:
+    response = http.post("/oauth/introspect", data={"token": token},
+                         headers=basic(caller.client_id, secret))
+    assert response.status_code == HTTPStatus.OK, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def test_removing_a_member_revokes_tokens_of_user_clients_acting_for_them(
+        app, owner, session, org, other_org):
+    leaver = make_user(session, org=org, role="admin", email="leaver@example.com")
+    make_user(session, org=other_org, role="admin", email="leaver2@example.com")
+    acting, acting_secret = make_client(session, org, name="acts for leaver", kind="user",
+                                        user=leaver, ttl=86400)
+    service, service_secret = make_client(session, org, name="org client")
+    http = app.test_client()
+    leavers_token = get_token(http, acting, acting_secret)
+    orgs_token = get_token(http, service, service_secret)
+    assert introspect(http, service, service_secret, leavers_token)["active"] is True
+
+    response = owner.post(f"/members/{membership_of(session, leaver, org).id}/remove")
+
+    assert response.status_code == HTTPStatus.FOUND
+    assert introspect(http, service, service_secret, leavers_token) == {"active": False}
+    assert introspect(http, service, service_secret, orgs_token)["active"] is True
+    assert ("member:removed", leaver.email, {"role": "admin", "tokens_revoked": 1}) in \
+        audit_actions(session, org)
+    assert "1 active token of clients acting for them was revoked" in \
+        owner.get("/members").get_data(as_text=True)
+
+
+# -- password reset ------------------------------------------------------------------
+
+
+def reset(owner: Portal, membership: Membership):
+    """Confirm a reset as a browser would (the confirmation page carries a one-time nonce)."""
+    url = f"/members/{membership.id}/reset-password"
+    return owner.form_post(url, {})
+
+
+def test_reset_asks_for_confirmation_on_a_page(owner, session, org):
+    member = make_user(session, org=org, role="viewer")
+
+    page = owner.get(f"/members/{membership_of(session, member, org).id}/reset-password")
+
+    assert page.status_code == HTTPStatus.OK
+    html = page.get_data(as_text=True)
+    assert f"Reset the password of {member.email}?" in html
+    assert "before anything else" in html
+    assert crypto.verify_password(session.get(User, member.id).password_hash, PASSWORD)
+
+
+def test_owner_resets_a_password_shown_once_and_recorded(app, owner, session, org):
+    member = make_user(session, org=org, role="viewer")
+
+    response = reset(owner, membership_of(session, member, org))
+
+    assert response.status_code == HTTPStatus.OK
+    assert response.headers["Cache-Control"] == "no-store"
+    temporary = unescape(TEMPORARY_PASSWORD.search(response.get_data(as_text=True)).group(1))
+    assert len(temporary) >= 20
+    session.expire_all()
+    user = session.get(User, member.id)
+    assert user.password_hash.startswith("$argon2id$")
+    assert crypto.verify_password(user.password_hash, temporary)
+    assert not crypto.verify_password(user.password_hash, PASSWORD)
+    assert user.must_change_password
+    assert ("member:password_reset", member.email, {}) in audit_actions(session, org)
+
+
+def test_reset_ends_the_members_sessions(app, owner, session, org):
+    member = make_user(session, org=org, role="viewer")
+    members_browser = Portal(app.test_client())
+    members_browser.sign_in(member.email)
+
+    reset(owner, membership_of(session, member, org))
+
+    assert members_browser.get("/members").status_code == HTTPStatus.FOUND
+
+
+def test_reset_is_refused_for_a_member_of_another_org_too(owner, session, org, other_org):
+    member = make_user(session, org=org, role="viewer")
+    users.add_membership(session, org=other_org, user=member, role="admin", actor="test")
+    session.commit()
+    membership = membership_of(session, member, org)
+
+    page = owner.get(f"/members/{membership.id}/reset-password")
+    response = reset(owner, membership)
+
+    assert page.status_code == HTTPStatus.CONFLICT
+    message = (f"{member.email} is also a member of another organisation, so only they can "
+               "change their password (on their account page).")
+    assert message in page.get_data(as_text=True)
+    assert "temporary-password" not in response.get_data(as_text=True)
+    assert message in owner.get("/members").get_data(as_text=True)
+    session.expire_all()
+    assert crypto.verify_password(session.get(User, member.id).password_hash, PASSWORD)
+    assert not session.get(User, member.id).must_change_password
+    assert "member:password_reset" not in [a for a, _, _ in audit_actions(session, org)]
+
+
+def test_an_owner_cannot_reset_their_own_password_here(owner, session, org):
+    response = reset(owner, membership_of(session, owner.user, org))
+
+    assert "temporary-password" not in response.get_data(as_text=True)
+    assert "Change your own password on your account page." in \
+        owner.get("/members").get_data(as_text=True)
+
+
+def test_replaying_a_reset_shows_no_password_and_resets_nothing(owner, session, org):
+    member = make_user(session, org=org, role="viewer")
+    url = f"/members/{membership_of(session, member, org).id}/reset-password"
+    body = hidden_fields(owner.get(url).get_data(as_text=True))
+    first = owner.http.post(url, data=body)
+    session.expire_all()
+    after_first = session.get(User, member.id).password_hash
+
+    again = owner.http.post(url, data=body)
+
+    assert first.status_code == HTTPStatus.OK
+    assert again.status_code == HTTPStatus.FOUND
+    session.expire_all()
+    assert session.get(User, member.id).password_hash == after_first
+
+
+@pytest.mark.parametrize("role", ["admin", "viewer"])
+def test_only_owners_reset_passwords(app, session, org, role):
+    member = make_user(session, org=org, role="viewer")
+    url = f"/members/{membership_of(session, member, org).id}/reset-password"
+    portal = Portal(app.test_client())
+    portal.sign_in(make_user(session, org=org, role=role).email)
+
+    assert portal.get(url).status_code == HTTPStatus.FORBIDDEN
+    assert portal.post(url, {}).status_code == HTTPStatus.FORBIDDEN
+    session.expire_all()
+    assert not session.get(User, member.id).must_change_password

@@ -20,7 +20,9 @@ from portal.views import OPEN_POSTS
 from tests.factories import PASSWORD, make_org, make_user
 from tests.portal.conftest import OrgObjects, Portal, csrf_token
 
-PUBLIC_PAGES = {"portal.signin", "portal.signup"}
+# Pages for signed-out visitors too: an invitation link opens without an account.
+PUBLIC_PAGES = {"portal.signin", "portal.signup", "portal.invitation",
+                "portal.invitation_accept"}
 CSRF_MESSAGE = ("The form expired or was not submitted from this site. "
                 "Go back, reload and try again.")
 

@@ -1,7 +1,7 @@
 """rate-limit counters shared by every worker (failure limits per deployment)
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002_accounts
 Create Date: 2026-12-02 21:00:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0002'
-down_revision = '0001'
+revision = '0003'
+down_revision = '0002_accounts'
 branch_labels = None
 depends_on = None
 
