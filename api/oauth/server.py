@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import unquote_plus
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
 from authlib.oauth2.rfc6749 import grants
@@ -41,6 +41,7 @@ from api.oauth.params import Params
 from portal.core import settings
 from portal.core.api_keys.models import ApiKey
 from portal.core.api_keys.services import authenticate_api_key
+from portal.core.apis.services import is_absolute_uri
 from portal.core.clients import services as clients
 from portal.core.clients.models import AuthMethod, Client, ClientKind, ClientSecret
 from portal.core.db import end_autocommit, get_session, table_of
@@ -390,11 +391,8 @@ def requested_audiences(params: Params) -> list[str]:
     """``audience`` and ``resource`` values (RFC 8707); ``resource`` must be an absolute URI."""
     values = list(params.lists.get("audience", []))
     for resource in params.lists.get("resource", []):
-        try:
-            parts = urlsplit(resource)
-        except ValueError:  # e.g. an unclosed IPv6 bracket
-            parts = None
-        if parts is None or not parts.scheme or not parts.netloc or parts.fragment:
+        # As API identifiers are written (urn: ones too); http(s) ones need a host.
+        if not is_absolute_uri(resource):
             raise InvalidTargetError(
                 description="resource must be an absolute URI without a fragment."
             )

@@ -1,8 +1,8 @@
 """The token endpoint's and introspection's database work, as raw statements.
 
 One read finds the client by its public id and the keyed hash of the
-presented secret (for a token, with its org's public id, its user's and
-whether that user is still a member; for introspection, only what is checked
+presented secret (for a token, with its org's public id, its user's,
+whether that user is still a member, and its grants of APIs; for introspection, only what is checked
 of the caller, and its org's record of the token); one
 write records an issued token with its usage event, or an introspection's
 usage event. The statements are the models' own Core
@@ -19,9 +19,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Engine, and_, bindparam, exists, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, exists, func, insert, select, update
 
 from portal.core import crypto, settings
+from portal.core.apis.grants import (
+    LINE_SEPARATOR,
+    GrantedApi,
+    grant_line,
+    parse_grant_lines,
+    sql_text,
+)
+from portal.core.apis.models import Api, ClientGrant
 from portal.core.clients.models import Client, ClientKind, ClientSecret, secret_is_active
 from portal.core.db import get_engine, table_of
 from portal.core.orgs.models import Organization
@@ -68,8 +76,8 @@ class AuthenticatedClient(Caller):
 
     id: int
     kind: ClientKind
-    scopes: list[str]
-    audiences: list[str]
+    granted: dict[str, GrantedApi]
+    default_audience: str | None
     token_ttl: int
     custom_claims: dict[str, Any]
     last_used_at: datetime | None
@@ -156,11 +164,20 @@ def _build(engine: Engine) -> HotPath:
     clients, secrets = table_of(Client), table_of(ClientSecret)
     orgs, users, members = table_of(Organization), table_of(User), table_of(Membership)
     tokens, events = table_of(IssuedToken), table_of(UsageEvent)
+    apis, grants = table_of(Api), table_of(ClientGrant)
     is_member = exists().where(members.c.org_id == clients.c.org_id,
                                members.c.user_id == clients.c.user_id)
+    # The client's grants in the same read, one line per API
+    # (portal.core.apis.grants.parse_grant_lines reads them back).
+    granted = (
+        select(func.aggregate_strings(grant_line(apis, grants), sql_text(LINE_SEPARATOR)))
+        .select_from(grants.join(apis, apis.c.id == grants.c.api_id))
+        .where(grants.c.client_id == clients.c.id)
+        .scalar_subquery()
+    )
     caller_columns = (
         clients.c.id, clients.c.org_id, clients.c.client_id, clients.c.kind,
-        clients.c.scopes, clients.c.audiences, clients.c.auth_methods, clients.c.token_ttl,
+        granted.label("granted"), clients.c.auth_methods, clients.c.token_ttl,
         clients.c.custom_claims, clients.c.enabled, clients.c.last_used_at,
         orgs.c.public_id, users.c.public_id, is_member.label("is_member"),
         secrets.c.id, secrets.c.expires_at, secrets.c.revoked_at, secrets.c.last_used_at,
@@ -248,12 +265,13 @@ def _caller_row(statement: RawStatement, connection: RawConnection, client_id: s
 
 
 def _authenticated(row: tuple[Any, ...]) -> AuthenticatedClient:
-    (id_, org_id, public_client_id, kind, scopes, audiences, auth_methods, ttl, custom,
+    (id_, org_id, public_client_id, kind, grant_lines, auth_methods, ttl, custom,
      enabled, last_used, org_public_id, user_public_id, member, secret_id, secret_expires,
      secret_revoked, secret_last_used) = row
+    granted, default_audience = parse_grant_lines(grant_lines)
     return AuthenticatedClient(
         id=id_, org_id=org_id, client_id=public_client_id, kind=ClientKind(kind),
-        scopes=list(scopes or []), audiences=list(audiences or []),
+        granted=granted, default_audience=default_audience,
         auth_methods=list(auth_methods or []), token_ttl=ttl, custom_claims=dict(custom or {}),
         enabled=bool(enabled), last_used_at=last_used, org_public_id=org_public_id,
         user=SecretUser(user_public_id) if user_public_id is not None else None,

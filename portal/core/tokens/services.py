@@ -8,6 +8,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -16,11 +17,11 @@ from sqlalchemy import Insert, Select, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from portal.core import settings
+from portal.core.apis.grants import GrantedApi, resolve
 from portal.core.audit import services as audit
 from portal.core.clients.models import Client, ClientKind
-from portal.core.clients.services import check_ttl
 from portal.core.db import table_of
-from portal.core.errors import NotFound, ValidationFailed
+from portal.core.errors import AudienceNotAllowed, NotFound, ScopeNotAllowed
 from portal.core.signing_keys.services import keyring
 from portal.core.tokens.claims import audience_claim, check_custom_claims
 from portal.core.tokens.models import IssuedToken, TokenSource
@@ -31,12 +32,7 @@ from portal.core.usage.models import UsageEvent
 MAX_TOKEN_LENGTH = 8192
 
 
-class ScopeNotAllowed(ValidationFailed):
-    code = "invalid_scope"
-
-
-class AudienceNotAllowed(ValidationFailed):
-    code = "invalid_target"
+__all__ = ["AudienceNotAllowed", "ScopeNotAllowed"]  # the refusals of sign_token
 
 
 @dataclass(frozen=True)
@@ -47,30 +43,6 @@ class Issued:
     claims: dict[str, Any]
     record: IssuedToken
     expires_in: int
-
-
-def grant_scopes(client: Grantee, requested: list[str] | None) -> list[str]:
-    """The scopes to grant: the requested subset of the allowed ones, default all."""
-    if requested is None or requested == []:
-        return list(client.scopes)
-    refused = [s for s in requested if s not in client.scopes]
-    if refused:
-        raise ScopeNotAllowed(
-            "scope not allowed for this client: " + " ".join(refused), field="scope"
-        )
-    return requested
-
-
-def grant_audiences(client: Grantee, requested: list[str] | None) -> list[str]:
-    """The audiences to grant: the requested ones (each allowed), default all allowed."""
-    if not requested:
-        return list(client.audiences)
-    refused = [a for a in requested if a not in client.audiences]
-    if refused:
-        raise AudienceNotAllowed(
-            "audience not allowed for this client: " + " ".join(refused), field="audience"
-        )
-    return list(dict.fromkeys(requested))
 
 
 class _HasPublicId(Protocol):
@@ -91,9 +63,9 @@ class Grantee(Protocol):
     @property
     def kind(self) -> ClientKind: ...
     @property
-    def scopes(self) -> list[str]: ...
+    def granted(self) -> Mapping[str, GrantedApi]: ...
     @property
-    def audiences(self) -> list[str]: ...
+    def default_audience(self) -> str | None: ...
     @property
     def token_ttl(self) -> int: ...
     @property
@@ -131,9 +103,11 @@ def sign_token(
     own) is only read, and only when this process has no fresh copy of the org's key.
     """
     now = (now or utcnow()).replace(microsecond=0)
-    granted_scopes = grant_scopes(client, scopes)
-    granted_audiences = grant_audiences(client, audiences)
-    lifetime = client.token_ttl if ttl is None else check_ttl(ttl)
+    # The client's grants decide (portal.core.apis.grants.resolve): unknown or
+    # another org's audience -> invalid_target, an ungranted scope -> invalid_scope.
+    grant = resolve(client.granted, client.default_audience, scopes=scopes, audiences=audiences,
+                    client_ttl=client.token_ttl, ttl=ttl)
+    granted_scopes, granted_audiences, lifetime = grant.scopes, grant.audiences, grant.lifetime
     custom = {**client.custom_claims, **check_custom_claims(extra_claims)}
     key = keyring().active_key(session, client.org_id)
     jti = secrets.token_urlsafe(18)
