@@ -124,6 +124,7 @@ bp.before_request(_enforce_roles)
 # Routes register on the blueprint as their modules are imported.
 from portal.views import (  # noqa: E402,F401
     api_keys,
+    apis,
     audit,
     auth,
     clients,
@@ -147,6 +148,7 @@ def init_app(app: Flask) -> None:
 # The side navigation, in order.
 NAV = (
     ("portal.clients", "Clients"),
+    ("portal.apis", "APIs"),
     ("portal.mint", "Mint a token"),
     ("portal.revoke", "Revoke a token"),
     ("portal.usage", "Usage"),

@@ -191,7 +191,8 @@ class OrgObjects:
 
 @pytest.fixture
 def org_objects(app, session, org) -> OrgObjects:
-    """One of each object in ``org`` (client, secret, token, API key, member, signing key)."""
+    """One of each object in ``org`` (client, its API and a scope of it, secret, token,
+    API key, member, signing key)."""
     import jwt
     from sqlalchemy import select
 
@@ -200,6 +201,7 @@ def org_objects(app, session, org) -> OrgObjects:
     from tests.factories import issue, make_api_key, make_client
 
     client, _secret = make_client(session, org, name="walked client")
+    api = client.grants[0].api
     token = issue(session, client)
     _plaintext, api_key = make_api_key(session, org)
     member = make_user(session, org=org, role="viewer", email="walked.member@example.com")
@@ -214,4 +216,6 @@ def org_objects(app, session, org) -> OrgObjects:
         "key_id": api_key.id,
         "member_id": membership.id,
         "kid": kid,
+        "api_id": api.public_id,
+        "scope_id": api.scopes[0].id,
     })
