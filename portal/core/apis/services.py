@@ -332,10 +332,10 @@ def delete_api(session: Session, api: Api, *, acting_org_id: int | None, actor: 
     holders = granted_clients(session, api, org_id=None)
     if holders:
         names = ", ".join(c.name for c in holders[:5]) + (", …" if len(holders) > 5 else "")
+        several = len(holders) != 1
         raise Conflict(
-            f"{api.name} is still granted to {len(holders)} "
-            f"client{'s' if len(holders) != 1 else ''} ({names}): remove it from "
-            f"{'them' if len(holders) != 1 else 'it'} first")
+            f"{api.name} is still granted to {len(holders)} client{'s' if several else ''} "
+            f"({names}): remove it from {'them' if several else 'that client'} first")
     _audit(session, api, action="api:deleted", actor=actor, now=now,
            details={"name": api.name})
     session.delete(api)

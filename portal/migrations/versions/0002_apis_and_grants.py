@@ -201,7 +201,8 @@ def _move_audiences(bind: Any) -> list[str]:
             if shared else "")
         api_id = bind.execute(sa.insert(apis).values(
             public_id=_public_id(), org_id=org_id, identifier=identifier, name=_name(identifier),
-            description=description, created_at=now, updated_at=now)).inserted_primary_key[0]
+            description=description, created_at=now, updated_at=now,
+        ).returning(apis.c.id)).scalar_one()
         api_ids[identifier] = api_id
         if scopes:
             bind.execute(sa.insert(api_scopes),
