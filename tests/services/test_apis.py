@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from portal.core.actor import Actor
 from portal.core.apis import services as apis
@@ -379,3 +379,26 @@ def test_deployment_scopes_are_the_shared_apis_only(session, acme):
 
     assert apis.deployment_scopes(session) == ["platform:use", "shared:read"]
 
+
+
+def test_the_database_refuses_to_delete_a_granted_api(session, acme):
+    from sqlalchemy import delete
+    from sqlalchemy.exc import IntegrityError
+
+    client, _ = make_client(session, acme)
+
+    with pytest.raises(IntegrityError):
+        session.execute(delete(Api).where(Api.id == client.grants[0].api_id))
+        session.flush()
+    session.rollback()
+
+
+def test_an_org_whose_clients_hold_its_apis_can_still_be_deleted(session, acme, globex):
+    make_client(session, acme)
+    theirs, _ = make_client(session, globex)
+
+    session.delete(acme)
+    session.commit()
+
+    assert [a.org_id for a in session.scalars(select(Api))] == [globex.id]
+    assert session.scalar(select(func.count()).select_from(ClientGrant)) == 1

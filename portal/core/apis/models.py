@@ -101,8 +101,10 @@ class ClientGrant(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
-    # RESTRICT: an API is deleted only once no client is granted it (the service says so first).
-    api_id: Mapped[int] = mapped_column(ForeignKey("apis.id", ondelete="RESTRICT"), index=True)
+    # No ON DELETE action: an API is deleted only once no client is granted it (the service
+    # says so first). Checked at the end of the statement, so deleting an org, which
+    # removes its clients' grants and its APIs together, still works.
+    api_id: Mapped[int] = mapped_column(ForeignKey("apis.id"), index=True)
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)  # names, in the API's order
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[CreatedAt]
