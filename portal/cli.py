@@ -249,6 +249,67 @@ def create_api(org_slug: str | None, deployment: bool, identifier: str, name: st
         click.echo(f"created API {api.identifier} ({api.public_id}) of {owner}")
 
 
+@click.command("update-api")
+@click.option("--api", "identifier", required=True, help="The API's identifier.")
+@click.option("--name", default=None)
+@click.option("--description", default=None)
+@click.option("--ttl", type=int, default=None, help="Default token lifetime in seconds.")
+@click.option("--max-ttl", type=int, default=None, help="Maximum token lifetime in seconds.")
+@click.option("--no-ttl", is_flag=True, help="Drop the default lifetime (clients' own apply).")
+@click.option("--no-max-ttl", is_flag=True, help="Drop the maximum lifetime.")
+@click.option("--add-scopes", default="", help="Scopes to add, space- or comma-separated.")
+@click.option("--remove-scopes", default="",
+              help="Scopes to remove (also from every client granted them).")
+@click.option("--json", "as_json", is_flag=True, help="Print the API as JSON.")
+@domain_command
+def update_api(identifier: str, name: str | None, description: str | None, ttl: int | None,
+               max_ttl: int | None, no_ttl: bool, no_max_ttl: bool, add_scopes: str,
+               remove_scopes: str, as_json: bool) -> None:
+    """Change any API as the operator (the only way to change a deployment API)."""
+    from portal.core.actor import CLI
+    from portal.core.apis import services as apis
+
+    session = get_session()
+    api = apis.get_api_by_identifier(session, org_id=None, identifier=identifier)
+    unknown = [s for s in _csv(remove_scopes) if s not in api.scope_names]
+    if unknown:
+        fail(f"{identifier} has no scope {' '.join(unknown)}")
+    apis.update_api(
+        session, api, acting_org_id=None, actor=CLI,
+        name=api.name if name is None else name,
+        description=api.description if description is None else description,
+        default_ttl=None if no_ttl else (api.default_ttl if ttl is None else ttl),
+        max_ttl=None if no_max_ttl else (api.max_ttl if max_ttl is None else max_ttl))
+    for scope in _csv(add_scopes):
+        apis.add_scope(session, api, acting_org_id=None, name=scope, actor=CLI)
+    lost = 0
+    for scope in _csv(remove_scopes):
+        found = next(s for s in api.scopes if s.name == scope)
+        lost += len(apis.remove_scope(session, api, acting_org_id=None, scope_id=found.id,
+                                      actor=CLI))
+    session.commit()
+    if as_json:
+        click.echo(json.dumps(_api_json(api)))
+    else:
+        click.echo(f"updated API {api.identifier}: scopes {' '.join(api.scope_names) or '(none)'}"
+                   + (f"; {lost} grant(s) lost a removed scope" if lost else ""))
+
+
+@click.command("delete-api")
+@click.option("--api", "identifier", required=True, help="The API's identifier.")
+@domain_command
+def delete_api(identifier: str) -> None:
+    """Delete an API; refused while any client is granted it."""
+    from portal.core.actor import CLI
+    from portal.core.apis import services as apis
+
+    session = get_session()
+    api = apis.get_api_by_identifier(session, org_id=None, identifier=identifier)
+    apis.delete_api(session, api, acting_org_id=None, actor=CLI)
+    session.commit()
+    click.echo(f"deleted API {identifier}")
+
+
 @click.command("grant")
 @click.option("--client", "client_id", required=True, help="The client's id (lkc_...).")
 @click.option("--api", "identifier", required=True,
@@ -486,8 +547,8 @@ def seed_demo() -> None:
     )
 
 
-COMMANDS = [db_group, create_org, create_user, create_client, create_api, grant, check,
-            rotate_signing_key, prune, serve, seed_demo]
+COMMANDS = [db_group, create_org, create_user, create_client, create_api, update_api, delete_api,
+            grant, check, rotate_signing_key, prune, serve, seed_demo]
 
 
 def register(app: Flask) -> None:

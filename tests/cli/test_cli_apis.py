@@ -261,3 +261,59 @@ def test_check_reports_a_deployment_api_two_orgs_use(session, runner, acme, glob
     assert result.stdout == (
         "shared: deployment API https://platform.example.com (Platform) is granted to clients "
         "of 2 orgs (acme, globex): its resource servers must check the token's oid\n")
+
+
+# -- update-api, delete-api: the operator's changes ----------------------------------------
+
+
+def test_update_api_changes_a_deployment_api_and_its_scopes(session, runner, acme):
+    shared = make_api(session, None, identifier="https://platform.example.com",
+                      scopes=("platform:use", "platform:old"))
+    c, _ = make_client(session, acme, audiences=[shared.identifier],
+                       scopes=["platform:use", "platform:old"])
+
+    result = invoke(runner, "update-api", "--api", shared.identifier, "--name", "Platform",
+                    "--max-ttl", "1800", "--add-scopes", "platform:new",
+                    "--remove-scopes", "platform:old")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ("updated API https://platform.example.com: scopes platform:use "
+                             "platform:new; 1 grant(s) lost a removed scope\n")
+    session.expire_all()
+    assert (shared.name, shared.max_ttl) == ("Platform", 1800)
+    assert c.grants[0].scopes == ["platform:use"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--api", "https://nowhere.test"], "no API with identifier https://nowhere.test"),
+    (["--api", "https://platform.example.com", "--remove-scopes", "nope"], "has no scope nope"),
+    (["--api", "https://platform.example.com", "--ttl", "5"], "between 300"),
+    (["--api", "https://platform.example.com", "--add-scopes", "platform:use"],
+     "already has scope platform:use"),
+])
+def test_update_api_bad_input_exits_2_and_changes_nothing(session, runner, args, needle):
+    shared = make_api(session, None, identifier="https://platform.example.com",
+                      scopes=("platform:use",))
+
+    result = invoke(runner, "update-api", *args)
+
+    assert result.exit_code == 2, result.output
+    assert needle in one_error_line(result)
+    session.expire_all()
+    assert shared.scope_names == ["platform:use"] and shared.default_ttl is None
+
+
+def test_delete_api_is_refused_while_granted_then_deletes(session, runner, acme):
+    shared = make_api(session, None, identifier="https://platform.example.com",
+                      scopes=("platform:use",))
+    c, _ = make_client(session, acme, audiences=[shared.identifier], scopes=["platform:use"],
+                       name="user-of-platform")
+
+    refused = invoke(runner, "delete-api", "--api", shared.identifier)
+    make_api(session, None, identifier="https://unused.example.com")
+    deleted = invoke(runner, "delete-api", "--api", "https://unused.example.com")
+
+    assert refused.exit_code == 2
+    assert "still granted to 1 client (user-of-platform)" in one_error_line(refused)
+    assert deleted.exit_code == 0 and deleted.stdout == "deleted API https://unused.example.com\n"
+    assert api_count(session) == 1
