@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from flask import Flask
 
 from portal.core.apis.grants import GrantedApi, parse_grant_lines, resolve
 from portal.core.errors import AudienceNotAllowed, ScopeNotAllowed, ValidationFailed
@@ -16,18 +15,11 @@ GRANTED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _app_context():
-    app = Flask(__name__)
-    app.config.update(MIN_TOKEN_TTL=300, DEFAULT_TOKEN_TTL=3600, MAX_TOKEN_TTL=86400)
-    with app.app_context():
-        yield
-
-
 def judge(audiences=None, scopes=None, *, granted=GRANTED, default=ORDERS, ttl=None,
           client_ttl=3600):
+    """Pure: no app, no database."""
     return resolve(granted, default, scopes=scopes, audiences=audiences, ttl=ttl,
-                   client_ttl=client_ttl)
+                   client_ttl=client_ttl, ttl_bounds=(300, 3600, 86400))
 
 
 def test_no_audience_gets_the_default_api_with_every_granted_scope():
@@ -98,6 +90,11 @@ def test_a_mint_lifetime_above_the_api_maximum_is_refused():
     assert refused.value.field == "ttl"
     assert refused.value.message == f"tokens for {ORDERS} live at most 600 seconds"
     assert judge(granted=granted, ttl=600).lifetime == 600
+
+
+def test_a_mint_lifetime_outside_the_servers_bounds_is_refused():
+    with pytest.raises(ValidationFailed, match="between 300 and 86400 seconds"):
+        judge(ttl=299)
 
 
 def test_grant_lines_read_back_as_the_sql_writes_them():

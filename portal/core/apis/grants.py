@@ -1,9 +1,9 @@
 """What a client may get: its grants, and the one rule that turns a token request into
 the token's audiences, scopes and lifetime.
 
-Pure functions on plain values, so every door that issues tokens (the token
-endpoint's fast path, its Flask path, the portal's mint) judges a request the
-same way, whether it read the client through the ORM or as one raw row.
+Pure functions on plain values (no Flask, no database), so every door that issues
+tokens (the token endpoint's fast path, its Flask path, the portal's mint) judges a
+request the same way, whether it read the client through the ORM or as one raw row.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def resolve(
     audiences: Sequence[str] | None,
     client_ttl: int,
     ttl: int | None = None,
+    ttl_bounds: tuple[int, int, int],
 ) -> Resolved:
     """Judge a token request against a client's grants.
 
@@ -59,7 +60,8 @@ def resolve(
     - Lifetime: ``ttl`` when given (the portal's mint), else the shortest default
       lifetime of the token's APIs, else the client's; never above the shortest
       maximum lifetime of the token's APIs (a ``ttl`` above it is refused, the
-      other defaults are cut to it).
+      other defaults are cut to it). ``ttl_bounds`` is the server's
+      ``(minimum, default, maximum)`` (:func:`portal.core.settings.ttl_bounds`).
     """
     wanted = list(dict.fromkeys(audiences)) if audiences else []
     if not wanted:
@@ -84,14 +86,16 @@ def resolve(
                 f"scope not granted to this client on {where}: " + " ".join(refused),
                 field="scope",
             )
-    return Resolved(audiences=wanted, scopes=chosen, lifetime=_lifetime(apis, client_ttl, ttl))
+    lifetime = _lifetime(apis, client_ttl, ttl, ttl_bounds)
+    return Resolved(audiences=wanted, scopes=chosen, lifetime=lifetime)
 
 
-def _lifetime(apis: Sequence[GrantedApi], client_ttl: int, ttl: int | None) -> int:
+def _lifetime(apis: Sequence[GrantedApi], client_ttl: int, ttl: int | None,
+              bounds: tuple[int, int, int]) -> int:
     maxima = [(api.max_ttl, api.identifier) for api in apis if api.max_ttl is not None]
     cap = min(maxima) if maxima else None
     if ttl is not None:
-        check_ttl(ttl)
+        check_ttl(ttl, bounds=bounds)
         if cap is not None and ttl > cap[0]:
             raise ValidationFailed(
                 f"tokens for {cap[1]} live at most {cap[0]} seconds", field="ttl"
@@ -102,9 +106,10 @@ def _lifetime(apis: Sequence[GrantedApi], client_ttl: int, ttl: int | None) -> i
     return min(lifetime, cap[0]) if cap is not None else lifetime
 
 
-def check_ttl(ttl: object, *, field: str = "ttl") -> int:
-    """A token lifetime in seconds within the configured bounds."""
-    low, _default, high = settings.ttl_bounds()
+def check_ttl(ttl: object, *, field: str = "ttl",
+              bounds: tuple[int, int, int] | None = None) -> int:
+    """A token lifetime in seconds within ``bounds`` (default: the configured ones)."""
+    low, _default, high = bounds or settings.ttl_bounds()
     if isinstance(ttl, bool) or not isinstance(ttl, int):
         raise ValidationFailed("token TTL must be a whole number of seconds", field=field)
     if not low <= ttl <= high:

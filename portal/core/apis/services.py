@@ -458,6 +458,9 @@ def replace_grants(session: Session, client: Client, grants: Sequence[tuple[Api,
     wanted: dict[int, tuple[Api, list[str]]] = {}
     for api, scopes in grants:
         wanted[api.id] = (api, _check_grant(client, api, scopes))
+    if default is not None and default.id not in wanted:
+        raise ValidationFailed("the default API must be one of the APIs granted",
+                               field="default_api")
     existing = {g.api_id: g for g in client.grants}
     added: dict[str, list[str]] = {}
     changed: dict[str, list[str]] = {}
@@ -474,9 +477,6 @@ def replace_grants(session: Session, client: Client, grants: Sequence[tuple[Api,
         elif found.scopes != scopes:
             found.scopes = scopes
             changed[api.identifier] = scopes
-    if default is not None and default.id not in wanted:
-        raise ValidationFailed("the default API must be one of the APIs granted",
-                               field="default_api")
     old_default = client.default_api
     if default is None:
         default = old_default if old_default is not None and old_default.id in wanted \

@@ -106,7 +106,7 @@ def sign_token(
     # The client's grants decide (portal.core.apis.grants.resolve): unknown or
     # another org's audience -> invalid_target, an ungranted scope -> invalid_scope.
     grant = resolve(client.granted, client.default_audience, scopes=scopes, audiences=audiences,
-                    client_ttl=client.token_ttl, ttl=ttl)
+                    client_ttl=client.token_ttl, ttl=ttl, ttl_bounds=settings.ttl_bounds())
     granted_scopes, granted_audiences, lifetime = grant.scopes, grant.audiences, grant.lifetime
     custom = {**client.custom_claims, **check_custom_claims(extra_claims)}
     key = keyring().active_key(session, client.org_id)
