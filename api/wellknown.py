@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ from api.oauth.protocol import (
     TOKEN_PATH,
 )
 from portal.core import settings
+from portal.core.apis.services import deployment_scopes
+from portal.core.db import get_session
 from portal.core.signing_keys.services import EXTENSION_KEY as EXTENSION_KEYRING
 from portal.core.signing_keys.services import SUPPORTED_ALGS, KeyRing, keyring
 
@@ -79,20 +82,29 @@ def metadata_document() -> dict[str, Any]:
         "access_token_signing_alg_values_supported": list(SUPPORTED_ALGS),
         "resource_indicators_supported": True,
     }
-    scopes = settings.scopes_supported()
+    # The deployment APIs' scopes only: an org's API scopes are its own business.
+    scopes = deployment_scopes(get_session())
     if scopes:
         doc["scopes_supported"] = scopes
     return doc
 
 
+def _fresh_metadata(app: Flask) -> tuple[bytes, str, float] | None:
+    """The cached metadata while younger than ``KEY_CACHE_SECONDS`` (the operator may
+    add a deployment API's scopes from another process at any time)."""
+    cached: tuple[bytes, str, float] | None = app.extensions.get(METADATA_KEY)
+    max_age = float(app.config["KEY_CACHE_SECONDS"])
+    return cached if cached is not None and time.monotonic() - cached[2] < max_age else None
+
+
 @bp.get(METADATA_PATHS[0])
 @bp.get(METADATA_PATHS[1])
 def metadata() -> Response:
-    """The same RFC 8414 document at both well-known paths; built once per process."""
-    cached = current_app.extensions.get(METADATA_KEY)
+    """The same RFC 8414 document at both well-known paths; rebuilt every few seconds."""
+    cached = _fresh_metadata(current_app)
     if cached is None:
         body = json.dumps(metadata_document(), separators=(",", ":")).encode()
-        cached = (body, hashlib.sha256(body).hexdigest()[:32])
+        cached = (body, hashlib.sha256(body).hexdigest()[:32], time.monotonic())
         current_app.extensions[METADATA_KEY] = cached
     return _cached_json(cached[0], cached[1], 3600)
 
@@ -113,9 +125,10 @@ class WellKnownFastPath:
     status, headers and body directly, as long as that ETag is still the one
     the app would send: for the JWKS, while the process's key ring holds a
     fresh document with that ETag (``KEY_CACHE_SECONDS``; a rotation in this
-    process clears it at once); for the metadata, always (it is built from
-    configuration, once per process). Anything else (other methods, query
-    strings, a response that sets a cookie) passes through untouched.
+    process clears it at once); for the metadata, while the document built
+    from configuration and the deployment APIs' scopes is younger than
+    ``KEY_CACHE_SECONDS``. Anything else (other methods, query strings, a
+    response that sets a cookie) passes through untouched.
     """
 
     def __init__(self, app: Flask, wsgi_app: WSGIApplication) -> None:
@@ -129,7 +142,7 @@ class WellKnownFastPath:
         if path == JWKS_PATH:
             ring: KeyRing = self.app.extensions[EXTENSION_KEYRING]
             return ring.fresh_jwks_etag()
-        cached = self.app.extensions.get(METADATA_KEY)
+        cached = _fresh_metadata(self.app)
         return cached[1] if cached is not None else None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

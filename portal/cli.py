@@ -166,7 +166,15 @@ def create_client(org_slug: str, name: str, scopes: str, audiences: tuple[str, .
                   user_email: str | None, ttl: int | None, description: str,
                   auth_methods: tuple[str, ...], jwks_file: Any, claims_json: str | None,
                   as_json: bool) -> None:
-    """Create a client; its secret is printed once and never stored in plaintext."""
+    """Create a client; its secret is printed once and never stored in plaintext.
+
+    Each --audience is the identifier of an API the client is granted with
+    --scopes: the org's API (registered with those scopes if the org has none
+    with that identifier, and given any it lacks) or a deployment API; another
+    org's is refused. The first --audience is the client's default API.
+    """
+    from portal.core.actor import CLI
+    from portal.core.apis import services as apis
     from portal.core.clients import services as clients
     from portal.core.orgs import services as orgs
     from portal.core.users import services as users
@@ -176,9 +184,11 @@ def create_client(org_slug: str, name: str, scopes: str, audiences: tuple[str, .
     user = users.get_user(session, user_email) if user_email else None
     jwks = _load_json(jwks_file.read(), "--jwks") if jwks_file else None
     claims = _load_json(claims_json, "--claims") if claims_json is not None else None
+    grants = apis.apis_for_audiences(session, org=org, audiences=list(audiences),
+                                     scopes=_csv(scopes), actor=CLI)
     client, secret = clients.create_client(
         session, org=org, name=name, description=description, kind=kind,
-        scopes=_csv(scopes), audiences=list(audiences), ttl=ttl,
+        grants=grants, ttl=ttl,
         auth_methods=list(auth_methods) or None, custom_claims=claims, jwks=jwks, user=user,
         actor=ACTOR,
     )
@@ -190,6 +200,180 @@ def create_client(org_slug: str, name: str, scopes: str, audiences: tuple[str, .
     if secret:
         click.echo(f"client_secret: {secret}")
         click.echo("(the secret is shown only now; store it safely)", err=True)
+
+
+def _api_json(api: Any) -> dict[str, Any]:
+    return {"id": api.public_id, "identifier": api.identifier, "name": api.name,
+            "org": api.org.slug if api.org is not None else None,
+            "scopes": api.scope_names, "default_ttl": api.default_ttl, "max_ttl": api.max_ttl}
+
+
+@click.command("create-api")
+@click.option("--org", "org_slug", help="Slug of the owning org.")
+@click.option("--deployment", is_flag=True,
+              help="Shared by every org (their tokens are told apart by oid).")
+@click.option("--identifier", required=True,
+              help="Absolute URI without fragment (at most 255): the tokens' aud.")
+@click.option("--name", required=True)
+@click.option("--description", default="")
+@click.option("--scopes", default="", help="The API's scopes, space- or comma-separated.")
+@click.option("--ttl", type=int, default=None,
+              help="Default lifetime of its tokens in seconds (instead of each client's).")
+@click.option("--max-ttl", type=int, default=None, help="No token for it lives longer.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API as JSON.")
+@domain_command
+def create_api(org_slug: str | None, deployment: bool, identifier: str, name: str,
+               description: str, scopes: str, ttl: int | None, max_ttl: int | None,
+               as_json: bool) -> None:
+    """Register an API (resource server) of an org, or of the deployment (--deployment).
+
+    A deployment API is visible to every org and can be granted to any org's
+    clients; its resource servers must check each token's oid.
+    """
+    from portal.core.actor import CLI
+    from portal.core.apis import services as apis
+    from portal.core.orgs import services as orgs
+
+    if bool(org_slug) == deployment:
+        fail("give exactly one of --org SLUG and --deployment")
+    session = get_session()
+    org = orgs.get_org(session, org_slug) if org_slug else None
+    api = apis.create_api(session, org=org, identifier=identifier, name=name,
+                          description=description, scopes=[(s, "") for s in _csv(scopes)],
+                          default_ttl=ttl, max_ttl=max_ttl, actor=CLI)
+    session.commit()
+    if as_json:
+        click.echo(json.dumps(_api_json(api)))
+    else:
+        owner = f"org {org.slug}" if org is not None else "the deployment (every org)"
+        click.echo(f"created API {api.identifier} ({api.public_id}) of {owner}")
+
+
+@click.command("update-api")
+@click.option("--api", "identifier", required=True, help="The API's identifier.")
+@click.option("--name", default=None)
+@click.option("--description", default=None)
+@click.option("--ttl", type=int, default=None, help="Default token lifetime in seconds.")
+@click.option("--max-ttl", type=int, default=None, help="Maximum token lifetime in seconds.")
+@click.option("--no-ttl", is_flag=True, help="Drop the default lifetime (clients' own apply).")
+@click.option("--no-max-ttl", is_flag=True, help="Drop the maximum lifetime.")
+@click.option("--add-scopes", default="", help="Scopes to add, space- or comma-separated.")
+@click.option("--remove-scopes", default="",
+              help="Scopes to remove (also from every client granted them).")
+@click.option("--json", "as_json", is_flag=True, help="Print the API as JSON.")
+@domain_command
+def update_api(identifier: str, name: str | None, description: str | None, ttl: int | None,
+               max_ttl: int | None, no_ttl: bool, no_max_ttl: bool, add_scopes: str,
+               remove_scopes: str, as_json: bool) -> None:
+    """Change any API as the operator (the only way to change a deployment API)."""
+    from portal.core.actor import CLI
+    from portal.core.apis import services as apis
+
+    session = get_session()
+    api = apis.get_api_by_identifier(session, org_id=None, identifier=identifier)
+    unknown = [s for s in _csv(remove_scopes) if s not in api.scope_names]
+    if unknown:
+        fail(f"{identifier} has no scope {' '.join(unknown)}")
+    apis.update_api(
+        session, api, acting_org_id=None, actor=CLI,
+        name=api.name if name is None else name,
+        description=api.description if description is None else description,
+        default_ttl=None if no_ttl else (api.default_ttl if ttl is None else ttl),
+        max_ttl=None if no_max_ttl else (api.max_ttl if max_ttl is None else max_ttl))
+    for scope in _csv(add_scopes):
+        apis.add_scope(session, api, acting_org_id=None, name=scope, actor=CLI)
+    lost = 0
+    for scope in _csv(remove_scopes):
+        found = next(s for s in api.scopes if s.name == scope)
+        lost += len(apis.remove_scope(session, api, acting_org_id=None, scope_id=found.id,
+                                      actor=CLI))
+    session.commit()
+    if as_json:
+        click.echo(json.dumps(_api_json(api)))
+    else:
+        click.echo(f"updated API {api.identifier}: scopes {' '.join(api.scope_names) or '(none)'}"
+                   + (f"; {lost} grant(s) lost a removed scope" if lost else ""))
+
+
+@click.command("delete-api")
+@click.option("--api", "identifier", required=True, help="The API's identifier.")
+@domain_command
+def delete_api(identifier: str) -> None:
+    """Delete an API; refused while any client is granted it."""
+    from portal.core.actor import CLI
+    from portal.core.apis import services as apis
+
+    session = get_session()
+    api = apis.get_api_by_identifier(session, org_id=None, identifier=identifier)
+    apis.delete_api(session, api, acting_org_id=None, actor=CLI)
+    session.commit()
+    click.echo(f"deleted API {identifier}")
+
+
+@click.command("grant")
+@click.option("--client", "client_id", required=True, help="The client's id (lkc_...).")
+@click.option("--api", "identifier", required=True,
+              help="Identifier of the org's API or of a deployment API.")
+@click.option("--scopes", default="", help="Scopes of that API to grant (replacing earlier ones).")
+@click.option("--default", "make_default", is_flag=True,
+              help="Make it the API a token request without audience gets.")
+@click.option("--json", "as_json", is_flag=True, help="Print the client's grants as JSON.")
+@domain_command
+def grant(client_id: str, identifier: str, scopes: str, make_default: bool,
+          as_json: bool) -> None:
+    """Grant a client some scopes of an API (its org's, or a deployment API)."""
+    from portal.core.actor import CLI
+    from portal.core.apis import services as apis
+    from portal.core.clients import services as clients
+
+    session = get_session()
+    client = clients.find_client_for_auth(session, client_id)
+    if client is None:
+        fail(f"no client with id {client_id}")
+    try:
+        api = apis.get_api_by_identifier(session, org_id=client.org_id, identifier=identifier)
+    except LatchkeyError:
+        fail(f"no API {identifier} of org {client.org.slug} or of the deployment")
+    apis.grant(session, client, api, scopes=_csv(scopes), make_default=make_default, actor=CLI)
+    session.commit()
+    granted, default = apis.grants_of(session, client)
+    if as_json:
+        click.echo(json.dumps({"client_id": client.client_id, "grants": granted,
+                               "default": default}))
+    else:
+        click.echo(f"{client.client_id} may get {identifier} with scopes "
+                   f"{' '.join(granted[api.identifier]) or '(none)'}"
+                   + (" (its default API)" if default == api.identifier else ""))
+
+
+@click.command("check")
+@domain_command
+def check() -> int:
+    """Report what the operator should look at; exit status 1 when there is something.
+
+    Deployment APIs granted to clients of several orgs (for instance an audience
+    that several orgs' clients were allowed before APIs were registered): their
+    resource servers must check each token's oid. API identifiers that are not
+    absolute URIs (kept from free-text audiences).
+    """
+    from portal.core.apis import services as apis
+
+    session = get_session()
+    findings = [
+        f"shared: deployment API {s.api.identifier} ({s.api.name}) is granted to clients "
+        f"of {len(s.org_slugs)} orgs ({', '.join(s.org_slugs)}): its resource servers must "
+        "check the token's oid"
+        for s in apis.shared_apis(session)
+    ] + [
+        f"identifier: API {api.identifier!r} ({api.org.slug if api.org else 'deployment'}) "
+        "is not an absolute URI"
+        for api in apis.malformed_identifiers(session)
+    ]
+    for line in findings:
+        click.echo(line)
+    if not findings:
+        click.echo("nothing to report")
+    return 1 if findings else 0
 
 
 def _load_json(text: str, option: str) -> Any:
@@ -364,6 +548,8 @@ def seed_demo() -> None:
 
     from sqlalchemy import select
 
+    from portal.core.actor import CLI
+    from portal.core.apis import services as apis
     from portal.core.clients import services as clients
     from portal.core.orgs import services as orgs
     from portal.core.orgs.models import Organization
@@ -381,10 +567,14 @@ def seed_demo() -> None:
     password = pysecrets.token_urlsafe(12)
     users.create_user(session, email="admin@demo.test", password=password, name="Demo Admin",
                       org=org, role="owner", actor=ACTOR)
+    api = apis.create_api(
+        session, org=org, identifier="https://api.demo.test", name="Demo orders API",
+        description="Created by make run", actor=CLI,
+        scopes=[("orders:read", "Read orders"), ("orders:write", "Create and change orders")],
+    )
     client, secret = clients.create_client(
         session, org=org, name="Demo service", description="Created by make run",
-        scopes=["orders:read", "orders:write"], audiences=["https://api.demo.test"],
-        actor=ACTOR,
+        grants=[(api, ["orders:read", "orders:write"])], actor=ACTOR,
     )
     session.commit()
     click.echo(
@@ -406,8 +596,8 @@ def seed_demo() -> None:
     )
 
 
-COMMANDS = [db_group, create_org, create_user, create_client, rotate_signing_key, prune, serve,
-            seed_demo]
+COMMANDS = [db_group, create_org, create_user, create_client, create_api, update_api, delete_api,
+            grant, check, rotate_signing_key, prune, serve, seed_demo]
 
 
 def register(app: Flask) -> None:

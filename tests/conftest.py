@@ -121,10 +121,26 @@ class ArrangedFirstClient(FlaskClient):
         return super().open(*args, **kwargs)
 
 
+# Per-request values that extensions cache in ``g``. The ``app`` fixture keeps an
+# app context pushed for the whole test, and a test client request reuses it, so
+# without this the signed-in user (flask-login's ``g._login_user``) and the CSRF
+# token (flask-wtf's ``g.csrf_token``) of one request would leak into the next,
+# even into another test client's: a test with both an owner and an outsider
+# would act as the wrong person. The database session (``g.db_session``) is
+# shared with the test on purpose and stays.
+REQUEST_SCOPED_G = ("_login_user", "csrf_token", "csrf_valid")
+
+
+def _forget_request_state(_exc: BaseException | None) -> None:
+    for name in REQUEST_SCOPED_G:
+        g.pop(name, None)
+
+
 @pytest.fixture
 def app(database_url: str, app_config: dict[str, Any]) -> Iterator[Flask]:
     app = create_app(base_config(database_url, **app_config))
     app.test_client_class = ArrangedFirstClient
+    app.teardown_request(_forget_request_state)
     with app.app_context():
         yield app
         get_session().close()

@@ -8,8 +8,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from portal.core.actor import Actor
 from portal.core.api_keys import services as api_keys
 from portal.core.api_keys.models import ApiKey
+from portal.core.apis import services as apis
+from portal.core.apis.models import Api
 from portal.core.clients import services as clients
 from portal.core.clients.models import Client
 from portal.core.orgs import services as orgs
@@ -19,6 +22,8 @@ from portal.core.users.models import User
 
 _seq = itertools.count(1)
 PASSWORD = "correct horse battery staple"
+API_IDENTIFIER = "https://api.example.com"
+TEST_ACTOR = Actor("test")
 
 
 def make_org(session: Session, *, name: str | None = None, **kwargs: Any) -> Organization:
@@ -36,16 +41,43 @@ def make_user(session: Session, *, org: Organization | None = None, role: str = 
 
 
 def make_client(session: Session, org: Organization, **overrides: Any) -> tuple[Client, str]:
-    """A client with scopes ``read write`` and audience ``https://api.example.com``."""
-    values: dict[str, Any] = {
-        "name": f"client {next(_seq)}",
-        "scopes": ["read", "write"],
-        "audiences": ["https://api.example.com"],
-    }
+    """A client granted scopes ``read write`` of the org's API ``https://api.example.com``
+    (see :func:`_default_identifier` for a second org).
+
+    ``scopes`` and ``audiences`` work as ``latchkey create-client`` takes them: each
+    audience is the org's API of that identifier (registered when missing) or a
+    deployment API, granted those scopes. ``grants`` ([(api, scopes)]) bypasses that.
+    """
+    scopes = overrides.pop("scopes", ["read", "write"])
+    audiences = overrides.pop("audiences", None) or [_default_identifier(session, org)]
+    values: dict[str, Any] = {"name": f"client {next(_seq)}"}
     values.update(overrides)
+    if "grants" not in values:
+        values["grants"] = apis.apis_for_audiences(session, org=org, audiences=audiences,
+                                                   scopes=scopes, actor=TEST_ACTOR)
     client, secret = clients.create_client(session, org=org, actor="test", **values)
     session.commit()
     return client, secret or ""
+
+
+def _default_identifier(session: Session, org: Organization) -> str:
+    """``https://api.example.com`` for the first org that uses it; identifiers are unique
+    across orgs, so another org's clients get ``https://api.example.com/<slug>``."""
+    api = apis.find_api(session, API_IDENTIFIER)
+    if api is None or api.org_id == org.id:
+        return API_IDENTIFIER
+    return f"{API_IDENTIFIER}/{org.slug}"
+
+
+def make_api(session: Session, org: Organization | None, *, identifier: str | None = None,
+             scopes: tuple[str, ...] = ("read", "write"), **kwargs: Any) -> Api:
+    """An API of ``org`` (None: a deployment API) with these scopes."""
+    api = apis.create_api(
+        session, org=org, identifier=identifier or f"https://api{next(_seq)}.example.com",
+        name=kwargs.pop("name", f"API {next(_seq)}"), scopes=[(s, "") for s in scopes],
+        actor=TEST_ACTOR, **kwargs)
+    session.commit()
+    return api
 
 
 def make_api_key(session: Session, org: Organization) -> tuple[str, ApiKey]:

@@ -44,8 +44,11 @@ def read_body(environ: WSGIEnvironment, limit: int) -> bytes | None:
     too rather than parsed from a prefix.
     """
     length = environ.get("CONTENT_LENGTH") or ""
-    if length.isdigit() and int(length) > limit:
-        return None
+    if length.isdigit():
+        size = int(length)
+        if size > limit:
+            return None
+        return environ["wsgi.input"].read(size) if size else b""
     stream = get_input_stream(environ, safe_fallback=True, max_content_length=None)
     body = stream.read(limit + 1)
     return None if len(body) > limit else body
@@ -58,11 +61,19 @@ def _transport_allowed(scheme: str, host: str, insecure: str | None) -> bool:
     return is_secure_transport(f"{scheme}://{host}/")
 
 
+def _secure(environ: WSGIEnvironment) -> bool:
+    scheme = environ.get("wsgi.url_scheme", "http")
+    if scheme == "https":
+        return True
+    host = environ.get("HTTP_HOST")
+    if host is None or len(host) > 255:  # no Host header: werkzeug's server name and port
+        host = get_host(environ)
+    return _transport_allowed(scheme, host, os.environ.get("AUTHLIB_INSECURE_TRANSPORT"))
+
+
 def http_request(environ: WSGIEnvironment, limit: int) -> HttpRequest:
     """The :class:`HttpRequest` of a WSGI environ (inside any proxy fix)."""
-    scheme = environ.get("wsgi.url_scheme", "http")
-    secure = scheme == "https" or _transport_allowed(
-        scheme, get_host(environ), os.environ.get("AUTHLIB_INSECURE_TRANSPORT"))
+    secure = _secure(environ)
     return HttpRequest(
         path=environ.get("PATH_INFO", ""),
         query=environ.get("QUERY_STRING", ""),

@@ -22,10 +22,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import unquote_plus
 
 from api.oauth.params import InvalidRequestError, Params, check_query, parse_body
 from portal.core import crypto
+from portal.core.apis.services import is_absolute_uri
 from portal.core.clients.models import AuthMethod
 from portal.core.errors import ValidationFailed
 from portal.core.ratelimit import FailureLimit
@@ -252,11 +253,8 @@ def requested_audiences(params: Params) -> tuple[str, ...] | None:
     for resource in params.lists.get("resource", []):
         if not resource:
             continue
-        try:
-            parts = urlsplit(resource)
-        except ValueError:  # e.g. an unclosed IPv6 bracket
-            parts = None
-        if parts is None or not parts.scheme or not parts.netloc or parts.fragment:
+        # As API identifiers are written (urn: ones too); http(s) ones need a host.
+        if not is_absolute_uri(resource):
             raise Refused(INVALID_TARGET, "resource must be an absolute URI without a fragment.")
         values.append(resource)
     return tuple(values) if values else None
@@ -306,9 +304,9 @@ class Protocol:
 
     # -- shared steps --------------------------------------------------------------------
 
-    def _read(self, request: HttpRequest) -> Params:
+    def _read(self, connection: Connection, request: HttpRequest) -> Params:
         """The failure limit, then the body, then the transport: refusals in that order."""
-        retry = self.failures.retry_after(request.remote_addr)
+        retry = self.failures.retry_after(request.remote_addr, connection)
         if retry is not None:
             raise TooManyFailures(retry)
         check_query(request.query)
@@ -347,53 +345,57 @@ class Protocol:
                 connection, public_id=presented.client_id, digest=digest, jti=jti)
         return exchange.authenticate(client, presented, now), record
 
-    def _fail(self, request: HttpRequest, refused: Refused, given: Credentials | None) -> None:
+    def _fail(self, request: HttpRequest, refused: Refused,
+              connection: Connection | None = None) -> None:
         """Count a failure toward the address's limit: every failed authentication, and
         every failure of a request that authenticated no client (anonymous)."""
         if refused.error == INVALID_CLIENT or refused.client is None:
-            self.failures.hit(request.remote_addr)
+            self.failures.hit(request.remote_addr, connection)
 
     # -- POST /oauth/token ---------------------------------------------------------------
 
     def token(self, request: HttpRequest) -> HttpResponse:
         """Issue an access token (RFC 6749 §4.4, client credentials)."""
+        with self.store.connections.connection() as connection:
+            return self._token(connection, request)
+
+    def _token(self, connection: Connection, request: HttpRequest) -> HttpResponse:
         now = utcnow()
         given: Credentials | None = None
         try:
-            params = self._read(request)
+            params = self._read(connection, request)
             grant_type = params.data.get("grant_type")
             if not grant_type:
                 raise InvalidRequestError("Missing grant_type parameter.")
             if grant_type != "client_credentials":
                 raise Refused(UNSUPPORTED_GRANT_TYPE, "")
             given = credentials(request.authorization, params, api_keys=False)
-            with self.store.connections.connection() as connection:
-                client, _ = self._client(connection, given, TOKEN_PATH, now)
-                wanted = TokenRequest(scopes=requested_scopes(params),
-                                      audiences=requested_audiences(params))
-                try:
-                    issued = tokens.issue(
-                        connection, client, wanted, store=self.store, keys=self.keyring,
-                        issuer=self.settings.issuer, bounds=self.settings.ttl,
-                        source=TokenSource.TOKEN_ENDPOINT, source_ip=request.remote_addr,
-                        now=now)
-                except Refused as refused:
-                    refused.client = refused.client or client
-                    raise
+            client, _ = self._client(connection, given, TOKEN_PATH, now)
+            wanted = TokenRequest(scopes=requested_scopes(params),
+                                  audiences=requested_audiences(params))
+            settings = self.settings
+            try:
+                issued = tokens.issue(
+                    connection, client, wanted, store=self.store, keys=self.keyring,
+                    issuer=settings.issuer, bounds=settings.ttl,
+                    source=TokenSource.TOKEN_ENDPOINT, source_ip=request.remote_addr, now=now)
+            except Refused as refused:
+                refused.client = refused.client or client
+                raise
         except TooManyFailures as refused:
             return error_response(refused)  # not a request we looked at: nothing recorded
         except Refused as refused:
-            return self._token_refused(request, refused, given, now)
+            return self._token_refused(connection, request, refused, given, now)
         self.observer.token_issued(given.presented.method)
         return ok({"access_token": issued.access_token, "token_type": "Bearer",
                    "expires_in": issued.expires_in, "scope": issued.claims["scope"]},
                   client_id=client.public_id, org=client.org_public_id, outcome="issued",
                   auth_method=given.presented.method)
 
-    def _token_refused(self, request: HttpRequest, refused: Refused, given: Credentials | None,
-                       now: datetime) -> HttpResponse:
+    def _token_refused(self, connection: Connection, request: HttpRequest, refused: Refused,
+                       given: Credentials | None, now: datetime) -> HttpResponse:
         """Record a failed token request, with its reason, in the usage history."""
-        self._fail(request, refused, given)
+        self._fail(request, refused, connection)
         client = refused.client
         presented_id = given.presented.client_id if given is not None else ""
         event = event_values(
@@ -401,8 +403,7 @@ class Protocol:
             client_id=client.id if client else None,
             client_ref=client.public_id if client else presented_id,
             reason=refused.reason, source_ip=request.remote_addr, now=now)
-        with self.store.connections.connection() as connection:
-            self.store.insert_event(connection, event)
+        self.store.insert_event(connection, event)
         self.observer.token_refused(refused.error, given.presented.method if given else None)
         basic = given is not None and given.presented.basic
         if refused.error == INVALID_CLIENT and not basic and refused.status == 401 \
@@ -442,32 +443,35 @@ class Protocol:
 
     def introspect(self, request: HttpRequest) -> HttpResponse:
         """RFC 7662: whether a token is active, for a client or API key of the same org."""
+        with self.store.connections.connection() as connection:
+            return self._introspect(connection, request)
+
+    def _introspect(self, connection: Connection, request: HttpRequest) -> HttpResponse:
         now = utcnow()
         try:
-            params = self._read(request)
+            params = self._read(connection, request)
             value = params.data.get("token")
             token = read_token(value) if value else None
-            with self.store.connections.connection() as connection:
-                caller = self._caller(connection, request, params, INTROSPECT_PATH, now,
-                                      token.claimed_jti if token is not None else None)
-                if value is None:
-                    raise InvalidRequestError("Missing token parameter.")
-                wanted = requested_scopes(params, error=INVALID_REQUEST) or ()
-                claims, key_org = self._verified(token, caller.record, now)
-                body = exchange.introspection(
-                    caller.record, claims, caller_org_id=caller.org_id,
-                    kid=token.kid if token is not None else None, key_org_id=key_org,
-                    wanted=wanted, now=now)
-                record = caller.record if body["active"] else None
-                self.store.insert_event(connection, event_values(
-                    kind=UsageKind.TOKEN_INTROSPECTED, org_id=caller.org_id,
-                    client_id=record.client_id if record is not None else None,
-                    client_ref=caller.label, reason="active" if body["active"] else "inactive",
-                    jti=record.jti if record is not None else None,
-                    source_ip=request.remote_addr, now=now))
+            caller = self._caller(connection, request, params, INTROSPECT_PATH, now,
+                                  token.claimed_jti if token is not None else None)
+            if value is None:
+                raise InvalidRequestError("Missing token parameter.")
+            wanted = requested_scopes(params, error=INVALID_REQUEST) or ()
+            claims, key_org = self._verified(token, caller.record, now)
+            body = exchange.introspection(
+                caller.record, claims, caller_org_id=caller.org_id,
+                kid=token.kid if token is not None else None, key_org_id=key_org,
+                wanted=wanted, now=now)
+            record = caller.record if body["active"] else None
+            self.store.insert_event(connection, event_values(
+                kind=UsageKind.TOKEN_INTROSPECTED, org_id=caller.org_id,
+                client_id=record.client_id if record is not None else None,
+                client_ref=caller.label, reason="active" if body["active"] else "inactive",
+                jti=record.jti if record is not None else None,
+                source_ip=request.remote_addr, now=now))
         except Refused as refused:
             if not isinstance(refused, TooManyFailures) and refused.error == INVALID_CLIENT:
-                self._fail(request, refused, None)
+                self._fail(request, refused, connection)
             return error_response(refused)
         self.observer.introspected(bool(body["active"]))
         client = caller.client
@@ -484,10 +488,10 @@ class Protocol:
         """
         now = utcnow()
         try:
-            params = self._read(request)
-            value = params.data.get("token")
-            token = read_token(value) if value else None
             with self.store.connections.connection() as connection:
+                params = self._read(connection, request)
+                value = params.data.get("token")
+                token = read_token(value) if value else None
                 caller = self._caller(connection, request, params, REVOKE_PATH, now,
                                       token.claimed_jti if token is not None else None)
             if value is None:
@@ -502,7 +506,7 @@ class Protocol:
                               client=own)
         except Refused as refused:
             if not isinstance(refused, TooManyFailures) and refused.error == INVALID_CLIENT:
-                self._fail(request, refused, None)
+                self._fail(request, refused)
             return error_response(refused)
         if record is not None and revoke_record(record, caller, now):
             self.observer.revoked()

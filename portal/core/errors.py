@@ -37,6 +37,25 @@ class ReservedClaim(ValidationFailed):
     code = "reserved_claim"
 
 
+class ScopeNotAllowed(ValidationFailed):
+    """A scope the client is not granted on the token's API(s): RFC 6749 ``invalid_scope``."""
+
+    code = "invalid_scope"
+
+
+class AudienceNotAllowed(ValidationFailed):
+    """An audience the client is not granted (another org's API too): ``invalid_target``."""
+
+    code = "invalid_target"
+
+
+class NotPermitted(LatchkeyError):
+    """Visible but not changeable by this actor (a deployment API, for an org)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class SecretLimitReached(LatchkeyError):
     code = "secret_limit_reached"
     http_status = 409

@@ -32,11 +32,11 @@ def max_active_secrets() -> int:
 
 
 def scopes_supported() -> list[str]:
-    """The deployment-wide scope list (``SCOPES_SUPPORTED``); empty means per-client scopes.
+    """The deployment-wide scope vocabulary (``SCOPES_SUPPORTED``); empty: any scope name.
 
-    When set, clients can only be given these scopes and the metadata lists
-    them. When unset the metadata omits ``scopes_supported``: listing every
-    client's scopes would show one tenant's names to everyone.
+    When set, APIs (the org's and the deployment's) can only define these scopes.
+    The metadata's ``scopes_supported`` lists the deployment APIs' scopes, never
+    an org's: that would show one tenant's names to everyone.
     """
     value = current_app.config.get("SCOPES_SUPPORTED")
     return key_list(value) if value else []

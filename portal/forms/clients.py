@@ -2,14 +2,15 @@
 
 The forms check what a browser can get wrong (a missing name, a TTL that is
 not a number, claims that are not a JSON object); the rules themselves (TTL
-bounds, reserved claims, scope syntax) live in ``portal.core`` and come back
-as ``ValidationFailed`` errors that the views attach to the named field.
+bounds, reserved claims, grants) live in ``portal.core`` and come back
+as ``ValidationFailed`` errors that the views attach to the named field. The
+APIs and scopes a client is granted are picked with
+:class:`portal.forms.apis.GrantPicker`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,16 +46,6 @@ SECRET_METHOD_CHOICES = [
 PRIVATE_KEY_JWT_CHOICE = SelectChoice(AuthMethod.PRIVATE_KEY_JWT.value,
                                       "private_key_jwt (signed assertion)")
 EXPIRY_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
-
-
-def split_scopes(value: str | None) -> list[str]:
-    """Scopes typed space- or comma-separated."""
-    return [s for s in re.split(r"[\s,]+", value or "") if s]
-
-
-def split_audiences(value: str | None) -> list[str]:
-    """Audiences typed one per line or space-separated."""
-    return (value or "").split()
 
 
 def parse_claims(value: str | None) -> dict[str, Any]:
@@ -100,10 +91,6 @@ class ClientSettingsForm(FlaskForm):
     name = StringField("Name", validators=[
         InputRequired(message="Give the client a name."), Length(max=200)])
     description = TextAreaField("Description", validators=[Length(max=2000)])
-    scopes = StringField("Allowed scopes", validators=[Length(max=4000)])
-    audiences = TextAreaField("Allowed audiences", validators=[
-        InputRequired(message="Add at least one audience (the API the tokens are for)."),
-        Length(max=6000)])
     ttl = IntegerField("Token lifetime (seconds)", default=3600, validators=[
         InputRequired(message="Enter the token lifetime in seconds.")])
     custom_claims = TextAreaField("Custom claims (JSON object)", validators=[Length(max=8000)])
@@ -126,12 +113,11 @@ class ClientSettingsForm(FlaskForm):
             raise ValidationError("Choose at least one authentication method.")
 
     def settings(self) -> dict[str, Any]:
-        """The keyword arguments of ``create_client`` / ``update_client`` from a valid form."""
+        """The keyword arguments of ``create_client`` / ``update_client`` from a valid form
+        (the grants come from the view's :class:`portal.forms.apis.GrantPicker`)."""
         return {
             "name": self.name.data or "",
             "description": self.description.data or "",
-            "scopes": split_scopes(self.scopes.data),
-            "audiences": split_audiences(self.audiences.data),
             "ttl": self.ttl.data,
             "custom_claims": parse_claims(self.custom_claims.data),
             "auth_methods": list(self.auth_methods.data or []),

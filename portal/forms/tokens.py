@@ -1,7 +1,7 @@
 """Forms of the token pages: minting a test token and revoking one.
 
-The forms check shape (a number, a JSON object); the rules (allowed scopes and
-audiences, TTL bounds, reserved claims) are the token service's, and the views
+The forms check shape (a number, a JSON object); the rules (granted APIs and
+scopes, TTL bounds, reserved claims) are the token service's, and the views
 put its ``ValidationFailed`` errors back on the field they name.
 """
 
@@ -14,7 +14,6 @@ from wtforms import (
     Field,
     HiddenField,
     IntegerField,
-    SelectField,
     TextAreaField,
     ValidationError,
 )
@@ -23,15 +22,14 @@ from wtforms.validators import DataRequired, InputRequired, Length
 from portal.core.errors import ValidationFailed
 from portal.core.tokens.jws import MAX_TOKEN_LENGTH
 from portal.forms import sentence
-from portal.forms.clients import MultiCheckboxField, parse_claims
+from portal.forms.clients import parse_claims
 
 
 class MintForm(FlaskForm):
     """Mint a token for the client chosen with the picker (``client``)."""
 
     client = HiddenField()
-    scopes = MultiCheckboxField("Scopes", validate_choice=False)
-    audience = SelectField("Audience", validate_choice=False)
+    # The APIs and scopes come from the view's portal.forms.apis.AudiencePicker.
     ttl = IntegerField("Lifetime (seconds)", validators=[
         InputRequired(message="Enter the token lifetime in seconds.")])
     custom_claims = TextAreaField("Custom claims (JSON object)", validators=[Length(max=8000)])

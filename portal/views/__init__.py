@@ -177,6 +177,7 @@ bp.before_request(_enforce_roles)
 from portal.views import (  # noqa: E402,F401
     account,
     api_keys,
+    apis,
     audit,
     auth,
     clients,
@@ -201,6 +202,7 @@ def init_app(app: Flask) -> None:
 # The side navigation, in order.
 NAV = (
     ("portal.clients", "Clients"),
+    ("portal.apis", "APIs"),
     ("portal.mint", "Mint a token"),
     ("portal.revoke", "Revoke a token"),
     ("portal.usage", "Usage"),

@@ -17,6 +17,7 @@ from flask_login import login_required
 from wtforms.fields.choices import SelectChoice
 
 from portal.core import settings
+from portal.core.apis import services as apis
 from portal.core.audit import services as audit
 from portal.core.clients import services as clients
 from portal.core.clients.models import AuthMethod, Client, ClientKind, ClientSecret
@@ -27,6 +28,7 @@ from portal.core.types import utcnow
 from portal.core.usage import services as usage
 from portal.core.users import services as users
 from portal.forms import attach_error, sentence
+from portal.forms.apis import GrantPicker
 from portal.forms.clients import (
     PRIVATE_KEY_JWT_CHOICE,
     SECRET_METHOD_CHOICES,
@@ -84,13 +86,32 @@ def _auth_method_choices(client: Client | None) -> list[SelectChoice]:
     return choices
 
 
+def _picker() -> GrantPicker:
+    """The APIs the org's clients can be granted, to tick on the client form."""
+    return GrantPicker.offering(apis.list_apis(get_session(), org_id=current_org().id))
+
+
+def _domain_error(form: ClientSettingsForm, picker: GrantPicker, error: ValidationFailed) -> None:
+    """A service's error, next to its field (grants: on the picker)."""
+    if error.field in ("grants", "default_api"):
+        picker.errors.append(sentence(error.message))
+    elif not attach_error(form, error):
+        form.form_errors.append(sentence(error.message))
+
+
+def _api_url(client: Client) -> str | None:
+    """What the "call your API" snippet calls: the default API, when it is a URL."""
+    identifier = client.default_audience
+    return identifier if identifier and identifier.startswith(("https://", "http://")) else None
+
+
 def _show_secret(client: Client, plaintext: str, *, secret: ClientSecret | None,
                  created: bool) -> ResponseReturnValue:
     """The one response that ever shows this secret: never cached, never stored."""
     snippets = [
         *token_snippets(client.client_id, plaintext),
         export_token_snippet(client.client_id, plaintext),
-        *use_snippets(client.client_id, plaintext),
+        *use_snippets(client.client_id, plaintext, api_url=_api_url(client)),
     ]
     return no_store(render_template(
         "portal/clients/created.html", client=client, plaintext=plaintext, secret=secret,
@@ -123,10 +144,16 @@ def clients_new() -> ResponseReturnValue:
     form.user.choices = [SelectChoice("", "— choose a member —")] + [
         SelectChoice(public_id, f"{m.user.email} ({m.role.value})")
         for public_id, m in members.items()]
+    picker = _picker()
+    if len(picker.choices) == 1 and request.method == "GET":
+        picker.choices[0].chosen = True  # the only API there is
     if request.method == "GET":
         form.ttl.data = settings.ttl_bounds()[1]
         form.nonce.data = issue_nonce(NEW_CLIENT_NONCE)
-    elif form.validate_on_submit():
+    else:
+        picker.read(request.form)
+    # Every error at once: the form's and the picker's.
+    if request.method == "POST" and (form.validate_on_submit() & picker.check()):
         if not consume_nonce(NEW_CLIENT_NONCE, form.nonce.data):
             flash(ALREADY_SUBMITTED, "warning")
             return redirect(url_for("portal.clients"))
@@ -135,11 +162,11 @@ def clients_new() -> ResponseReturnValue:
         try:
             client, plaintext = clients.create_client(
                 session, org=org, kind=kind, user=member.user if member else None,
+                grants=picker.grants(), default_api=picker.default_api(),
                 actor=actor(), source_ip=source_ip(), **form.settings())
         except ValidationFailed as e:
             session.rollback()
-            if not attach_error(form, e):
-                form.form_errors.append(sentence(e.message))
+            _domain_error(form, picker, e)
             form.nonce.data = issue_nonce(NEW_CLIENT_NONCE)  # the old one is spent
         else:
             session.commit()
@@ -148,7 +175,7 @@ def clients_new() -> ResponseReturnValue:
                 return redirect(_detail_url(client))
             return _show_secret(client, plaintext, secret=None, created=True)
     status = 400 if request.method == "POST" else 200
-    return render_template("portal/clients/new.html", form=form,
+    return render_template("portal/clients/new.html", form=form, picker=picker,
                            ttl_bounds=settings.ttl_bounds()), status
 
 
@@ -200,40 +227,45 @@ def clients_edit(client_id: str) -> ResponseReturnValue:
     _require_manager()
     session = get_session()
     client = _client(client_id)
+    picker = _picker()
     if request.method == "GET":
         form = ClientSettingsForm(data={
             "name": client.name,
             "description": client.description,
-            "scopes": " ".join(client.scopes),
-            "audiences": "\n".join(client.audiences),
             "ttl": client.token_ttl,
             "custom_claims": (json.dumps(client.custom_claims, indent=2, sort_keys=True)
                               if client.custom_claims else ""),
             "auth_methods": list(client.auth_methods),
         })
+        picker.show([(g.api, g.scopes) for g in client.grants], client.default_api)
     else:
         form = ClientSettingsForm()
+        picker.read(request.form)
     form.auth_methods.choices = _auth_method_choices(client)
-    if form.validate_on_submit():
+    if request.method == "POST" and (form.validate_on_submit() & picker.check()):
         try:
             changed = clients.update_client(session, client, actor=actor(),
-                                            source_ip=source_ip(), **form.settings())
+                                            source_ip=source_ip(), grants=picker.grants(),
+                                            default_api=picker.default_api(), **form.settings())
         except ValidationFailed as e:
             session.rollback()
-            if not attach_error(form, e):
-                form.form_errors.append(sentence(e.message))
+            _domain_error(form, picker, e)
         else:
             session.commit()
             if changed:
-                labels = ", ".join(getattr(form, f if f != "token_ttl" else "ttl").label.text
-                                   .lower() for f in changed)
+                labels = ", ".join(_CHANGE_LABELS.get(f) or getattr(form, f).label.text.lower()
+                                   for f in changed)
                 flash(f"Saved {client.name}: changed {labels}.", "success")
             else:
                 flash("Nothing changed.", "info")
             return redirect(_detail_url(client))
     status = 400 if request.method == "POST" else 200
-    return render_template("portal/clients/edit.html", form=form, client=client,
+    return render_template("portal/clients/edit.html", form=form, client=client, picker=picker,
                            ttl_bounds=settings.ttl_bounds()), status
+
+
+#: Changed fields of ``update_client`` that are not a form field of the same name.
+_CHANGE_LABELS = {"token_ttl": "token lifetime (seconds)", "grants": "APIs and scopes"}
 
 
 # -- secrets --------------------------------------------------------------------------

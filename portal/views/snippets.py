@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from portal.core import settings
+
+if TYPE_CHECKING:
+    from portal.core.apis.models import Api
 
 API_PLACEHOLDER = "https://api.example.com/resource"
 
@@ -75,3 +79,110 @@ def export_token_snippet(client_id: str, secret: str) -> Snippet:
         "-d grant_type=client_credentials \\\n"
         "  | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
     )
+
+
+# -- validating tokens in a resource server (an API's page) ----------------------------
+
+#: The algorithms this server signs with (a verifier should accept no other).
+SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
+
+
+def _python_literal(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid Python string literal
+
+
+def validation_snippets(api: Api, *, org_public_id: str) -> list[Snippet]:
+    """Complete programs that validate an access token for ``api`` exactly as it should
+    be validated: signature against the JWKS, ``typ`` at+jwt, ``iss``, ``aud`` = the
+    API's identifier, ``exp`` (required), ``oid``, and a scope when asked for.
+
+    An org's API accepts only its org's ``oid``; a deployment API serves every org,
+    so it requires an ``oid`` and must use it to choose whose data to serve.
+    """
+    issuer = settings.issuer()
+    algs = ", ".join(json.dumps(a) for a in SIGNING_ALGS)
+    shared = api.org_id is None
+    if shared:
+        py_oid = (
+            '    org_id = claims.get("oid")\n'
+            "    if not isinstance(org_id, str) or not org_id:\n"
+            '        raise jwt.InvalidTokenError("no oid: no organisation to act for")\n'
+            "    # A shared API: every organisation's tokens are valid here. Serve only\n"
+            '    # the data of claims["oid"], and never take the organisation from elsewhere.\n')
+        js_oid = (
+            '  if (typeof payload.oid !== "string" || !payload.oid) {\n'
+            '    throw new Error("no oid: no organisation to act for");\n'
+            "  }\n"
+            "  // A shared API: every organisation's tokens are valid here. Serve only\n"
+            "  // the data of payload.oid, and never take the organisation from elsewhere.\n")
+        py_org = js_org = ""
+    else:
+        py_oid = ('    if claims.get("oid") != ORG_ID:\n'
+                  '        raise jwt.InvalidTokenError("token of another organisation")\n')
+        js_oid = ("  if (payload.oid !== ORG_ID) {\n"
+                  '    throw new Error("token of another organisation");\n'
+                  "  }\n")
+        py_org = f"ORG_ID = {_python_literal(org_public_id)}  # your organisation (oid)\n"
+        js_org = f"const ORG_ID = {json.dumps(org_public_id)}; // your organisation (oid)\n"
+    python = (
+        '# pip install "pyjwt[crypto]"    then: python verify_token.py "$TOKEN" [scope]\n'
+        "import sys\n\n"
+        "import jwt\n\n"
+        f"ISSUER = {_python_literal(issuer)}\n"
+        f"AUDIENCE = {_python_literal(api.identifier)}  # this API's identifier\n"
+        f"{py_org}"
+        'jwks = jwt.PyJWKClient(ISSUER + "/.well-known/jwks.json")\n\n\n'
+        "def verify(token, scope=None):\n"
+        '    """The claims of a valid access token for this API; else jwt.InvalidTokenError."""\n'
+        '    if jwt.get_unverified_header(token).get("typ") != "at+jwt":\n'
+        '        raise jwt.InvalidTokenError("not an access token (typ must be at+jwt)")\n'
+        "    key = jwks.get_signing_key_from_jwt(token)\n"
+        "    claims = jwt.decode(\n"
+        f"        token, key.key, algorithms=[{algs}],\n"
+        "        issuer=ISSUER, audience=AUDIENCE,\n"
+        '        options={"require": ["iss", "aud", "exp", "iat", "sub", "jti"]},\n'
+        "    )\n"
+        f"{py_oid}"
+        '    if scope is not None and scope not in claims.get("scope", "").split():\n'
+        '        raise jwt.InvalidTokenError("missing scope " + scope)\n'
+        "    return claims\n\n\n"
+        'if __name__ == "__main__":\n'
+        "    try:\n"
+        "        print(verify(sys.argv[1], *sys.argv[2:3]))\n"
+        "    except jwt.PyJWTError as e:\n"
+        '        sys.exit(f"refused: {e}")\n'
+    )
+    node = (
+        '// npm install jose    then: node verify_token.mjs "$TOKEN" [scope]\n'
+        'import { createRemoteJWKSet, jwtVerify } from "jose";\n'
+        'import { fileURLToPath } from "node:url";\n\n'
+        f"const ISSUER = {json.dumps(issuer)};\n"
+        f"const AUDIENCE = {json.dumps(api.identifier)}; // this API's identifier\n"
+        f"{js_org}"
+        'const JWKS = createRemoteJWKSet(new URL(ISSUER + "/.well-known/jwks.json"));\n\n'
+        "// The claims of a valid access token for this API; throws otherwise.\n"
+        "export async function verify(token, scope) {\n"
+        "  const { payload } = await jwtVerify(token, JWKS, {\n"
+        "    issuer: ISSUER,\n"
+        "    audience: AUDIENCE,\n"
+        '    typ: "at+jwt",\n'
+        f"    algorithms: [{algs}],\n"
+        '    requiredClaims: ["iss", "aud", "exp", "iat", "sub", "jti"],\n'
+        "  });\n"
+        f"{js_oid}"
+        '  if (scope && !String(payload.scope ?? "").split(" ").includes(scope)) {\n'
+        "    throw new Error(`missing scope ${scope}`);\n"
+        "  }\n"
+        "  return payload;\n"
+        "}\n\n"
+        "if (process.argv[1] === fileURLToPath(import.meta.url)) {\n"
+        "  verify(process.argv[2], process.argv[3]).then(\n"
+        "    (claims) => console.log(JSON.stringify(claims)),\n"
+        "    (error) => { console.error(`refused: ${error.message}`); process.exit(1); },\n"
+        "  );\n"
+        "}\n"
+    )
+    return [
+        Snippet("snippet-verify-python", "Python (PyJWT), verify_token.py", python),
+        Snippet("snippet-verify-node", "Node.js (jose), verify_token.mjs", node),
+    ]

@@ -15,7 +15,6 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
 from sqlalchemy import select
-from wtforms.fields.choices import SelectChoice
 
 from portal.core import settings
 from portal.core.actor import Actor
@@ -23,10 +22,11 @@ from portal.core.clients.models import Client
 from portal.core.db import get_session
 from portal.core.errors import LatchkeyError, ValidationFailed
 from portal.core.tokens import services as tokens
-from portal.core.tokens.exchange import TokenRequest
+from portal.core.tokens.exchange import INVALID_SCOPE, INVALID_TARGET, Refused, TokenRequest
 from portal.core.tokens.models import TokenSource
 from portal.core.types import utcnow
-from portal.forms import attach_error
+from portal.forms import attach_error, sentence
+from portal.forms.apis import AudiencePicker
 from portal.forms.tokens import MintForm, RevokeForm
 from portal.views import actor, bp, can_manage, consume_nonce, current_org, issue_nonce, no_store
 from portal.views import source_ip as request_source_ip
@@ -45,12 +45,6 @@ def _enabled_clients() -> list[Client]:
     return list(get_session().scalars(stmt))
 
 
-def _prepare(form: MintForm, client: Client) -> None:
-    form.scopes.choices = [SelectChoice(s, s) for s in client.scopes]
-    form.audience.choices = [SelectChoice("", "All allowed audiences")] + [
-        SelectChoice(a, a) for a in client.audiences]
-
-
 def _introspect_snippet(client: Client, token: str) -> Snippet:
     """Introspection with the client's own credentials; the portal never has the secret."""
     url = settings.issuer() + "/oauth/introspect"
@@ -61,9 +55,9 @@ def _introspect_snippet(client: Client, token: str) -> Snippet:
 
 
 def _render_form(form: MintForm | None, clients: list[Client], client: Client | None,
-                 status: int = 200) -> ResponseReturnValue:
+                 picker: AudiencePicker | None = None, status: int = 200) -> ResponseReturnValue:
     return render_template("portal/tokens/mint.html", form=form, clients=clients, client=client,
-                           ttl_bounds=settings.ttl_bounds()), status
+                           picker=picker, ttl_bounds=settings.ttl_bounds()), status
 
 
 @bp.route("/tokens/mint", methods=["GET", "POST"], endpoint="mint")
@@ -90,42 +84,47 @@ def mint() -> ResponseReturnValue:
         return _render_form(None, clients, client)
 
     form = MintForm()
-    _prepare(form, client)
+    picker = AudiencePicker.of(client.grants)
     if request.method == "GET":
         form.client.data = client.client_id
-        form.scopes.data = list(client.scopes)
-        form.audience.data = ""
+        picker.preselect(client.default_audience)
         form.ttl.data = client.token_ttl
         form.nonce.data = issue_nonce(MINT_NONCE)
-        return _render_form(form, clients, client)
+        return _render_form(form, clients, client, picker)
 
+    picker.read(request.form)
     if form.validate_on_submit():
         if not consume_nonce(MINT_NONCE, form.nonce.data):
             flash(ALREADY_MINTED, "warning")
             return redirect(url_for("portal.mint", client=client.client_id))
-        asked = TokenRequest(
-            scopes=tuple(form.scopes.data or ()) or None,
-            audiences=(form.audience.data,) if form.audience.data else None,
-            ttl=form.ttl.data, extra_claims=form.claims() or None)
         try:
+            # The token service judges the APIs and scopes as the token endpoint does:
+            # another org's API is refused (invalid_target), an ungranted scope too.
+            asked = TokenRequest(scopes=tuple(picker.scopes() or ()) or None,
+                                 audiences=tuple(picker.audiences() or ()) or None,
+                                 ttl=form.ttl.data, extra_claims=form.claims() or None)
             issued = tokens.mint(session, org_id=current_org().id,
                                  client_public_id=client.client_id, wanted=asked,
                                  source=TokenSource.PORTAL,
                                  actor=Actor(actor(), request_source_ip()))
         except LatchkeyError as e:
             session.rollback()
-            if not (isinstance(e, ValidationFailed) and attach_error(form, e)):
+            if isinstance(e, Refused) and e.error in (INVALID_SCOPE, INVALID_TARGET):
+                picker.errors.append(sentence(e.message))
+            elif not (isinstance(e, ValidationFailed) and attach_error(form, e)):
                 form.form_errors.append(e.message)
             form.nonce.data = issue_nonce(MINT_NONCE)  # the old one is spent
         else:
             session.commit()
             return no_store(_render_minted(client, issued))
-    return _render_form(form, clients, client, status=400)
+    return _render_form(form, clients, client, picker, status=400)
 
 
 def _render_minted(client: Client, issued: tokens.Issued) -> str:
     token = issued.access_token
-    snippets = [use_snippets(client.client_id, "", token=token)[0],
+    audience = issued.values["audience"][0] if issued.values["audience"] else ""
+    api_url = audience if audience.startswith(("https://", "http://")) else None
+    snippets = [use_snippets(client.client_id, "", token=token, api_url=api_url)[0],
                 _introspect_snippet(client, token)]
     return render_template(
         "portal/tokens/minted.html",

@@ -256,8 +256,7 @@ def test_disabled_key_client_is_unauthorized_client(client, session, pkj, rsa_ke
 
 def test_private_key_jwt_client_without_jwks_is_refused(session, org):
     with pytest.raises(ValidationFailed) as caught:
-        clients.create_client(session, org=org, name="no keys", scopes=["read"],
-                              audiences=["https://api.example.com"],
+        clients.create_client(session, org=org, name="no keys", grants=[],
                               auth_methods=["private_key_jwt"], actor="test")
     assert caught.value.field == "jwks"
     assert caught.value.message == "private_key_jwt needs the client's public JWKS"
@@ -269,8 +268,7 @@ def test_jwks_with_a_private_member_is_refused(session, org, rsa_key, member):
     public = {k: v for k, v in private.items() if k not in ("d", "p", "q", "dp", "dq", "qi")}
     leaked = {**public, member: private[member], "kid": "rsa-1"}
     with pytest.raises(ValidationFailed) as caught:
-        clients.create_client(session, org=org, name="leaky", scopes=["read"],
-                              audiences=["https://api.example.com"],
+        clients.create_client(session, org=org, name="leaky", grants=[],
                               auth_methods=["private_key_jwt"], jwks={"keys": [leaked]},
                               actor="test")
     assert caught.value.message == "the JWKS must hold public keys only"
@@ -278,8 +276,7 @@ def test_jwks_with_a_private_member_is_refused(session, org, rsa_key, member):
 
 def test_jwks_with_a_symmetric_key_is_refused(session, org):
     with pytest.raises(ValidationFailed):
-        clients.create_client(session, org=org, name="hmac", scopes=["read"],
-                              audiences=["https://api.example.com"],
+        clients.create_client(session, org=org, name="hmac", grants=[],
                               auth_methods=["private_key_jwt"],
                               jwks={"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, actor="test")
 
@@ -288,7 +285,6 @@ def test_jwks_with_a_symmetric_key_is_refused(session, org):
                                   {"keys": [{"kty": "RSA", "n": "AQAB"}]}])
 def test_malformed_jwks_is_refused(session, org, jwks):
     with pytest.raises(ValidationFailed) as caught:
-        clients.create_client(session, org=org, name="bad", scopes=["read"],
-                              audiences=["https://api.example.com"],
+        clients.create_client(session, org=org, name="bad", grants=[],
                               auth_methods=["private_key_jwt"], jwks=jwks, actor="test")
     assert caught.value.field == "jwks"

@@ -89,7 +89,8 @@ def test_scope_outside_allowed_is_invalid_scope(client, acme):
                            headers=basic(c.client_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json() == {"error": "invalid_scope",
-                                   "error_description": "scope not allowed for this client: admin"}
+                                   "error_description":
+                                   "scope not granted to this client on this API: admin"}
     assert response.headers["Cache-Control"] == "no-store"
 
 
@@ -102,12 +103,12 @@ def test_resource_parameter_selects_audience(client, session, org):
         "https://b.example.com"
 
 
-def test_all_allowed_audiences_by_default(client, session, org):
+def test_no_audience_gets_the_clients_default_api(client, session, org):
     c, secret = make_client(session, org, audiences=["https://a.example.com",
                                                      "https://b.example.com"])
     body = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret)).get_json()
     aud = jwt.decode(body["access_token"], options={"verify_signature": False})["aud"]
-    assert aud == ["https://a.example.com", "https://b.example.com"]
+    assert aud == "https://a.example.com"
 
 
 @pytest.mark.parametrize("params", [

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from portal.core.signing_keys import services as signing_keys
 from portal.core.signing_keys.models import KeyState, SigningKey
 from tests.api.conftest import BACKEND_DOORS
-from tests.factories import basic, make_client, make_org
+from tests.factories import basic, make_api, make_client, make_org
 
 JWKS = "/.well-known/jwks.json"
 METADATA = "/.well-known/oauth-authorization-server"
@@ -151,22 +151,29 @@ def test_advertised_endpoints_answer(client, session):
     assert after.get_json() == {"active": False}
 
 
-def test_metadata_omits_scopes_supported_by_default(client, session):
+def test_metadata_omits_scopes_supported_without_deployment_apis(client, session):
     make_client(session, make_org(session), scopes=["orders:read"])
     for path in METADATA_PATHS:
         assert "scopes_supported" not in client.get(path).get_json()
 
 
-@pytest.mark.parametrize("extra_config", [{"SCOPES_SUPPORTED": ["orders:read", "orders:write"]}])
-def test_metadata_lists_configured_scopes(client, extra_config):
+def test_metadata_lists_the_deployment_apis_scopes_only(client, session):
+    make_api(session, None, identifier="https://platform.example.com",
+             scopes=("platform:read", "platform:write"))
+    make_api(session, make_org(session), identifier="https://private.example.com",
+             scopes=("secret:thing",))
     for path in METADATA_PATHS:
-        assert client.get(path).get_json()["scopes_supported"] == ["orders:read", "orders:write"]
+        assert client.get(path).get_json()["scopes_supported"] == [
+            "platform:read", "platform:write"]
 
 
-@pytest.mark.parametrize("extra_config", [{"SCOPES_SUPPORTED": "orders:read, orders:write"}])
-def test_metadata_lists_configured_scopes_from_a_string(client, extra_config):
-    doc = client.get(METADATA_PATHS[1]).get_json()
-    assert doc["scopes_supported"] == ["orders:read", "orders:write"]
+@pytest.mark.parametrize("extra_config", [{"KEY_CACHE_SECONDS": 0}])
+def test_metadata_shows_a_new_deployment_api_without_a_restart(client, session, extra_config):
+    assert "scopes_supported" not in client.get(METADATA_PATHS[0]).get_json()
+
+    make_api(session, None, identifier="https://platform.example.com", scopes=("platform:use",))
+
+    assert client.get(METADATA_PATHS[0]).get_json()["scopes_supported"] == ["platform:use"]
 
 
 def test_metadata_is_cacheable(client):

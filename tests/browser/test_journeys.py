@@ -16,7 +16,7 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from tests.factories import PASSWORD, make_client, make_org, make_user
+from tests.factories import PASSWORD, make_api, make_client, make_org, make_user
 
 pytestmark = pytest.mark.browser
 
@@ -47,7 +47,10 @@ def introspect(base: str, client_id: str, secret: str, token: str) -> dict:
 
 @pytest.fixture
 def admin(session):
+    """An admin of an org that has one API, ``Orders`` (AUDIENCE), to grant."""
     org = make_org(session, name="Journey Org")
+    make_api(session, org, identifier=AUDIENCE, name="Orders",
+             scopes=("orders:read", "orders:write"))
     return make_user(session, org=org, role="admin")
 
 
@@ -64,8 +67,9 @@ def create_client(page: Page, base: str, name: str) -> tuple[str, str]:
     """Create a client through the form; returns (client id, secret) as the page shows them."""
     page.goto(base + "/clients/new")
     page.get_by_label("Name", exact=True).fill(name)
-    page.get_by_label("Allowed scopes").fill("orders:read orders:write")
-    page.get_by_label("Allowed audiences").fill(AUDIENCE)
+    page.get_by_label("Orders", exact=True).check()
+    page.get_by_label("orders:read").check()
+    page.get_by_label("orders:write").check()
     page.get_by_label("Token lifetime (seconds)").fill("600")
     page.get_by_role("button", name="Create client").click()
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Client {name} created")
@@ -248,3 +252,47 @@ def test_whole_journey_without_javascript(browser, live_server, admin, screensho
         screenshot(page, "usage-no-js")
     finally:
         context.close()
+
+
+def test_register_an_api_grant_it_and_see_how_to_validate(page, live_server, session,
+                                                          screenshot):
+    org = make_org(session, name="API Org")
+    user = make_user(session, org=org, role="admin")
+    sign_in(page, live_server, user.email)
+    page.get_by_role("link", name="APIs").click()
+    page.get_by_role("link", name="Register an API").click()
+    page.get_by_label("Name", exact=True).fill("Billing")
+    page.get_by_label("Identifier").fill("not a url")
+    page.get_by_role("button", name="Register API").click()
+    expect(page.get_by_text("The identifier must be an absolute URI")).to_be_visible()
+    page.get_by_label("Identifier").fill("https://billing.api-org.test")
+    page.get_by_label("Scopes").fill("invoices:read Read invoices")
+    page.get_by_role("button", name="Register API").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Billing")
+
+    # The scope editor: add one, then the validation panel names this API.
+    page.get_by_label("Scope", exact=True).fill("invoices:write")
+    page.get_by_label("What it allows").last.fill("Create invoices")
+    page.get_by_role("button", name="Add scope").click()
+    expect(page.get_by_role("cell", name="invoices:write", exact=True)).to_be_visible()
+    expect(page.locator("#snippet-verify-python")).to_have_value(
+        re.compile(re.escape('AUDIENCE = "https://billing.api-org.test"')))
+    screenshot(page, "api-page")
+
+    page.goto(live_server + "/clients/new")
+    page.get_by_label("Name", exact=True).fill("invoicer")
+    page.get_by_label("invoices:read").check()  # ticking a scope grants its API
+    page.get_by_role("button", name="Create client").click()
+    client_id = page.locator("#client-id").input_value()
+    secret = page.locator("#client-secret").input_value()
+    response = get_token(live_server, client_id, secret)
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == "invoices:read"
+
+    # The API cannot be deleted while the client is granted it.
+    page.get_by_role("link", name="APIs").click()
+    page.get_by_role("link", name="Billing").click()
+    page.get_by_role("link", name="Delete API").click()
+    expect(page.get_by_text("cannot be deleted while clients are granted it")).to_be_visible()
+    expect(page.get_by_role("button", name="Delete API")).to_have_count(0)
+    screenshot(page, "delete-refused")

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.cli import cli
+from portal.core.apis.grants import GrantedApi
 from portal.core.audit.models import AuditEntry
 from portal.core.clients.models import Client
 from portal.core.orgs.models import Organization
@@ -140,7 +141,10 @@ def test_create_client_stores_its_settings(session, runner, acme):
     created = session.scalar(select(Client).where(
         Client.client_id == json.loads(result.stdout)["client_id"]))
     assert created.org_id == acme.id and created.kind.value == "service"
-    assert created.audiences == ["https://a.example.com", "https://b.example.com"]
+    assert created.granted == {
+        "https://a.example.com": GrantedApi("https://a.example.com", ("read",)),
+        "https://b.example.com": GrantedApi("https://b.example.com", ("read",))}
+    assert created.default_audience == "https://a.example.com"
     assert created.token_ttl == 600 and created.custom_claims == {"tenant": "blue"}
     assert created.auth_methods == ["client_secret_post"]
 

@@ -21,11 +21,12 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from tests.factories import PASSWORD, make_org, make_user
+from tests.factories import PASSWORD, make_api, make_org, make_user
 
 pytestmark = pytest.mark.live
 
 CURL = shutil.which("curl")
+API_URL = "https://api.curl-org.test"
 
 
 @pytest.fixture
@@ -99,6 +100,7 @@ def run_shell(command: str) -> dict[str, Any]:
 def created_page(live_url: str, session) -> str:
     """Sign in as an admin and create a client; the page that shows its secret once."""
     org = make_org(session, name="Curl Org")
+    api = make_api(session, org, identifier=API_URL, scopes=("read", "write"))
     user = make_user(session, org=org, role="admin")
     http = requests.Session()
     signin = http.get(live_url + "/signin", timeout=10).text
@@ -110,8 +112,8 @@ def created_page(live_url: str, session) -> str:
 
     form = parse(http.get(live_url + "/clients/new", timeout=10).text, "/clients/new").hidden
     response = http.post(live_url + "/clients/new", timeout=10, data={
-        **form, "name": "curl-check", "scopes": "read write",
-        "audiences": "https://api.example.com", "ttl": "600", "kind": "org",
+        **form, "name": "curl-check", "api": api.public_id,
+        f"scopes-{api.public_id}": ["read", "write"], "ttl": "600", "kind": "org",
         "auth_methods": ["client_secret_basic", "client_secret_post"]})
     assert response.status_code == 200, response.text[:2000]
     assert response.headers["Cache-Control"] == "no-store"
@@ -146,3 +148,9 @@ def test_export_then_introspect_snippets_chain(live_url, created_page):
 
     assert body["active"] is True and body["scope"] == "read write"
     assert body["iss"] == live_url
+
+
+def test_call_snippet_calls_the_clients_own_api(created_page):
+    command = snippet_text(created_page, "snippet-call")
+
+    assert command == f'curl -s {API_URL} \\\n  -H "Authorization: Bearer $TOKEN"'

@@ -127,26 +127,6 @@ def outsider(app, session, other_org) -> Portal:
     return _portal_for(app, session, other_org, "owner")
 
 
-# Per-request values that extensions cache in ``g``. The ``app`` fixture keeps an
-# app context pushed for the whole test, and a test client request reuses it, so
-# without this the signed-in user (flask-login's ``g._login_user``) and the CSRF
-# token (flask-wtf's ``g.csrf_token``) of one request would leak into the next,
-# even into another test client's: a test with both ``owner`` and ``outsider``
-# would act as the wrong person. The database session (``g.db_session``) is
-# shared with the test on purpose and stays.
-REQUEST_SCOPED_G = ("_login_user", "csrf_token", "csrf_valid")
-
-
-@pytest.fixture(autouse=True)
-def _forget_request_state(app: Flask) -> None:
-    from flask import g
-
-    @app.teardown_request
-    def forget(_exc: BaseException | None) -> None:
-        for name in REQUEST_SCOPED_G:
-            g.pop(name, None)
-
-
 # -- one of each org-owned object, for the route walkers (tests/portal/test_security.py,
 #    tests/portal/test_a11y.py) ----------------------------------------------------------
 
@@ -197,8 +177,8 @@ class OrgObjects:
 
 @pytest.fixture
 def org_objects(app, session, org) -> OrgObjects:
-    """One of each object in ``org`` (client, secret, token, API key, member, signing key,
-    pending invitation)."""
+    """One of each object in ``org`` (client, its API and a scope of it, secret, token,
+    API key, member, signing key, pending invitation)."""
     import jwt
     from sqlalchemy import select
 
@@ -209,6 +189,7 @@ def org_objects(app, session, org) -> OrgObjects:
     from tests.factories import issue, make_api_key, make_client
 
     client, _secret = make_client(session, org, name="walked client")
+    api = client.grants[0].api
     token = issue(session, client)
     _plaintext, api_key = make_api_key(session, org)
     member = make_user(session, org=org, role="viewer", email="walked.member@example.com")
@@ -227,4 +208,6 @@ def org_objects(app, session, org) -> OrgObjects:
         "member_id": membership.id,
         "kid": kid,
         "invitation_id": invitation.id,
+        "api_id": api.public_id,
+        "scope_id": api.scopes[0].id,
     })

@@ -10,12 +10,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from portal.core.apis.grants import GrantedApi
+from portal.core.apis.models import Api
 from portal.core.audit.models import AuditEntry
 from portal.core.clients.models import Client, ClientSecret
+from portal.core.db import get_session
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageKind
 from portal.core.usage.services import record_event
-from tests.factories import basic, get_token, issue, make_client
+from tests.factories import API_IDENTIFIER, basic, get_token, issue, make_api, make_client
 from tests.portal.test_clients import hidden_inputs, input_value
 
 FUTURE = (utcnow() + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M")
@@ -23,8 +26,6 @@ PAST = (utcnow() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
 EDIT = {
     "name": "billing-sync v2",
     "description": "now hourly",
-    "scopes": "read write admin",
-    "audiences": "https://api.example.com https://admin.example.com",
     "ttl": "1200",
     "custom_claims": '{"tier": "gold"}',
     "auth_methods": ["client_secret_basic"],
@@ -33,8 +34,28 @@ EDIT = {
 
 @pytest.fixture
 def acme_client(session, org) -> tuple[Client, str]:
-    """A client of org Acme with its first secret."""
-    return make_client(session, org, name="billing-sync")
+    """A client of org Acme with its first secret, granted ``read write`` of
+    ``https://api.example.com``; the org also has ``https://admin.example.com``."""
+    made = make_client(session, org, name="billing-sync")
+    make_api(session, org, identifier=ADMIN_API, name="Admin API", scopes=("admin",))
+    return made
+
+
+ADMIN_API = "https://admin.example.com"
+
+
+def grants(**scopes: list[str]) -> dict[str, Any]:
+    """Form fields ticking these APIs (``main``: api.example.com, ``admin``: admin.example.com)
+    with these scopes; the first one named is the default."""
+    ids = {name: get_session().scalar(select(Api.public_id).where(Api.identifier == identifier))
+           for name, identifier in (("main", API_IDENTIFIER), ("admin", ADMIN_API))}
+    fields: dict[str, Any] = {"api": [ids[n] for n in scopes],
+                              "default_api": ids[next(iter(scopes))]}
+    fields.update({f"scopes-{ids[n]}": names for n, names in scopes.items()})
+    return fields
+
+
+EDIT_GRANTS = {"main": ["read", "write"], "admin": ["admin"]}
 
 
 def url(c: Client, suffix: str = "") -> str:
@@ -126,44 +147,49 @@ def test_edit_form_is_filled_with_the_current_settings(owner, acme_client):
 
     page = owner.get(url(c, "/edit")).get_data(as_text=True)
 
-    assert 'value="billing-sync"' in page and 'value="read write"' in page
+    assert 'value="billing-sync"' in page
+    main = c.grants[0].api.public_id
+    assert re.search(rf'name="api" value="{main}" id="grant-{main}" checked', page)
+    for scope in ("read", "write"):
+        assert re.search(rf'name="scopes-{main}" value="{scope}" id="[^"]+" checked', page)
+    assert re.search(rf'name="default_api" value="{main}" id="default-{main}" checked', page)
     assert 'name="kind"' not in page
 
 
 def test_edit_saves_and_audits_the_changed_fields(owner, session, acme_client):
     c, _ = acme_client
 
-    response = owner.form_post(url(c, "/edit"), EDIT)
+    response = owner.form_post(url(c, "/edit"), {**EDIT, **grants(**EDIT_GRANTS)})
 
     assert response.status_code == 302
     session.expire_all()
     c = session.get(Client, c.id)
     assert c.name == "billing-sync v2" and c.token_ttl == 1200
-    assert c.scopes == ["read", "write", "admin"]
-    assert c.audiences == ["https://api.example.com", "https://admin.example.com"]
+    assert c.granted == {API_IDENTIFIER: GrantedApi(API_IDENTIFIER, ("read", "write")),
+                         ADMIN_API: GrantedApi(ADMIN_API, ("admin",))}
     assert c.custom_claims == {"tier": "gold"} and c.auth_methods == ["client_secret_basic"]
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "client:updated"))
     assert set(entry.details["changed"]) == {
-        "name", "description", "scopes", "audiences", "token_ttl", "custom_claims",
-        "auth_methods"}
+        "name", "description", "grants", "token_ttl", "custom_claims", "auth_methods"}
+    assert entry.details["grants"] == {API_IDENTIFIER: ["read", "write"], ADMIN_API: ["admin"]}
     assert entry.target_id == c.client_id and entry.actor == f"user:{owner.user.email}"
 
 
 def test_edited_settings_apply_to_new_tokens(owner, session, acme_client):
     c, secret = acme_client
-    owner.form_post(url(c, "/edit"), {**EDIT, "auth_methods": ["client_secret_basic"]})
+    owner.form_post(url(c, "/edit"), {**EDIT, **grants(admin=["admin"], main=["read"])})
 
     status, body = token_status(owner.http, c, secret)
 
     assert status == 200 and body["expires_in"] == 1200
-    assert introspect(owner.http, c, secret, body["access_token"])["scope"] == "read write admin"
+    claims = introspect(owner.http, c, secret, body["access_token"])
+    assert claims["scope"] == "admin" and claims["aud"] == ADMIN_API  # the new default API
 
 
 def test_edit_with_nothing_changed_writes_no_audit_entry(owner, session, acme_client):
     c, _ = acme_client
 
-    unchanged = {"name": "billing-sync", "scopes": "read write",
-                 "audiences": "https://api.example.com", "ttl": "3600",
+    unchanged = {"name": "billing-sync", "ttl": "3600", **grants(main=["read", "write"]),
                  "auth_methods": ["client_secret_basic", "client_secret_post"]}
 
     response = owner.form_post(url(c, "/edit"), unchanged, follow_redirects=True)
@@ -179,12 +205,14 @@ def test_edit_with_nothing_changed_writes_no_audit_entry(owner, session, acme_cl
     ({"ttl": "soon"}, "ttl", "not a valid integer"),
     ({"custom_claims": "{"}, "custom_claims", "not valid JSON"),
     ({"custom_claims": '{"aud": "x"}'}, "custom_claims", "reserved claim cannot be set: aud"),
-    ({"audiences": ""}, "audiences", "at least one audience"),
+    ({"api": [], "default_api": ""}, "grants", "choose at least one API"),
 ])
 def test_edit_validates_like_create(owner, session, acme_client, changes, field, message):
     c, _ = acme_client
+    if field == "grants":  # nothing ticked at all
+        changes = {**changes, **{k: [] for k in grants(**EDIT_GRANTS) if k.startswith("scopes-")}}
 
-    response = owner.form_post(url(c, "/edit"), {**EDIT, **changes})
+    response = owner.form_post(url(c, "/edit"), {**EDIT, **grants(**EDIT_GRANTS), **changes})
 
     assert response.status_code == 400
     page = html.unescape(response.get_data(as_text=True))

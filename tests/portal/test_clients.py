@@ -11,17 +11,19 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from portal.core.apis.grants import GrantedApi
+from portal.core.apis.models import Api
 from portal.core.audit.models import AuditEntry
 from portal.core.clients.models import Client
-from portal.core.db import Base
+from portal.core.db import Base, get_session
 from portal.core.types import utcnow
-from tests.factories import basic, issue, make_client, make_user
+from tests.factories import basic, issue, make_api, make_client, make_user
 
+ORDERS_API = "https://api.acme.test"
+BILLING_API = "https://billing.acme.test"
 GOOD = {
     "name": "billing-sync",
     "description": "Nightly invoice export",
-    "scopes": "orders:read, orders:write",
-    "audiences": "https://api.acme.test\nhttps://billing.acme.test",
     "ttl": "900",
     "custom_claims": '{"tier": "gold"}',
     "auth_methods": ["client_secret_basic", "client_secret_post"],
@@ -62,13 +64,35 @@ def input_value(page: str, element_id: str) -> str:
     return html.unescape(match.group(1))
 
 
+@pytest.fixture(autouse=True)
+def acme_apis(session, org) -> tuple[Api, Api]:
+    """The org's two APIs that the create form grants (``GOOD`` plus :func:`grant_fields`)."""
+    return (make_api(session, org, identifier=ORDERS_API, name="Orders API",
+                     scopes=("orders:read", "orders:write")),
+            make_api(session, org, identifier=BILLING_API, name="Billing API",
+                     scopes=("invoices:read",)))
+
+
+def api_key(identifier: str) -> str:
+    """The public id the form uses for the API with this identifier."""
+    return get_session().scalar(select(Api.public_id).where(Api.identifier == identifier))
+
+
+def grant_fields() -> dict[str, Any]:
+    """Ticked: the orders API with both scopes (the default), the billing API with its one."""
+    orders, billing = api_key(ORDERS_API), api_key(BILLING_API)
+    return {"api": [orders, billing], f"scopes-{orders}": ["orders:read", "orders:write"],
+            f"scopes-{billing}": ["invoices:read"], "default_api": orders}
+
+
 def new_client_form(portal: Any) -> dict[str, str]:
     return hidden_inputs(portal.get("/clients/new").get_data(as_text=True), "/clients/new")
 
 
 def create(portal: Any, **changes: Any) -> Any:
     """POST the new-client form with its fresh nonce."""
-    return portal.http.post("/clients/new", data={**new_client_form(portal), **GOOD, **changes})
+    return portal.http.post("/clients/new", data={
+        **new_client_form(portal), **GOOD, **grant_fields(), **changes})
 
 
 def created_credentials(response: Any) -> tuple[str, str]:
@@ -163,10 +187,23 @@ def test_list_needs_sign_in(client):
 def test_create_form_has_labelled_fields_and_defaults(owner):
     page = owner.get("/clients/new").get_data(as_text=True)
 
-    for field in ("name", "description", "scopes", "audiences", "ttl", "custom_claims", "user"):
+    for field in ("name", "description", "ttl", "custom_claims", "user"):
         assert f'<label for="{field}"' in page
     assert re.search(r'id="ttl"[^>]*value="3600"', page)
     assert page.count('name="auth_methods"') == 2 and page.count("checked") >= 3  # + kind=org
+
+
+def test_create_form_offers_each_api_with_its_scopes(owner, acme_apis):
+    orders, billing = acme_apis
+
+    page = owner.get("/clients/new").get_data(as_text=True)
+
+    assert "<legend>APIs and scopes</legend>" in page
+    for api in (orders, billing):
+        assert f'<label for="grant-{api.public_id}">{api.name}</label>' in page
+        assert f'name="default_api" value="{api.public_id}"' in page
+        for scope in api.scope_names:
+            assert f'name="scopes-{api.public_id}" value="{scope}"' in page
 
 
 @pytest.mark.parametrize("portal_name", ["owner", "admin"])
@@ -182,8 +219,10 @@ def test_create_shows_the_secret_once_with_no_store(request, session, portal_nam
     assert "will not be shown again" in response.get_data(as_text=True)
     created = session.scalar(select(Client).where(Client.client_id == client_id))
     assert created.name == "billing-sync" and created.token_ttl == 900
-    assert created.scopes == ["orders:read", "orders:write"]
-    assert created.audiences == ["https://api.acme.test", "https://billing.acme.test"]
+    assert created.granted == {
+        ORDERS_API: GrantedApi(ORDERS_API, ("orders:read", "orders:write")),
+        BILLING_API: GrantedApi(BILLING_API, ("invoices:read",))}
+    assert created.default_audience == ORDERS_API
     assert created.custom_claims == {"tier": "gold"}
 
 
@@ -212,8 +251,15 @@ def test_created_page_shows_curl_snippets_with_real_values(owner):
     assert f'href="/clients/{client_id}"' in page
 
 
+def test_created_page_calls_the_clients_own_api(owner):
+    page = html.unescape(create(owner).get_data(as_text=True))
+
+    assert f"curl -s {ORDERS_API} \\\n  -H \"Authorization: Bearer $TOKEN\"" in page
+    assert "api.example.com" not in page
+
+
 def test_resubmitting_the_create_form_creates_nothing_and_shows_no_secret(owner, session):
-    form = {**new_client_form(owner), **GOOD}
+    form = {**new_client_form(owner), **GOOD, **grant_fields()}
     first = owner.http.post("/clients/new", data=form)
     _client_id, secret = created_credentials(first)
 
@@ -230,7 +276,7 @@ def test_resubmitting_the_create_form_creates_nothing_and_shows_no_secret(owner,
 def test_create_without_a_nonce_creates_nothing(owner, session):
     form = {k: v for k, v in new_client_form(owner).items() if k != "nonce"}
 
-    response = owner.http.post("/clients/new", data={**form, **GOOD})
+    response = owner.http.post("/clients/new", data={**form, **GOOD, **grant_fields()})
 
     assert response.status_code == 302
     assert session.scalars(select(Client)).first() is None
@@ -276,11 +322,19 @@ def test_create_is_audited(owner, session):
      "reserved claim cannot be set: iss"),
     ({"kind": "robot"}, "kind", "Not a valid choice"),
     ({"kind": "user"}, "user", "needs the user it acts for"),
-    ({"audiences": ""}, "audiences", "Add at least one audience"),
-    ({"scopes": "read \"quoted\""}, "scopes", "invalid scope name"),
+    ({"api": [], "scopes-ORDERS": [], "scopes-BILLING": []}, "grants",
+     "Choose at least one API the client may get tokens for."),
+    ({"scopes-ORDERS": ["orders:read", "admin"]}, "grants",
+     "Not a scope of Orders API (https://api.acme.test): admin"),
+    ({"default_api": "api_not_one_of_them"}, "grants",
+     "The default API must be one of the APIs ticked."),
     ({"auth_methods": []}, "auth_methods", "Choose at least one authentication method."),
 ])
 def test_bad_input_is_a_form_error_on_its_field(owner, session, changes, field, message):
+    keys = {"ORDERS": api_key(ORDERS_API), "BILLING": api_key(BILLING_API)}
+    changes = {re.sub("ORDERS|BILLING", lambda m: keys[m.group()], k): v
+               for k, v in changes.items()}
+
     response = create(owner, **changes)
 
     assert response.status_code == 400
@@ -298,7 +352,7 @@ def test_form_error_keeps_the_typed_values_and_a_usable_nonce(owner, session):
     assert 'value="billing-sync"' in page
 
     retry = owner.http.post("/clients/new", data={
-        **hidden_inputs(page, "/clients/new"), **GOOD})
+        **hidden_inputs(page, "/clients/new"), **GOOD, **grant_fields()})
 
     assert retry.status_code == 200
     assert created_credentials(retry)[1].startswith("lk_secret_")
@@ -309,7 +363,8 @@ def test_domain_error_after_the_nonce_is_spent_gives_a_fresh_nonce(owner, sessio
     assert failed.status_code == 400
     page = failed.get_data(as_text=True)
 
-    retry = owner.http.post("/clients/new", data={**hidden_inputs(page, "/clients/new"), **GOOD})
+    retry = owner.http.post("/clients/new", data={**hidden_inputs(page, "/clients/new"), **GOOD,
+                                                  **grant_fields()})
 
     assert retry.status_code == 200 and "client-secret" in retry.get_data(as_text=True)
 
@@ -350,7 +405,77 @@ def test_viewer_cannot_open_or_post_the_create_form(viewer, session):
 def test_create_without_csrf_token_is_refused(owner, session):
     form = {k: v for k, v in new_client_form(owner).items() if k != "csrf_token"}
 
-    response = owner.http.post("/clients/new", data={**form, **GOOD})
+    response = owner.http.post("/clients/new", data={**form, **GOOD, **grant_fields()})
 
     assert response.status_code == 400
     assert session.scalars(select(Client)).first() is None
+
+
+# -- APIs and scopes on the client form ----------------------------------------------------
+
+
+def test_every_error_of_the_form_shows_at_once(owner, session):
+    response = create(owner, name="", ttl="10", api=[], **{
+        f"scopes-{api_key(ORDERS_API)}": [], f"scopes-{api_key(BILLING_API)}": []})
+
+    assert response.status_code == 400
+    page = html.unescape(response.get_data(as_text=True))
+    for field in ("name", "grants"):
+        assert re.search(rf'<p class="error" id="{field}-error">', page), field
+    assert session.scalars(select(Client)).first() is None
+
+
+def test_ticking_a_scope_grants_its_api(owner, session):
+    orders = api_key(ORDERS_API)
+
+    response = create(owner, api=[], default_api="", **{
+        f"scopes-{orders}": ["orders:read"], f"scopes-{api_key(BILLING_API)}": []})
+
+    client_id, _secret = created_credentials(response)
+    created = session.scalar(select(Client).where(Client.client_id == client_id))
+    assert created.granted == {ORDERS_API: GrantedApi(ORDERS_API, ("orders:read",))}
+    assert created.default_audience == ORDERS_API
+
+
+def test_the_default_api_is_the_one_chosen(owner, session):
+    response = create(owner, default_api=api_key(BILLING_API))
+
+    client_id, secret = created_credentials(response)
+    token = owner.http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                            headers=basic(client_id, secret)).get_json()
+    assert token["scope"] == "invoices:read"
+
+
+def test_another_orgs_api_cannot_be_granted_from_the_form(owner, session, other_org):
+    theirs = make_api(session, other_org, identifier="https://api.globex.test",
+                      scopes=("secrets:read",))
+
+    response = create(owner, api=[theirs.public_id], default_api=theirs.public_id, **{
+        f"scopes-{theirs.public_id}": ["secrets:read"],
+        f"scopes-{api_key(ORDERS_API)}": [], f"scopes-{api_key(BILLING_API)}": []})
+
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert "Choose at least one API the client may get tokens for." in page
+    assert "https://api.globex.test" not in page and theirs.name not in page
+    assert session.scalars(select(Client)).first() is None
+
+
+def test_form_without_apis_points_to_registering_one(app, session, other_org):
+    from tests.portal.conftest import _portal_for
+
+    portal = _portal_for(app, session, other_org, "owner")  # an org with no API
+
+    page = portal.get("/clients/new").get_data(as_text=True)
+
+    assert "There is no API to grant yet." in page
+    assert 'href="/apis/new"' in page
+
+
+def test_deployment_api_is_offered_to_every_org(owner, session):
+    shared = make_api(session, None, identifier="https://platform.example.com",
+                      name="Platform", scopes=("platform:use",))
+
+    page = owner.get("/clients/new").get_data(as_text=True)
+
+    assert f'<label for="grant-{shared.public_id}">Platform</label>' in page

@@ -27,12 +27,26 @@ def billing(session, org):
     return client
 
 
-def mint(portal: Portal, client: Any, **changes: Any):
-    """Post the mint form for ``client`` with its fresh nonce, as a browser would."""
+def picked(client: Any, audience: str | None = None,
+           scopes: list[str] | None = None) -> dict[str, Any]:
+    """The mint form's API fields: ``audience`` ticked (default: the client's default API)
+    with ``scopes`` of it ticked (default: every scope granted there)."""
+    identifier = audience or client.default_audience
+    fields: dict[str, Any] = {"audience": [identifier]}
+    grant = next((g for g in client.grants if g.api.identifier == identifier), None)
+    if grant is not None:
+        fields[f"scopes-{grant.api.public_id}"] = list(grant.scopes) if scopes is None else scopes
+    return fields
+
+
+def mint(portal: Portal, client: Any, *, api: str | None = None,
+         scopes: list[str] | None = None, **changes: Any):
+    """Post the mint form for ``client`` with its fresh nonce, as a browser would: the API
+    ``api`` (default: the client's default API) ticked with ``scopes``; ``changes`` last."""
     page = portal.get(f"/tokens/mint?client={client.client_id}")
     assert page.status_code == 200
-    data = {**hidden_fields(page.get_data(as_text=True)), "scopes": list(client.scopes),
-            "audience": "", "ttl": str(client.token_ttl), "custom_claims": ""}
+    data = {**hidden_fields(page.get_data(as_text=True)), **picked(client, api, scopes),
+            "ttl": str(client.token_ttl), "custom_claims": ""}
     data.update(changes)
     return portal.http.post("/tokens/mint", data=data)
 
@@ -51,14 +65,16 @@ def token_count(session) -> int:
 # -- the form ---------------------------------------------------------------------------
 
 
-def test_form_preselects_the_client_and_offers_its_scopes_and_audiences(owner, billing):
+def test_form_preselects_the_client_and_offers_its_apis_and_scopes(owner, billing):
     page = owner.get(f"/tokens/mint?client={billing.client_id}").get_data(as_text=True)
 
     assert f'<option value="{billing.client_id}" selected>' in page
-    assert page.count('name="scopes"') == 2 and page.count("checked") == 2
-    assert '<option value="https://billing.acme.test">' in page
+    assert page.count('name="scopes-') == 4  # two APIs, two scopes granted on each
+    assert page.count("checked") == 3  # the default API and its scopes
+    assert re.search(r'name="audience" value="https://api.acme.test" id="[^"]+" checked', page)
+    assert 'name="audience" value="https://billing.acme.test"' in page
     assert re.search(r'id="ttl"[^>]*value="900"', page)
-    for field in ("pick-client", "audience", "ttl", "custom_claims"):
+    for field in ("pick-client", "ttl", "custom_claims"):
         assert f'<label for="{field}"' in page
 
 
@@ -113,7 +129,7 @@ def test_mint_shows_the_token_once_with_no_store(request, session, billing, port
     portal = request.getfixturevalue(portal_name)
 
     response = mint(portal, billing, scopes=["orders:read"],
-                    audience="https://billing.acme.test", ttl="600",
+                    api="https://billing.acme.test", ttl="600",
                     custom_claims='{"tier": "gold", "region": "eu"}')
 
     assert response.status_code == 200
@@ -182,7 +198,7 @@ def test_mint_is_audited(owner, session, billing):
 
 def test_reloading_the_result_mints_nothing_again(owner, session, billing):
     page = owner.get(f"/tokens/mint?client={billing.client_id}").get_data(as_text=True)
-    data = {**hidden_fields(page), "scopes": ["orders:read"], "audience": "", "ttl": "900",
+    data = {**hidden_fields(page), **picked(billing, scopes=["orders:read"]), "ttl": "900",
             "custom_claims": ""}
     first = owner.http.post("/tokens/mint", data=data)
     assert first.status_code == 200
@@ -233,9 +249,10 @@ CLAIMS = "custom_claims"
     ({CLAIMS: '{"iss": "https://evil.test"}'}, CLAIMS, "reserved claim cannot be set: iss"),
     ({CLAIMS: '{"scope": "admin", "jti": "x"}'}, CLAIMS,
      "reserved claims cannot be set: jti, scope"),
-    ({"scopes": ["orders:read", "admin"]}, "scopes", "scope not allowed for this client: admin"),
+    ({"scopes": ["orders:read", "admin"]}, "audience",
+     "scope not granted to this client on this API: admin"),
     ({"audience": "https://evil.test"}, "audience",
-     "audience not allowed for this client: https://evil.test"),
+     "audience not granted to this client: https://evil.test"),
     ({"ttl": "299"}, "ttl", "between 300 and 86400 seconds"),
     ({"ttl": "86401"}, "ttl", "between 300 and 86400 seconds"),
     ({"ttl": "soon"}, "ttl", "Not a valid integer value"),
@@ -257,8 +274,8 @@ def test_bad_input_is_a_form_error_and_mints_nothing(owner, session, billing, ch
 
 def test_form_error_keeps_a_usable_nonce(owner, session, billing):
     bad = mint(owner, billing, custom_claims='{"sub": "x"}')
-    data = {**hidden_fields(bad.get_data(as_text=True)), "scopes": ["orders:read"],
-            "audience": "", "ttl": "900", "custom_claims": ""}
+    data = {**hidden_fields(bad.get_data(as_text=True)), **picked(billing, scopes=["orders:read"]),
+            "ttl": "900", "custom_claims": ""}
 
     response = owner.http.post("/tokens/mint", data=data)
 
@@ -272,3 +289,45 @@ def test_form_error_keeps_what_was_typed(owner, billing):
     page = html.unescape(response.get_data(as_text=True))
     assert re.search(r'id="ttl"[^>]*value="299"', page)
     assert '{"tier": "gold"}' in page
+
+
+# -- APIs and scopes --------------------------------------------------------------------
+
+
+def test_ticking_two_apis_gives_a_token_for_both(owner, billing):
+    both = {**picked(billing), **picked(billing, "https://billing.acme.test"),
+            "audience": ["https://api.acme.test", "https://billing.acme.test"]}
+
+    token = minted_token(mint(owner, billing, **both))
+
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["aud"] == ["https://api.acme.test", "https://billing.acme.test"]
+    assert claims["scope"] == "orders:read orders:write"
+
+
+def test_a_scope_not_granted_on_every_api_of_the_token_is_refused(owner, session, org, billing):
+    from portal.core.actor import Actor
+    from portal.core.apis import services as apis
+
+    billing_api = next(g.api for g in billing.grants
+                       if g.api.identifier == "https://billing.acme.test")
+    apis.grant(session, billing, billing_api, scopes=["orders:read"], actor=Actor("test"))
+    session.commit()
+    both = {**picked(billing, scopes=["orders:write"]),
+            **picked(billing, "https://billing.acme.test", scopes=[]),
+            "audience": ["https://api.acme.test", "https://billing.acme.test"]}
+
+    response = mint(owner, billing, **both)
+
+    assert response.status_code == 400
+    assert "Scope not granted to this client on every audience of the token: orders:write." in \
+        html.unescape(response.get_data(as_text=True))
+    assert token_count(session) == 0
+
+
+def test_minted_page_calls_the_tokens_own_api(owner, billing):
+    response = mint(owner, billing, api="https://billing.acme.test")
+
+    page = html.unescape(response.get_data(as_text=True))
+    assert "curl -s https://billing.acme.test \\\n  -H 'Authorization: Bearer " in page
+    assert "api.example.com" not in page

@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from portal.core.apis.grants import GrantedApi
+from portal.core.apis.models import Api, ClientGrant
 from portal.core.db import Base
 from portal.core.orgs.models import Organization
 from portal.core.types import CreatedAt, UTCDateTime, text_enum, utcnow
@@ -43,8 +45,6 @@ class Client(Base):
     user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )  # the user a `user` client acts for
-    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
-    audiences: Mapped[list[str]] = mapped_column(JSON, default=list)
     auth_methods: Mapped[list[str]] = mapped_column(JSON, default=list)
     token_ttl: Mapped[int] = mapped_column(Integer, default=3600)
     custom_claims: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -59,6 +59,30 @@ class Client(Base):
     )
     user: Mapped[User | None] = relationship()
     org: Mapped[Organization] = relationship()
+    grants: Mapped[list[ClientGrant]] = relationship(
+        back_populates="client", cascade="all, delete-orphan", order_by="ClientGrant.id",
+        lazy="selectin",
+    )
+
+    @property
+    def granted(self) -> dict[str, GrantedApi]:
+        """Identifier -> what the client may get for that API (what token rules read)."""
+        return {
+            g.api.identifier: GrantedApi(identifier=g.api.identifier, scopes=tuple(g.scopes),
+                                         default_ttl=g.api.default_ttl, max_ttl=g.api.max_ttl)
+            for g in self.grants
+        }
+
+    @property
+    def default_api(self) -> Api | None:
+        """The API a token request without ``audience``/``resource`` gets."""
+        return next((g.api for g in self.grants if g.is_default), None)
+
+    @property
+    def default_audience(self) -> str | None:
+        """The identifier of :attr:`default_api`."""
+        api = self.default_api
+        return api.identifier if api is not None else None
 
     def active_secrets(self, now: datetime) -> list[ClientSecret]:
         return [s for s in self.secrets if s.is_active(now)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,18 +14,22 @@ from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from portal.core import crypto, settings
+from portal.core.apis import services as apis
+from portal.core.apis.grants import check_ttl
+from portal.core.apis.models import Api
 from portal.core.audit import services as audit
 from portal.core.clients.models import AuthMethod, Client, ClientKind, ClientSecret
 from portal.core.errors import NotFound, SecretLimitReached, ValidationFailed
 from portal.core.orgs.models import Organization
-from portal.core.tokens.claims import check_custom_claims, check_scope_names
+from portal.core.tokens.claims import check_custom_claims
 from portal.core.tokens.models import IssuedToken
 from portal.core.types import utcnow
 from portal.core.users.models import Membership, User
 
 DEFAULT_AUTH_METHODS = [AuthMethod.CLIENT_SECRET_BASIC.value, AuthMethod.CLIENT_SECRET_POST.value]
 SECRET_METHODS = {AuthMethod.CLIENT_SECRET_BASIC.value, AuthMethod.CLIENT_SECRET_POST.value}
-MAX_AUDIENCES = 20
+
+__all__ = ["check_ttl"]  # re-exported: the token lifetime bounds live with the grants
 
 
 def check_name(name: str | None) -> str:
@@ -33,32 +38,6 @@ def check_name(name: str | None) -> str:
     if not name or len(name) > 200:
         raise ValidationFailed("name is required (at most 200 characters)", field="name")
     return name
-
-
-def check_ttl(ttl: Any) -> int:
-    """A token lifetime in seconds within the configured bounds."""
-    low, _default, high = settings.ttl_bounds()
-    if isinstance(ttl, bool) or not isinstance(ttl, int):
-        raise ValidationFailed("token TTL must be a whole number of seconds", field="ttl")
-    if not low <= ttl <= high:
-        raise ValidationFailed(
-            f"token TTL must be between {low} and {high} seconds", field="ttl"
-        )
-    return ttl
-
-
-def check_audiences(audiences: list[str]) -> list[str]:
-    """Audience identifiers: at least one, no whitespace, at most 255 characters each."""
-    clean: dict[str, None] = {}
-    for aud in audiences:
-        if not isinstance(aud, str) or not aud or len(aud) > 255 or any(c.isspace() for c in aud):
-            raise ValidationFailed(f"invalid audience {aud!r}", field="audiences")
-        clean[aud] = None
-    if not clean:
-        raise ValidationFailed("a client needs at least one allowed audience", field="audiences")
-    if len(clean) > MAX_AUDIENCES:
-        raise ValidationFailed(f"at most {MAX_AUDIENCES} audiences", field="audiences")
-    return list(clean)
 
 
 def check_jwks(jwks: Any) -> dict[str, Any] | None:
@@ -77,17 +56,6 @@ def check_jwks(jwks: Any) -> dict[str, Any] | None:
     except (PyJWKSetError, ValueError, KeyError, TypeError) as e:
         raise ValidationFailed(f"unusable JWKS: {e}", field="jwks") from e
     return jwks
-
-
-def _check_supported(scopes: list[str]) -> list[str]:
-    supported = settings.scopes_supported()
-    unknown = [s for s in scopes if supported and s not in supported]
-    if unknown:
-        raise ValidationFailed(
-            "scopes not offered by this server (SCOPES_SUPPORTED): " + " ".join(unknown),
-            field="scopes",
-        )
-    return scopes
 
 
 def check_auth_methods(methods: list[str], *, jwks: dict[str, Any] | None) -> list[str]:
@@ -110,8 +78,8 @@ def create_client(
     *,
     org: Organization,
     name: str,
-    scopes: list[str],
-    audiences: list[str],
+    grants: Sequence[tuple[Api, Sequence[str]]],
+    default_api: Api | None = None,
     kind: str = ClientKind.ORG.value,
     description: str = "",
     ttl: int | None = None,
@@ -125,7 +93,10 @@ def create_client(
 ) -> tuple[Client, str | None]:
     """Create a client; returns it with its first secret in plaintext (shown once).
 
-    A client that authenticates only with ``private_key_jwt`` gets no secret.
+    ``grants`` are the APIs it may get tokens for (the org's or the deployment's,
+    at least one) with the scopes of each; ``default_api`` (default: the first) is
+    the audience of a token request that names none. A client that authenticates
+    only with ``private_key_jwt`` gets no secret.
     """
     now = now or utcnow()
     name = check_name(name)
@@ -155,8 +126,6 @@ def create_client(
         description=(description or "").strip(),
         kind=client_kind,
         user_id=user.id if user is not None else None,
-        scopes=_check_supported(check_scope_names(scopes)),
-        audiences=check_audiences(audiences),
         auth_methods=methods,
         token_ttl=check_ttl(ttl if ttl is not None else default_ttl),
         custom_claims=check_custom_claims(custom_claims),
@@ -166,6 +135,7 @@ def create_client(
         updated_at=now,
     )
     session.add(client)
+    apis.replace_grants(session, client, grants, default=default_api)
     session.flush()
     plaintext = None
     if SECRET_METHODS.intersection(methods):
@@ -177,8 +147,8 @@ def create_client(
         action="client:created",
         target_type="client",
         target_id=client.client_id,
-        details={"name": client.name, "kind": client.kind.value, "scopes": client.scopes,
-                 "audiences": client.audiences, "ttl": client.token_ttl},
+        details={"name": client.name, "kind": client.kind.value, "grants": grant_summary(client),
+                 "default_api": client.default_audience, "ttl": client.token_ttl},
         source_ip=source_ip,
         now=now,
     )
@@ -380,8 +350,8 @@ def update_client(
     *,
     name: str,
     description: str,
-    scopes: list[str],
-    audiences: list[str],
+    grants: Sequence[tuple[Api, Sequence[str]]],
+    default_api: Api | None = None,
     ttl: int,
     custom_claims: dict[str, Any] | None,
     auth_methods: list[str],
@@ -398,17 +368,19 @@ def update_client(
     values: dict[str, Any] = {
         "name": check_name(name),
         "description": (description or "").strip(),
-        "scopes": _check_supported(check_scope_names(scopes)),
-        "audiences": check_audiences(audiences),
         "token_ttl": check_ttl(ttl),
         "custom_claims": check_custom_claims(custom_claims),
         "auth_methods": check_auth_methods(auth_methods, jwks=client.jwks),
     }
     changed = [field for field, value in values.items() if getattr(client, field) != value]
+    grant_change = apis.replace_grants(session, client, grants, default=default_api)
+    if grant_change:
+        changed.append("grants")
     if not changed:
         return []
     for field in changed:
-        setattr(client, field, values[field])
+        if field in values:
+            setattr(client, field, values[field])
     client.updated_at = now
     audit.record(
         session,
@@ -417,12 +389,19 @@ def update_client(
         action="client:updated",
         target_type="client",
         target_id=client.client_id,
-        details={"changed": changed},
+        details={"changed": changed,
+                 **({"grants": grant_summary(client), "default_api": client.default_audience}
+                    if grant_change else {})},
         source_ip=source_ip,
         now=now,
     )
     session.flush()
     return changed
+
+
+def grant_summary(client: Client) -> dict[str, list[str]]:
+    """Identifier -> granted scopes, as the audit log records a client's grants."""
+    return {g.api.identifier: list(g.scopes) for g in client.grants}
 
 
 def set_secret_expiry(

@@ -80,16 +80,24 @@ class DatabaseStorage(Storage):
         return dbapi.Error if dbapi is not None else Exception  # type: ignore[no-any-return]
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        now = time.time()
         with self.connections.connection() as connection:
-            row = self.connections.write_first(
-                connection, self._incr,
-                {"key": key[:255], "amount": amount, "expires_at": now + expiry, "now": now})
+            return self.incr_on(connection, key, expiry, amount)
+
+    def incr_on(self, connection: Any, key: str, expiry: int, amount: int = 1) -> int:
+        """:meth:`incr` on a connection the caller already holds (one statement)."""
+        now = time.time()
+        row = self.connections.write_first(
+            connection, self._incr,
+            {"key": key[:255], "amount": amount, "expires_at": now + expiry, "now": now})
         return int(row[0]) if row else amount
 
     def get(self, key: str) -> int:
         with self.connections.connection() as connection:
-            row = self._get.first(connection, {"key": key[:255], "now": time.time()})
+            return self.get_on(connection, key)
+
+    def get_on(self, connection: Any, key: str) -> int:
+        """:meth:`get` on a connection the caller already holds (one statement)."""
+        row = self._get.first(connection, {"key": key[:255], "now": time.time()})
         return int(row[0]) if row else 0
 
     def get_expiry(self, key: str) -> float:
@@ -147,16 +155,31 @@ class FailureLimit:
         self.namespace = namespace
         self._limiter = FixedWindowRateLimiter(storage)
 
-    def retry_after(self, key: str) -> int | None:
-        """Seconds until ``key`` may try again, or None while it may."""
-        if not self.enabled or self._limiter.test(self.item, self.namespace, key):
+    def retry_after(self, key: str, connection: Any = None) -> int | None:
+        """Seconds until ``key`` may try again, or None while it may.
+
+        With the database's counters and a ``connection`` the caller holds, the count
+        is read on it: one statement, no connection of its own.
+        """
+        if not self.enabled:
+            return None
+        if connection is not None and isinstance(self.storage, DatabaseStorage):
+            hits = self.storage.get_on(connection, self.item.key_for(self.namespace, key))
+            if hits < self.item.amount:
+                return None
+        elif self._limiter.test(self.item, self.namespace, key):
             return None
         stats = self._limiter.get_window_stats(self.item, self.namespace, key)
         return max(1, int(stats.reset_time - time.time()))
 
-    def hit(self, key: str) -> None:
-        """Count one failure of ``key``."""
-        if self.enabled:
+    def hit(self, key: str, connection: Any = None) -> None:
+        """Count one failure of ``key`` (on ``connection`` if given, as :meth:`retry_after`)."""
+        if not self.enabled:
+            return
+        if connection is not None and isinstance(self.storage, DatabaseStorage):
+            self.storage.incr_on(connection, self.item.key_for(self.namespace, key),
+                                 self.item.get_expiry())
+        else:
             self._limiter.hit(self.item, self.namespace, key)
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -258,6 +259,36 @@ class KeyRing:
         self._active: dict[int, tuple[float, ActiveKey]] = {}
         self._public: dict[str, tuple[float, PublishedKey]] = {}
         self._jwks: tuple[float, bytes, str] | None = None
+        # signature segment -> (fresh until, header and payload segments, the key)
+        self._verified: OrderedDict[str, tuple[float, str, str, PublishedKey]] = OrderedDict()
+
+    #: Tokens whose signature was checked, remembered for ``ttl`` (resource servers
+    #: introspect the same token on every call they receive with it).
+    VERIFIED_CACHE_SIZE = 4096
+
+    def signed_by(self, token: UnverifiedToken, kid: str) -> PublishedKey | None:
+        """The published key ``kid`` if it signed ``token`` (its own header, a valid
+        signature), else None.
+
+        A positive answer is remembered for as long as the key itself is (``ttl``): an
+        ES256 or EdDSA verification costs more than the rest of an introspection, and
+        the same token is introspected again and again. Only the signature is
+        remembered; whether the token is live and its claims hold is checked anew.
+        """
+        hit = self._verified.get(token.signature)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now and hit[1] == token.head and hit[2] == token.body \
+                and hit[3].kid == kid:
+            return hit[3]
+        key = self.public_key(kid)
+        if key is None or not key.verifies(token):
+            return None
+        with self._lock:
+            self._verified[token.signature] = (now + self.ttl, token.head, token.body, key)
+            self._verified.move_to_end(token.signature)
+            while len(self._verified) > self.VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return key
 
     @contextlib.contextmanager
     def _reading(self, session: Session | None) -> Iterator[Session]:
@@ -276,6 +307,7 @@ class KeyRing:
             self._active.pop(org_id, None)
             self._jwks = None
             self._public.clear()
+            self._verified.clear()
 
     def active_key(self, org_id: int, session: Session | None = None) -> ActiveKey:
         """The org's signing key, loaded and decrypted at most once per process."""

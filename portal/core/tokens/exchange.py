@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from portal.core.apis.grants import GrantedApi, resolve
 from portal.core.clients.models import AuthMethod, ClientKind, secret_is_active
-from portal.core.errors import ValidationFailed
+from portal.core.errors import AudienceNotAllowed, ScopeNotAllowed, ValidationFailed
 from portal.core.tokens.claims import audience_claim, check_custom_claims
 from portal.core.tokens.jws import read_token
 from portal.core.tokens.models import token_is_active
@@ -85,8 +86,8 @@ class ClientSnapshot:
     kind: ClientKind
     enabled: bool
     auth_methods: frozenset[str]
-    scopes: tuple[str, ...]
-    audiences: tuple[str, ...]
+    granted: Mapping[str, GrantedApi]  # API identifier -> what the client may get there
+    default_audience: str | None  # the API a request that names none is for
     token_ttl: int
     custom_claims: Mapping[str, Any]
     jwks: Mapping[str, Any] | None
@@ -180,38 +181,28 @@ def check_may_get_tokens(client: ClientSnapshot) -> None:
 
 
 def grant(client: ClientSnapshot, request: TokenRequest, bounds: TtlBounds) -> Grant:
-    """What the client gets for ``request``: the requested subset of its scopes and
-    audiences (all of them when none is asked for), its lifetime, its claims."""
+    """What the client gets for ``request``: the APIs asked for (its default API when
+    none is) and the scopes it is granted on them (all of them when none are asked for),
+    its lifetime and its claims; the grants' rule is :func:`portal.core.apis.grants.resolve`."""
     check_may_get_tokens(client)
-    if not request.scopes:
-        scopes = client.scopes
-    else:
-        refused = [s for s in request.scopes if s not in client.scopes]
-        if refused:
-            raise Refused(INVALID_SCOPE, "scope not allowed for this client: " + " ".join(refused),
-                          client=client, field="scope")
-        scopes = request.scopes
-    if not request.audiences:
-        audiences = client.audiences
-    else:
-        refused = [a for a in request.audiences if a not in client.audiences]
-        if refused:
-            raise Refused(INVALID_TARGET,
-                          "audience not allowed for this client: " + " ".join(refused),
-                          client=client, field="audience")
-        audiences = tuple(dict.fromkeys(request.audiences))
-    ttl = client.token_ttl if request.ttl is None else request.ttl
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not bounds.low <= ttl <= bounds.high:
-        raise Refused(INVALID_REQUEST,
-                      f"token TTL must be between {bounds.low} and {bounds.high} seconds",
-                      client=client, field="ttl")
+    try:
+        resolved = resolve(client.granted, client.default_audience, scopes=request.scopes,
+                           audiences=request.audiences, client_ttl=client.token_ttl,
+                           ttl=request.ttl, ttl_bounds=(bounds.low, bounds.default, bounds.high))
+    except AudienceNotAllowed as e:
+        raise Refused(INVALID_TARGET, e.message, client=client, field="audience") from e
+    except ScopeNotAllowed as e:
+        raise Refused(INVALID_SCOPE, e.message, client=client, field="scope") from e
+    except ValidationFailed as e:
+        raise Refused(INVALID_REQUEST, e.message, client=client, field=e.field) from e
     extra = request.extra_claims
     try:
         custom = {**client.custom_claims, **check_custom_claims(dict(extra))} if extra \
             else client.custom_claims
     except ValidationFailed as e:
         raise Refused(INVALID_REQUEST, e.message, client=client, field="custom_claims") from e
-    return Grant(scopes=scopes, audiences=audiences, ttl=ttl, custom_claims=custom)
+    return Grant(scopes=tuple(resolved.scopes), audiences=tuple(resolved.audiences),
+                 ttl=resolved.lifetime, custom_claims=custom)
 
 
 def exchange(client: ClientSnapshot | None, presented: Presented, request: TokenRequest,

@@ -130,8 +130,8 @@ def verified_claims(
     """
     if token is None or kid is None or token.kid != kid:
         return None, None
-    key = keys.public_key(kid)
-    if key is None or not key.verifies(token):
+    key = keys.signed_by(token, kid)
+    if key is None:
         return None, None
     if not exchange.claims_hold(token.claims, issuer=issuer, now=now.timestamp()):
         return None, key.org_id

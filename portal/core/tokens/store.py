@@ -23,16 +23,25 @@ client or a revoked token is seen by the very next request.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Engine, and_, bindparam, exists, insert, literal, select, update
+from sqlalchemy import Engine, and_, bindparam, exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from portal.core.api_keys.models import ApiKey
+from portal.core.apis.grants import (
+    LINE_SEPARATOR,
+    GrantedApi,
+    grant_line,
+    parse_grant_lines,
+    sql_text,
+)
+from portal.core.apis.models import Api, ClientGrant
 from portal.core.clients.models import Client, ClientKind, ClientSecret
 from portal.core.db import table_of
 from portal.core.orgs.models import Organization
@@ -113,11 +122,19 @@ class TokenStore:
         clients, secrets = table_of(Client), table_of(ClientSecret)
         orgs, users, members = table_of(Organization), table_of(User), table_of(Membership)
         tokens, events, keys = table_of(IssuedToken), table_of(UsageEvent), table_of(ApiKey)
+        apis, grants = table_of(Api), table_of(ClientGrant)
         is_member = exists().where(members.c.org_id == clients.c.org_id,
                                    members.c.user_id == clients.c.user_id)
+        # The client's grants in the same read, one line per API (parse_grant_lines).
+        granted = (
+            select(func.aggregate_strings(grant_line(apis, grants), sql_text(LINE_SEPARATOR)))
+            .select_from(grants.join(apis, apis.c.id == grants.c.api_id))
+            .where(grants.c.client_id == clients.c.id)
+            .scalar_subquery()
+        )
         client_columns = (
             clients.c.id, clients.c.client_id, clients.c.org_id, orgs.c.public_id, clients.c.kind,
-            clients.c.enabled, clients.c.auth_methods, clients.c.scopes, clients.c.audiences,
+            clients.c.enabled, clients.c.auth_methods, granted.label("granted"),
             clients.c.token_ttl, clients.c.custom_claims, clients.c.jwks, clients.c.last_used_at,
             users.c.public_id, is_member.label("is_member"),
             secrets.c.id, secrets.c.expires_at, secrets.c.revoked_at, secrets.c.last_used_at,
@@ -272,17 +289,25 @@ def _usable_id(public_id: str) -> bool:
     return bool(public_id) and len(public_id) <= MAX_CLIENT_ID and "\x00" not in public_id
 
 
-CLIENT_COLUMNS = 19
+CLIENT_COLUMNS = 18
+
+
+@functools.lru_cache(maxsize=1024)
+def _grants(lines: str | None) -> tuple[Mapping[str, GrantedApi], str | None]:
+    """A client's grants read back; the same text (one client's) is parsed once. The
+    mapping is shared between calls and never changed."""
+    return parse_grant_lines(lines)
 
 
 def _snapshot(row: tuple[Any, ...]) -> ClientSnapshot:
-    (id_, public_id, org_id, org_public_id, kind, enabled, methods, scopes, audiences, ttl,
+    (id_, public_id, org_id, org_public_id, kind, enabled, methods, grant_lines, ttl,
      custom, jwks, last_used, user_public_id, member, secret_id, secret_expires,
      secret_revoked, secret_last_used) = row[:CLIENT_COLUMNS]
+    granted, default_audience = _grants(grant_lines)
     return ClientSnapshot(
         id=id_, public_id=public_id, org_id=org_id, org_public_id=org_public_id,
         kind=ClientKind(kind), enabled=bool(enabled), auth_methods=frozenset(methods or ()),
-        scopes=tuple(scopes or ()), audiences=tuple(audiences or ()), token_ttl=ttl,
+        granted=granted, default_audience=default_audience, token_ttl=ttl,
         custom_claims=custom or {}, jwks=jwks, last_used_at=last_used,
         user_public_id=user_public_id, user_is_member=bool(member),
         secret=None if secret_id is None else SecretMatch(

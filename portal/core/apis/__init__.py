@@ -1,0 +1,1 @@
+"""APIs (resource servers): the audiences tokens are for, their scopes, and client grants."""
