@@ -7,13 +7,14 @@ from http import HTTPStatus
 import pytest
 from sqlalchemy import func, select, text
 
+from portal.core.actor import Actor
 from portal.core.clients import services as clients
 from portal.core.clients.models import Client, ClientSecret
 from portal.core.db import autocommit, get_engine
 from portal.core.signing_keys import services as signing_keys
 from portal.core.tokens.models import IssuedToken
 from portal.core.usage.models import UsageEvent, UsageKind
-from tests.factories import basic, get_token
+from tests.factories import age_next_key, basic, get_token
 
 GRANT = {"grant_type": "client_credentials"}
 JWKS = "/.well-known/jwks.json"
@@ -79,7 +80,8 @@ def test_head_gets_headers_without_a_body(client, org):
 
 def test_rotation_shows_in_the_jwks_at_once(client, session, org):
     before = client.get(JWKS)
-    signing_keys.rotate(session, org_id=org.id, actor="test")
+    age_next_key(session, org)
+    signing_keys.rotate(session, org_id=org.id, actor=Actor("test"))
     session.commit()
     after = client.get(JWKS)
     assert after.headers["ETag"] != before.headers["ETag"]
