@@ -32,6 +32,9 @@ SQLite has one write lock per database file. The rule, on every backend:
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app, g, has_request_context, request
@@ -41,6 +44,8 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 if TYPE_CHECKING:
     from flask import Flask
+
+log = logging.getLogger("latchkey.db")
 
 EXTENSION_KEY = "latchkey.db"
 #: Execution option marking a connection whose statements each commit on their own.
@@ -99,9 +104,32 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         kwargs["max_overflow"] = 10
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
+        _create_private(engine.url.database or "")
         _tune_sqlite(engine)
     _guard_read_transactions(engine)
     return engine
+
+
+def _create_private(path: str) -> None:
+    """Create the SQLite file readable by its owner only (0600) if it does not exist yet.
+
+    It holds emails, password hashes, keyed hashes and encrypted keys. SQLite
+    creates the ``-wal`` and ``-shm`` files with the database file's mode. An
+    existing file that others may read is left as it is, with a warning.
+    """
+    if not path or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            log.warning("%s can be read by other users (mode %04o): run chmod 600 %s "
+                        "(and its -wal and -shm files)", path, mode, path)
+        return
+    except OSError:
+        return  # no such directory, say: SQLite's own error will name it
+    os.close(fd)
 
 
 def _read_transaction_wanted() -> bool:
@@ -176,7 +204,12 @@ def init_app(app: Flask) -> None:
 
 def get_engine() -> Engine:
     """The current app's engine."""
-    engine: Engine = current_app.extensions[EXTENSION_KEY]["engine"]
+    return get_engine_of(current_app)
+
+
+def get_engine_of(app: Flask) -> Engine:
+    """``app``'s engine, outside an app context (startup checks)."""
+    engine: Engine = app.extensions[EXTENSION_KEY]["engine"]
     return engine
 
 

@@ -97,3 +97,4 @@ def test_open_read_session_leaves_the_sqlite_write_lock_free(app, org):
         assert reader.scalar(select(Organization.name)) == "Acme"
     finally:
         reader.close()
+
