@@ -54,7 +54,13 @@ def jwks() -> Response:
 
 
 def metadata_document() -> dict[str, Any]:
-    """RFC 8414 metadata; lists only what this server really does."""
+    """RFC 8414 metadata; lists only what this server really does.
+
+    §3.2: "Zero-element arrays MUST be omitted from the response", so a list
+    that would be empty is left out: ``response_types_supported`` (no
+    authorization endpoint while the server does client credentials only), and
+    ``scopes_supported`` unless ``SCOPES_SUPPORTED`` is set.
+    """
     issuer = settings.issuer()
     doc: dict[str, Any] = {
         "issuer": issuer,
@@ -62,7 +68,7 @@ def metadata_document() -> dict[str, Any]:
         "jwks_uri": issuer + JWKS_PATH,
         "introspection_endpoint": issuer + INTROSPECT_PATH,
         "revocation_endpoint": issuer + REVOKE_PATH,
-        # No authorization endpoint: client credentials only.
+        # No authorization endpoint (client credentials only), so no response types.
         "response_types_supported": [],
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
@@ -74,10 +80,8 @@ def metadata_document() -> dict[str, Any]:
         "access_token_signing_alg_values_supported": list(SUPPORTED_ALGS),
         "resource_indicators_supported": True,
     }
-    scopes = settings.scopes_supported()
-    if scopes:
-        doc["scopes_supported"] = scopes
-    return doc
+    doc["scopes_supported"] = settings.scopes_supported()
+    return {name: value for name, value in doc.items() if value != []}
 
 
 @bp.get(METADATA_PATHS[0])

@@ -64,7 +64,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
         )
-    init_wellknown(app)  # outermost: JWKS and metadata skip everything below once cached
+    init_wellknown(app)  # JWKS and metadata skip everything below once cached
+    extensions.init_hsts(app)  # outermost: HSTS on every response when the issuer is https
     extensions.csrf.exempt(oauth_bp)
     extensions.csrf.exempt(wellknown_bp)
     app.register_blueprint(oauth_bp)

@@ -102,7 +102,7 @@ def test_metadata_names_the_issuer_and_its_endpoints(client, path):
 def test_metadata_lists_only_client_credentials(client, path):
     doc = client.get(path).get_json()
     assert doc["grant_types_supported"] == ["client_credentials"]
-    assert doc["response_types_supported"] == []
+    assert "response_types_supported" not in doc  # RFC 8414 §3.2: no empty arrays
     assert "authorization_endpoint" not in doc
 
 
