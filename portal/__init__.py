@@ -40,9 +40,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     try:
         _fill_generated_secrets(app)
         _check_key_encryption_keys(app)
-    except config.StartupError:
+    finally:
+        # The checks' connection is not kept: an app holds no connection until a
+        # request needs one (nor leaks one when it is dropped, or fails to start).
         db.get_engine_of(app).dispose()
-        raise
     signing_keys.init_app(app)
     extensions.init_app(app)
 

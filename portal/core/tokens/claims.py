@@ -101,7 +101,6 @@ def check_custom_claims(claims: Any) -> dict[str, Any]:
         return {}
     if not isinstance(claims, dict):
         raise ValidationFailed("custom claims must be a JSON object", field="custom_claims")
-    _check_values(claims)
     reserved = sorted(name for name in claims if name in RESERVED_CLAIMS)
     if reserved:
         raise ReservedClaim(
@@ -115,6 +114,7 @@ def check_custom_claims(claims: Any) -> dict[str, Any]:
                 f"invalid claim name {name!r}: use letters, digits, _ . : / - (max 64)",
                 field="custom_claims",
             )
+    _check_values(claims)
     if len(json.dumps(claims, separators=(",", ":"), allow_nan=False)) > MAX_CUSTOM_CLAIMS_BYTES:
         raise ValidationFailed(
             f"custom claims are limited to {MAX_CUSTOM_CLAIMS_BYTES} bytes of JSON",
