@@ -51,7 +51,7 @@ bench: $(STAMP) ## wrk benchmark on SQLite and PostgreSQL, sync and gthread, the
 bench-portal-busy: $(STAMP) ## Token throughput while the portal is busy vs idle, SQLite and PostgreSQL (~3 min)
 	$(BIN)/python bench/portal_busy.py $(PORTAL_BUSY_ARGS)
 
-bench-quick: ## A smoke run of the benchmark (< 2 min): SQLite, gthread, concurrency 16
+bench-quick: ## A smoke run of the benchmark and of bench-portal-busy (~3 min): SQLite, gthread, concurrency 16
 	$(MAKE) bench BENCH_ARGS="--seconds 3 --warmup 1 --backends sqlite --worker-classes gthread --concurrency 16 --lock-seconds 5" \
 		PORTAL_BUSY_ARGS="--seconds 3 --events 10000 --backends sqlite"
 
