@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help install run reset test test-fast lint bench bench-quick bench-ceilings clean
+.PHONY: help install run reset test test-fast lint bench bench-quick bench-ceilings bench-portal-busy clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,13 +42,18 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check portal api tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP) ## wrk benchmark on SQLite and PostgreSQL, sync and gthread (~20 min; BENCH_ARGS=...)
+bench: $(STAMP) ## wrk benchmark on SQLite and PostgreSQL, sync and gthread, then bench-portal-busy (~23 min)
 	@command -v wrk >/dev/null || { echo "installing Debian's wrk"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/portal_busy.py $(PORTAL_BUSY_ARGS)
 
-bench-quick: ## A smoke run of the benchmark (< 2 min): SQLite, gthread, concurrency 16
-	$(MAKE) bench BENCH_ARGS="--seconds 3 --warmup 1 --backends sqlite --worker-classes gthread --concurrency 16 --lock-seconds 5"
+bench-portal-busy: $(STAMP) ## Token throughput while the portal is busy vs idle, SQLite and PostgreSQL (~3 min)
+	$(BIN)/python bench/portal_busy.py $(PORTAL_BUSY_ARGS)
+
+bench-quick: ## A smoke run of the benchmark and of bench-portal-busy (~3 min): SQLite, gthread, concurrency 16
+	$(MAKE) bench BENCH_ARGS="--seconds 3 --warmup 1 --backends sqlite --worker-classes gthread --concurrency 16 --lock-seconds 5" \
+		PORTAL_BUSY_ARGS="--seconds 3 --events 10000 --backends sqlite"
 
 bench-ceilings: $(STAMP) ## Introspection's ceiling (least work it can do) vs the floor, SQLite and PostgreSQL (~2 min)
 	@command -v wrk >/dev/null || { echo "installing Debian's wrk"; \

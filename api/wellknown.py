@@ -62,7 +62,13 @@ def jwks() -> Response:
 
 
 def metadata_document() -> dict[str, Any]:
-    """RFC 8414 metadata; lists only what this server really does."""
+    """RFC 8414 metadata; lists only what this server really does.
+
+    §3.2: "Zero-element arrays MUST be omitted from the response", so a list
+    that would be empty is left out: ``response_types_supported`` (no
+    authorization endpoint while the server does client credentials only), and
+    ``scopes_supported`` unless ``SCOPES_SUPPORTED`` is set.
+    """
     issuer = settings.issuer()
     doc: dict[str, Any] = {
         "issuer": issuer,
@@ -70,7 +76,7 @@ def metadata_document() -> dict[str, Any]:
         "jwks_uri": issuer + JWKS_PATH,
         "introspection_endpoint": issuer + INTROSPECT_PATH,
         "revocation_endpoint": issuer + REVOKE_PATH,
-        # No authorization endpoint: client credentials only.
+        # No authorization endpoint (client credentials only), so no response types.
         "response_types_supported": [],
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
@@ -83,10 +89,9 @@ def metadata_document() -> dict[str, Any]:
         "resource_indicators_supported": True,
     }
     # The deployment APIs' scopes only: an org's API scopes are its own business.
-    scopes = deployment_scopes(get_session())
-    if scopes:
-        doc["scopes_supported"] = scopes
-    return doc
+    doc["scopes_supported"] = deployment_scopes(get_session())
+    # RFC 8414 §3.2: no member is an empty array (an absent one says the same).
+    return {name: value for name, value in doc.items() if value != []}
 
 
 def _fresh_metadata(app: Flask) -> tuple[bytes, str, float] | None:

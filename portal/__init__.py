@@ -33,11 +33,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_prefixed_env("LATCHKEY")  # LATCHKEY_ISSUER -> ISSUER
     if test_config is not None:
         app.config.update(test_config)
-    _fill_generated_secrets(app)
     app.config["ISSUER"] = str(app.config["ISSUER"]).rstrip("/")
     app.config["SESSION_COOKIE_SECURE"] = app.config["ISSUER"].startswith("https://")
 
     db.init_app(app)
+    try:
+        _fill_generated_secrets(app)
+        _check_key_encryption_keys(app)
+    finally:
+        # The checks' connection is not kept: an app holds no connection until a
+        # request needs one (nor leaks one when it is dropped, or fails to start).
+        db.engine_of(app).dispose()
     signing_keys.init_app(app)
 
     from api import oauth_bp, wellknown_bp
@@ -59,7 +65,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
         )
-    init_wellknown(app)  # outermost: JWKS and metadata skip everything below once cached
+    init_wellknown(app)  # JWKS and metadata skip everything below once cached
+    extensions.init_hsts(app)  # outermost: HSTS on every response when the issuer is https
     extensions.csrf.exempt(oauth_bp)
     extensions.csrf.exempt(wellknown_bp)
     app.register_blueprint(oauth_bp)
@@ -72,12 +79,97 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _fill_generated_secrets(app: Flask) -> None:
-    """Use secrets from the instance folder for whatever no other source set."""
+    """Use secrets from the instance folder for whatever no other source set.
+
+    They are generated only while the database holds no data: with data, a
+    missing file stops the startup (:class:`config.StartupError`) instead of
+    replacing the secrets that the data was protected with.
+    """
     missing = [k for k in config.GENERATED_SECRETS if not app.config.get(k)]
-    if missing:
-        generated = config.load_or_create_instance_secrets(Path(app.instance_path))
-        for key in missing:
-            app.config[key] = generated[key]
+    if not missing:
+        return
+    path = Path(app.instance_path) / config.GENERATED_SECRETS_FILE
+    values = config.read_instance_secrets(path)
+    if values is None:
+        if _database_holds_data(app):
+            raise config.StartupError(
+                f"{path} is missing, but the database already holds organisations, users, "
+                "clients or keys protected by the secrets it held: restore it from a backup, "
+                "or set LATCHKEY_SECRET_KEY, LATCHKEY_CLIENT_SECRET_HMAC_KEY and "
+                "LATCHKEY_KEY_ENCRYPTION_KEYS to the values it held (new secrets would "
+                "invalidate every client secret, API key, portal session and signing key, so "
+                "none were generated)")
+        values = config.create_instance_secrets(Path(app.instance_path))
+        log.warning("generated new secrets into %s (the database holds no data yet); back it "
+                    "up with the database", path)
+    for key in missing:
+        app.config[key] = values[key]
+
+
+#: Tables whose rows depend on the generated secrets (hashed, encrypted or signed with them).
+PROTECTED_TABLES = ("organizations", "users", "clients", "client_secrets", "api_keys",
+                    "signing_keys")
+
+
+def _read_only_connection(app: Flask) -> Any:
+    return db.engine_of(app).execution_options(**{db.READ_ONLY: True}).connect()
+
+
+def _database_holds_data(app: Flask) -> bool:
+    """Whether any table protected by the secrets has a row (no tables yet: False)."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with _read_only_connection(app) as conn:
+            present = set(inspect(conn).get_table_names())
+            for table in PROTECTED_TABLES:
+                if table in present and conn.execute(
+                        text(f"SELECT 1 FROM {table} LIMIT 1")).first():  # noqa: S608
+                    return True
+    except SQLAlchemyError as e:
+        raise config.StartupError(
+            f"{Path(app.instance_path) / config.GENERATED_SECRETS_FILE} is missing and the "
+            f"database cannot be read to check that it holds no data "
+            f"({type(getattr(e, 'orig', None) or e).__name__}): start the database, or "
+            "restore the file") from e
+    return False
+
+
+def _check_key_encryption_keys(app: Flask) -> None:
+    """Stop the startup when the key-encryption keys are malformed or cannot decrypt the
+    org keys that sign (or will sign) tokens, instead of failing on the first token.
+
+    A database that cannot be reached is left to the requests that need it.
+    """
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from portal.core import crypto
+    from portal.core.orgs.models import Organization
+    from portal.core.signing_keys.models import KeyState, SigningKey
+
+    keys = tuple(config.fernet_keys(app.config["KEY_ENCRYPTION_KEYS"]))
+    try:
+        with _read_only_connection(app) as conn:
+            rows = conn.execute(
+                select(SigningKey.kid, SigningKey.state, SigningKey.private_key_ciphertext,
+                       Organization.slug)
+                .join(Organization, Organization.id == SigningKey.org_id)
+                .where(SigningKey.state.in_([KeyState.ACTIVE, KeyState.NEXT]))
+                .order_by(SigningKey.id)
+            ).all()
+    except SQLAlchemyError as e:  # no schema yet (before `db upgrade`), or no database
+        log.debug("signing keys not checked at startup: %s", e)
+        return
+    for row in rows:
+        try:
+            crypto.decrypt_private_key(keys, row.private_key_ciphertext)
+        except crypto.KeyDecryptionFailed as e:
+            raise config.StartupError(
+                f"KEY_ENCRYPTION_KEYS cannot decrypt the {row.state} signing key {row.kid} of "
+                f"org {row.slug}: set it to the key-encryption keys the stored keys were "
+                "encrypted with (a new key goes first, the old ones stay after it)") from e
 
 
 def _wants_json() -> bool:

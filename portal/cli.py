@@ -386,12 +386,25 @@ def _load_json(text: str, option: str) -> Any:
 @click.command("rotate-signing-key")
 @click.option("--org", "org_slug", help="Rotate this org only (default: every org).")
 @click.option("--alg", type=click.Choice(["RS256", "ES256", "EdDSA"]), default=None,
-              help="Algorithm of the newly published next key.")
+              help="Algorithm of the newly published next key (default: the org keeps its "
+                   "algorithm).")
+@click.option("--wait", is_flag=True,
+              help="If a next key was published too recently to sign, wait until it may "
+                   "(at most JWKS_MAX_AGE + KEY_CACHE_SECONDS), then rotate.")
 @domain_command
-def rotate_signing_key(org_slug: str | None, alg: str | None) -> None:
-    """Activate the published next key, retire the active one and publish a new next key."""
+def rotate_signing_key(org_slug: str | None, alg: str | None, wait: bool) -> None:
+    """Activate the published next key, retire the active one and publish a new next key.
+
+    A next key signs only once it has been published for longer than resource
+    servers may cache the JWKS; until then the rotation is refused with the time
+    it can happen (or, with --wait, waits for it).
+    """
+    import time
+
     from sqlalchemy import select
 
+    from portal.core.actor import CLI
+    from portal.core.errors import RotationTooSoon
     from portal.core.orgs import services as orgs
     from portal.core.orgs.models import Organization
     from portal.core.signing_keys import services as signing_keys
@@ -399,10 +412,28 @@ def rotate_signing_key(org_slug: str | None, alg: str | None) -> None:
     session = get_session()
     targets = ([orgs.get_org(session, org_slug)] if org_slug
                else list(session.scalars(select(Organization).order_by(Organization.id))))
+    refused: list[str] = []
     for org in targets:
-        key = signing_keys.rotate(session, org_id=org.id, alg=alg, actor=ACTOR)
-        click.echo(f"{org.slug}: now signing with {key.kid} ({key.alg})")
-    session.commit()
+        while True:
+            try:
+                key = signing_keys.rotate(session, org_id=org.id, alg=alg, actor=CLI)
+            except RotationTooSoon as e:
+                # Keep what is done (and a next key the refusal may have published),
+                # and hold no transaction (on SQLite: the write lock) while waiting.
+                session.commit()
+                pause = (e.ready_at - utcnow()).total_seconds() + 1
+                if wait and pause <= signing_keys.publication_delay().total_seconds() + 1:
+                    click.echo(f"{org.slug}: waiting {max(pause, 0):.0f} s for the next key "
+                               "to be published long enough", err=True)
+                    time.sleep(max(pause, 0))
+                    continue
+                refused.append(f"{org.slug}: {e.message}")
+            else:
+                session.commit()
+                click.echo(f"{org.slug}: now signing with {key.kid} ({key.alg})")
+            break
+    if refused:
+        fail(" ".join(refused) + ("" if wait else " (or pass --wait)"))
 
 
 @click.command("prune")

@@ -7,12 +7,17 @@ environment variables -> the ``test_config`` given to ``create_app``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
+import click
 from cryptography.fernet import Fernet
+
+log = logging.getLogger("latchkey")
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_PATH = ROOT / "instance"
@@ -30,7 +35,8 @@ class Defaults:
     DATABASE_ECHO = False
     REDIS_URL: str | None = None  # None -> in-memory rate limits (one process)
 
-    # Secrets; when unset they are generated once into instance/secrets.json.
+    # Secrets; when unset they are generated once into instance/secrets.json, only
+    # while the database holds no data (a missing file later stops the startup).
     SECRET_KEY: str | None = None
     CLIENT_SECRET_HMAC_KEY: str | None = None  # keys the HMAC-SHA256 of client secrets
     KEY_ENCRYPTION_KEYS: str | list[str] | None = None  # Fernet keys, first one encrypts
@@ -50,6 +56,9 @@ class Defaults:
 
     # Usage history
     USAGE_RETENTION_DAYS = 90
+    # Usage events of the protocol endpoints are written in batches this often (0: each
+    # with its request). A crash can lose this much of the usage history, never a token.
+    USAGE_WRITE_DELAY_MS = 100
 
     # Rate limits (Flask-Limiter syntax). Failed client authentication is
     # counted per source address; successful requests are never counted.
@@ -76,15 +85,71 @@ class Defaults:
     PROTOCOL_DOOR = True  # token and introspection answered by the WSGI door before Flask
 
 
-def load_or_create_instance_secrets(instance_path: Path) -> dict[str, Any]:
-    """Return the generated secrets kept in ``instance/``, creating them on first run.
+class StartupError(click.ClickException):
+    """The app cannot start as configured. The message is one line saying what to do.
+
+    A :class:`click.ClickException`, so ``latchkey`` prints it as ``latchkey:
+    error: ...`` and exits with status 1, without a traceback.
+    """
+
+
+#: What losing the generated secrets costs, said in every message about them.
+_LOSS = ("new secrets would invalidate every client secret, API key, portal session and "
+         "signing key")
+_RESTORE = ("restore it from a backup, or set LATCHKEY_SECRET_KEY, "
+            "LATCHKEY_CLIENT_SECRET_HMAC_KEY and LATCHKEY_KEY_ENCRYPTION_KEYS to the values "
+            "it held")
+
+
+def read_instance_secrets(path: Path) -> dict[str, Any] | None:
+    """The generated secrets kept in ``path``, or None when there is no such file.
+
+    Raises :class:`StartupError` for a file that cannot be read, is empty, is not
+    JSON or lacks a secret: it is never silently replaced. Logs a warning when
+    other users may read it.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise StartupError(f"{path} cannot be read ({reason}): make it readable by the user "
+                           f"Latchkey runs as (mode 0600), or {_RESTORE}") from e
+    if not text.strip():
+        raise StartupError(f"{path} is empty: {_RESTORE}; do not delete it while the database "
+                           f"holds data ({_LOSS})")
+    try:
+        values = json.loads(text)
+    except ValueError as e:
+        raise StartupError(f"{path} is not valid JSON ({e}): {_RESTORE}; do not delete it "
+                           f"while the database holds data ({_LOSS})") from e
+    if not isinstance(values, dict):
+        raise StartupError(f"{path} is not a JSON object of secrets: {_RESTORE}")
+    lacking = [k for k in GENERATED_SECRETS if not values.get(k)]
+    if lacking:
+        raise StartupError(f"{path} lacks {', '.join(lacking)}: {_RESTORE}")
+    _warn_if_shared(path)
+    return dict(values)
+
+
+def _warn_if_shared(path: Path) -> None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("%s can be read by other users (mode %04o): it holds the keys that protect "
+                    "every secret; run chmod 600 %s", path, mode, path)
+
+
+def create_instance_secrets(instance_path: Path) -> dict[str, Any]:
+    """Generate the secrets into ``instance/``: only for a database that holds no data yet.
 
     The file is created with mode 0600 and written atomically, so two processes
-    starting at once never read a half-written file.
+    starting at once never read a half-written file; the first one wins.
     """
     path = instance_path / GENERATED_SECRETS_FILE
-    if path.exists():
-        return dict(json.loads(path.read_text()))
     instance_path.mkdir(parents=True, exist_ok=True)
     values = {
         "SECRET_KEY": secrets.token_urlsafe(48),
@@ -101,7 +166,28 @@ def load_or_create_instance_secrets(instance_path: Path) -> dict[str, Any]:
         pass
     finally:
         tmp.unlink()
-    return dict(json.loads(path.read_text()))
+    found = read_instance_secrets(path)  # ours, or the race winner's
+    if found is None:
+        raise StartupError(f"{path} vanished while it was being created: start again")
+    return found
+
+
+def fernet_keys(value: str | list[str] | None) -> list[str]:
+    """The key-encryption keys, each checked to be a Fernet key (:class:`StartupError` if not)."""
+    keys = key_list(value)
+    if not keys:
+        raise StartupError("KEY_ENCRYPTION_KEYS is empty: set it to one or more Fernet keys "
+                           "(comma-separated; the first encrypts, all decrypt)")
+    for i, key in enumerate(keys, start=1):
+        try:
+            Fernet(key.encode())
+        except (ValueError, TypeError) as e:
+            raise StartupError(
+                f"KEY_ENCRYPTION_KEYS: key {i} of {len(keys)} is not a Fernet key (32 "
+                "url-safe base64-encoded bytes; make one with `python -c \"from "
+                "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\"`)"
+            ) from e
+    return keys
 
 
 def key_list(value: str | list[str] | None) -> list[str]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -12,6 +13,7 @@ from flask_wtf import CSRFProtect
 from portal.core.ratelimit import storage_options, storage_uri
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from flask import Flask
 
     from portal.core.rawdb import RawConnections
@@ -31,6 +33,37 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+
+#: RFC 6797, sent on every response when the issuer is https (and never otherwise:
+#: §7.2 forbids it over plain http). A year; subdomains are the operator's to decide.
+STRICT_TRANSPORT_SECURITY = ("Strict-Transport-Security", "max-age=31536000")
+
+
+class StrictTransportSecurity:
+    """WSGI middleware adding ``Strict-Transport-Security`` to every response.
+
+    Outermost (``create_app`` installs it last), so it reaches what Flask's
+    after-request hooks never see: the protocol fast path (``api.oauth.fast``)
+    and the well-known replays (``api.wellknown``) as well as the portal, the
+    API and every error page.
+    """
+
+    def __init__(self, wsgi_app: WSGIApplication) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        def with_hsts(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if not any(name.lower() == "strict-transport-security" for name, _ in headers):
+                headers = [*headers, STRICT_TRANSPORT_SECURITY]
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, with_hsts)
+
+
+def init_hsts(app: Flask) -> None:
+    """Wrap the whole app in :class:`StrictTransportSecurity` when the issuer is https."""
+    if str(app.config["ISSUER"]).startswith("https://"):
+        app.wsgi_app = StrictTransportSecurity(app.wsgi_app)  # type: ignore[method-assign]
 
 
 def init_app(app: Flask, connections: RawConnections) -> None:

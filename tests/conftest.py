@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from portal import create_app
-from portal.core.db import Base, get_engine, get_session
+from portal.core.db import Base, get_engine, get_session, in_read_transaction
 from portal.core.models import Organization  # noqa: F401  (loads every model)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -50,6 +50,7 @@ def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:
         "DATABASE_URL": database_url,
         "ISSUER": ISSUER,
         "RATELIMIT_STORAGE_URI": "memory://",
+        "USAGE_WRITE_DELAY_MS": 0,  # each event with its request (tests/api/test_usage_queue.py)
         **TEST_SECRETS,
         **overrides,
     }
@@ -112,13 +113,22 @@ class ArrangedFirstClient(FlaskClient):
     request does in production. On SQLite the test session's open transaction
     (``BEGIN IMMEDIATE``, even for a read) would hold the write lock that the
     request is waiting for.
+
+    After a safe request (GET) it ends the read transaction that the request
+    began in the shared session, so the test's next statements get a write
+    transaction again (``portal.core.db``: reads never take the write lock).
     """
 
     def open(self, *args: Any, **kwargs: Any) -> Any:
         session = g.get("db_session") if has_app_context() else None
         if session is not None and session.in_transaction():
             session.commit()
-        return super().open(*args, **kwargs)
+        try:
+            return super().open(*args, **kwargs)
+        finally:
+            session = g.get("db_session") if has_app_context() else None
+            if session is not None and in_read_transaction(session):
+                session.commit()
 
 
 # Per-request values that extensions cache in ``g``. The ``app`` fixture keeps an

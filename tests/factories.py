@@ -139,3 +139,17 @@ def decode(token: str) -> dict[str, Any] | None:
     claims, _org = verified_claims(unverified, kid=unverified.kid if unverified else None,
                                    keys=keyring(), issuer=settings.issuer(), now=utcnow())
     return claims
+
+
+def age_next_key(session: Session, org: Organization, *, ready_by: Any = None) -> None:
+    """Backdate the org's ``next`` key as if it had been published long enough to start
+    signing by ``ready_by`` (default now): rotation refuses a key published too recently."""
+    from datetime import timedelta
+
+    from portal.core.signing_keys.models import KeyState
+    from portal.core.signing_keys.services import org_keys, publication_delay
+    from portal.core.types import utcnow
+
+    (key,) = [k for k in org_keys(session, org_id=org.id) if k.state is KeyState.NEXT]
+    key.created_at = (ready_by or utcnow()) - publication_delay() - timedelta(seconds=1)
+    session.commit()

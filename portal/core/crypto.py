@@ -11,6 +11,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from portal.core.errors import LatchkeyError
+
 #: One fixed prefix per kind of secret, so secret scanners can recognise leaks.
 CLIENT_SECRET_PREFIX = "lk_secret_"  # noqa: S105 (a prefix)
 API_KEY_PREFIX = "lk_apikey_"
@@ -78,8 +80,17 @@ def password_needs_rehash(password_hash: str) -> bool:
 # -- private keys at rest ------------------------------------------------------------
 
 
-class KeyDecryptionFailed(Exception):
-    """No configured key-encryption key opens this ciphertext."""
+class KeyDecryptionFailed(LatchkeyError):
+    """No configured key-encryption key opens this ciphertext.
+
+    A domain error (code ``key_decryption_failed``, 503): the deployment's
+    ``KEY_ENCRYPTION_KEYS`` lack the key a stored signing key was encrypted
+    with. Startup refuses to run in that state (``portal/__init__.py``); this is
+    what a request meets if the keys change under a running process.
+    """
+
+    code = "key_decryption_failed"
+    http_status = 503
 
 
 @lru_cache(maxsize=8)
@@ -99,4 +110,7 @@ def decrypt_private_key(keys: tuple[str, ...], ciphertext: bytes) -> bytes:
     try:
         return _vault(keys).decrypt(ciphertext)
     except InvalidToken as e:
-        raise KeyDecryptionFailed("no key-encryption key can decrypt this key") from e
+        raise KeyDecryptionFailed(
+            "No configured key-encryption key (KEY_ENCRYPTION_KEYS) can decrypt this "
+            "organisation's signing key; the operator must restore the key it was encrypted with."
+        ) from e

@@ -6,6 +6,8 @@ The portal shows ``message`` as a form error or flash, ``/api/v1`` answers
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class LatchkeyError(Exception):
     """Base class of every error the domain raises on purpose."""
@@ -64,6 +66,21 @@ class SecretLimitReached(LatchkeyError):
 class Conflict(LatchkeyError):
     code = "conflict"
     http_status = 409
+
+
+class RotationTooSoon(LatchkeyError):
+    """The next key has not been published long enough for resource servers to know it.
+
+    ``ready_at``: when the rotation can happen. The refusal may itself have
+    published a next key (an org that had none); the caller commits to keep it.
+    """
+
+    code = "rotation_too_soon"
+    http_status = 409
+
+    def __init__(self, message: str, *, ready_at: datetime) -> None:
+        super().__init__(message)
+        self.ready_at = ready_at
 
 
 class NoSigningKey(LatchkeyError):

@@ -76,6 +76,14 @@ class RawStatement:
         finally:
             cursor.close()
 
+    def execute_many(self, connection: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run it once per row, in one driver call."""
+        cursor = connection.cursor()
+        try:
+            cursor.executemany(self.sql, [self.params(values) for values in rows])
+        finally:
+            cursor.close()
+
     def first(self, connection: Any, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
         cursor = connection.cursor()
         try:
@@ -109,8 +117,14 @@ def _bind_processor(type_: Any, dialect: Any) -> Callable[[Any], Any] | None:
 def _result_processor(type_: Any, dialect: Any) -> Callable[[Any], Any] | None:
     if dialect.name == "sqlite" and isinstance(type_, UTCDateTime):
         return _sqlite_utc_datetime
-    processor: Callable[[Any], Any] | None = (
-        type_.dialect_impl(dialect).result_processor(dialect, None))
+    try:
+        processor: Callable[[Any], Any] | None = (
+            type_.dialect_impl(dialect).result_processor(dialect, None))
+    except TypeError:
+        # Some types pick a processor by the driver's column type, which a statement
+        # compiled ahead of time does not know (psycopg's Float): the driver's own
+        # values are the right ones for them.
+        processor = None
     if processor is not None and dialect.name == "sqlite" and isinstance(type_, JSON):
         return _json_value
     return processor
@@ -190,6 +204,8 @@ class RawConnections:
         dbapi = engine.dialect.dbapi
         self.database_errors: type[BaseException] = dbapi.Error if dbapi is not None \
             else Exception
+        self.integrity_errors: type[BaseException] = dbapi.IntegrityError \
+            if dbapi is not None else Exception
         event.listen(engine, "engine_disposed", lambda _engine: self.close_all())
 
     def _detached_driver(self) -> Any:

@@ -10,7 +10,6 @@ APIs and scopes a client is granted are picked with
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +31,7 @@ from wtforms.validators import InputRequired, Length
 
 from portal.core.clients.models import AuthMethod, ClientKind
 from portal.core.errors import ValidationFailed
+from portal.core.tokens.claims import load_custom_claims
 
 KIND_CHOICES = [
     SelectChoice(ClientKind.ORG.value, "Organisation — acts for the org (token carries oid)"),
@@ -53,11 +53,7 @@ def parse_claims(value: str | None) -> dict[str, Any]:
     text = (value or "").strip()
     if not text:
         return {}
-    try:
-        claims = json.loads(text)
-    except ValueError as e:
-        raise ValidationFailed(f"custom claims are not valid JSON: {e}",
-                               field="custom_claims") from e
+    claims = load_custom_claims(text)  # strict JSON: no NaN or Infinity, bounded nesting
     if not isinstance(claims, dict):
         raise ValidationFailed('custom claims must be a JSON object, like {"tier": "gold"}',
                                field="custom_claims")

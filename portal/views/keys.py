@@ -9,8 +9,9 @@ from flask.typing import ResponseReturnValue
 from flask_login import login_required
 
 from portal.core import settings
+from portal.core.actor import Actor
 from portal.core.db import get_session
-from portal.core.errors import ValidationFailed
+from portal.core.errors import RotationTooSoon, ValidationFailed
 from portal.core.signing_keys import services as signing_keys
 from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.types import utcnow
@@ -25,18 +26,18 @@ STATE_ORDER = {KeyState.ACTIVE: 0, KeyState.NEXT: 1, KeyState.RETIRED: 2}
 def _render(form: RotateKeyForm, keys: list[SigningKey], status: int = 200) -> ResponseReturnValue:
     now = utcnow()
     published = [k.public_jwk for k in sorted(keys, key=lambda k: k.id) if k.is_published(now)]
+    upcoming = next((k for k in keys if k.state is KeyState.NEXT), None)
+    ready = signing_keys.ready_at(upcoming) if upcoming is not None else None
     return render_template(
         "portal/keys/index.html",
         form=form,
         keys=sorted(keys, key=lambda k: (STATE_ORDER.get(k.state, 9), -k.id)),
         now=now,
+        next_ready_at=ready if ready is not None and ready >= now else None,
+        publication_delay=int(signing_keys.publication_delay().total_seconds()),
         jwks_json=json.dumps({"keys": published}, indent=2),
         jwks_url=settings.issuer() + url_for("wellknown.jwks"),
     ), status
-
-
-def _active_alg(keys: list[SigningKey]) -> str | None:
-    return next((k.alg for k in keys if k.state is KeyState.ACTIVE), None)
 
 
 @bp.get("/keys", endpoint="keys")
@@ -44,7 +45,7 @@ def _active_alg(keys: list[SigningKey]) -> str | None:
 def keys_index() -> ResponseReturnValue:
     """The org's signing keys and the JWKS resource servers verify its tokens with."""
     keys = signing_keys.org_keys(get_session(), org_id=current_org().id)
-    form = RotateKeyForm(data={"alg": _active_alg(keys)})
+    form = RotateKeyForm(data={"alg": signing_keys.default_next_alg(keys)})
     return _render(form, keys)
 
 
@@ -59,21 +60,22 @@ def keys_rotate() -> ResponseReturnValue:
         before = signing_keys.org_keys(session, org_id=org_id)
         old = next((k for k in before if k.state is KeyState.ACTIVE), None)
         try:
-            new = signing_keys.rotate(session, org_id=org_id, alg=form.alg.data, actor=actor(),
-                                      source_ip=source_ip())
+            new = signing_keys.rotate(session, org_id=org_id, alg=form.alg.data,
+                                      actor=Actor(actor(), source_ip()))
         except ValidationFailed as e:
             session.rollback()
             form.alg.errors = [*form.alg.errors, sentence(e.message)]
+        except RotationTooSoon as e:
+            session.commit()  # keeps a next key the refusal may have published
+            form.form_errors.append(e.message)
+            return _render(form, signing_keys.org_keys(session, org_id=org_id), status=409)
         else:
             session.commit()
             signing_keys.keyring().forget_org(org_id)  # rotate does too; cheap to be sure
             message = f"Rotated: key {new.kid} ({new.alg}) now signs new tokens."
-            if old is not None and old.is_published(utcnow()):
-                message += (f" The old key {old.kid} stays in the JWKS until "
-                            f"{old.publish_until:%Y-%m-%d %H:%M} UTC, when its last token "
-                            "expires.")
-            elif old is not None:
-                message += f" The old key {old.kid} signed no live token, so it left the JWKS."
+            if old is not None and old.publish_until is not None:
+                message += (f" The old key {old.kid} stays in the JWKS until its last token "
+                            f"expires, {old.publish_until:%Y-%m-%d %H:%M} UTC at the latest.")
             flash(message, "success")
             return redirect(url_for("portal.keys"))
     return _render(form, signing_keys.org_keys(session, org_id=org_id), status=400)

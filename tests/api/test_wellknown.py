@@ -9,10 +9,11 @@ import jwt
 import pytest
 from sqlalchemy import select
 
+from portal.core.actor import Actor
 from portal.core.signing_keys import services as signing_keys
 from portal.core.signing_keys.models import KeyState, SigningKey
 from tests.api.conftest import BACKEND_DOORS
-from tests.factories import basic, make_api, make_client, make_org
+from tests.factories import age_next_key, basic, make_api, make_client, make_org
 
 JWKS = "/.well-known/jwks.json"
 METADATA = "/.well-known/oauth-authorization-server"
@@ -115,7 +116,7 @@ def test_metadata_names_the_issuer_and_its_endpoints(client, path):
 def test_metadata_lists_only_client_credentials(client, path):
     doc = client.get(path).get_json()
     assert doc["grant_types_supported"] == ["client_credentials"]
-    assert doc["response_types_supported"] == []
+    assert "response_types_supported" not in doc  # RFC 8414 §3.2: no empty arrays
     assert "authorization_endpoint" not in doc
 
 
@@ -238,7 +239,8 @@ def test_head_gets_headers_without_a_body(client, org):
 
 def test_rotation_shows_in_the_jwks_at_once(client, session, org):
     before = client.get(JWKS)
-    signing_keys.rotate(session, org_id=org.id, actor="test")
+    age_next_key(session, org)
+    signing_keys.rotate(session, org_id=org.id, actor=Actor("test"))
     session.commit()
     after = client.get(JWKS)
     assert after.headers["ETag"] != before.headers["ETag"]

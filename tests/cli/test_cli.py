@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.cli import cli
+from portal.core.actor import Actor
 from portal.core.apis.grants import GrantedApi
 from portal.core.audit.models import AuditEntry
 from portal.core.clients.models import Client
@@ -21,7 +22,7 @@ from portal.core.types import utcnow
 from portal.core.usage import services as usage
 from portal.core.usage.models import UsageEvent, UsageHourly, UsageKind
 from portal.core.users.models import Membership, Role, User
-from tests.factories import PASSWORD, basic, make_client, make_org, mint
+from tests.factories import PASSWORD, age_next_key, basic, make_client, make_org, mint
 
 AUDIENCE = "https://api.example.com"
 
@@ -214,6 +215,8 @@ def test_rotate_signing_key_rotates_every_org(session, runner, acme):
     other = make_org(session, name="Other")
     nexts = {org.id: next(k.kid for k in signing_keys.org_keys(session, org_id=org.id)
                           if k.state is KeyState.NEXT) for org in (acme, other)}
+    age_next_key(session, acme)
+    age_next_key(session, other)
     result = invoke(runner, "rotate-signing-key")
     assert result.exit_code == 0, result.output
     session.expire_all()
@@ -227,6 +230,7 @@ def test_rotate_signing_key_rotates_every_org(session, runner, acme):
 
 def test_rotate_signing_key_for_one_org(session, runner, acme):
     other = make_org(session, name="Other")
+    age_next_key(session, acme)
     result = invoke(runner, "rotate-signing-key", "--org", "acme")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("acme: now signing with ")
@@ -238,6 +242,7 @@ def test_rotate_signing_key_for_one_org(session, runner, acme):
 
 
 def test_rotation_audit_entry_names_actor_cli(session, runner, acme):
+    age_next_key(session, acme)
     invoke(runner, "rotate-signing-key", "--org", "acme")
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "signing_key:rotated"))
     assert entry.actor == "cli"
@@ -296,7 +301,8 @@ def test_prune_retention_days_option_overrides_config(session, runner, acme):
 
 
 def test_prune_deletes_retired_keys_whose_tokens_expired(session, runner, acme):
-    signing_keys.rotate(session, org_id=acme.id, actor="test",
+    age_next_key(session, acme, ready_by=utcnow() - timedelta(days=2))
+    signing_keys.rotate(session, org_id=acme.id, actor=Actor("test"),
                         now=utcnow() - timedelta(days=2))
     session.commit()
     result = invoke(runner, "prune")

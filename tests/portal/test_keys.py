@@ -11,8 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from portal.core.audit.models import AuditEntry
+from portal.core.db import get_session
+from portal.core.orgs.models import Organization
+from portal.core.signing_keys import services as signing_keys
 from portal.core.signing_keys.models import KeyState, SigningKey
-from tests.factories import get_token, make_client
+from tests.factories import age_next_key, get_token, make_client
 
 
 def org_keys(session, org) -> dict[KeyState, list[SigningKey]]:
@@ -28,7 +31,13 @@ def jwks_kids(http) -> set[str]:
     return {k["kid"] for k in http.get("/.well-known/jwks.json").get_json()["keys"]}
 
 
-def rotate(portal, alg: str = "RS256"):
+def rotate(portal, alg: str = "RS256", *, aged: bool = True):
+    """Rotate through the page's form; ``aged``: as if the next key had been published
+    long enough (rotation refuses a key published too recently)."""
+    if aged:
+        session = get_session()
+        for org in session.scalars(select(Organization)):
+            age_next_key(session, org)
     return portal.form_post("/keys", {"alg": alg}, action="/keys/rotate")
 
 
@@ -144,3 +153,52 @@ def test_rotate_without_csrf_token_is_refused(owner, session, org):
 
     assert response.status_code == 400
     assert org_keys(session, org)[KeyState.ACTIVE][0].kid == before
+
+
+def test_rotation_too_soon_is_refused_with_when_it_can_happen(owner, session, org):
+    before = org_keys(session, org)
+    ready = signing_keys.ready_at(before[KeyState.NEXT][0])
+
+    response = rotate(owner, aged=False)
+
+    assert response.status_code == 409
+    page = html.unescape(response.get_data(as_text=True))
+    assert f"can start signing only after {ready:%Y-%m-%d %H:%M:%S} UTC" in page
+    assert 'role="alert" id="rotate-error"' in page
+    after = org_keys(session, org)
+    assert after[KeyState.ACTIVE][0].kid == before[KeyState.ACTIVE][0].kid
+    assert KeyState.RETIRED not in after
+
+
+def test_page_says_when_a_recently_published_next_key_can_start_signing(owner, session, org):
+    ready = signing_keys.ready_at(org_keys(session, org)[KeyState.NEXT][0])
+
+    page = owner.get("/keys").get_data(as_text=True)
+
+    assert f'it can start signing after <time datetime="{ready.isoformat()}">' in page
+
+
+def test_page_says_nothing_about_waiting_once_the_next_key_may_sign(owner, session, org):
+    age_next_key(session, org)
+
+    page = owner.get("/keys").get_data(as_text=True)
+
+    assert 'id="rotate-ready"' not in page
+
+
+def test_second_rotation_right_after_the_first_is_refused(owner, session, org):
+    assert rotate(owner).status_code == 302
+    active = org_keys(session, org)[KeyState.ACTIVE][0].kid
+
+    response = rotate(owner, aged=False)
+
+    assert response.status_code == 409
+    assert org_keys(session, org)[KeyState.ACTIVE][0].kid == active
+
+
+def test_rotate_form_defaults_to_the_algorithm_the_next_key_has(owner, session, org):
+    rotate(owner, "ES256")  # the new next key is ES256: the org moves to ES256
+
+    page = owner.get("/keys").get_data(as_text=True)
+
+    assert re.search(r'<option selected value="ES256">|<option value="ES256" selected>', page)

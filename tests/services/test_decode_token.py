@@ -132,3 +132,35 @@ def test_payload_of_another_token_under_our_signature_gives_none(session, issued
     head, _body, signature = issued.access_token.split(".")
     other = b64(json.dumps(claims_now()).encode())
     assert decode(f"{head}.{other}.{signature}") is None
+
+
+def test_a_verified_signature_is_remembered_while_its_key_is(session, issued, monkeypatch):
+    from portal.core.signing_keys.services import PublishedKey
+
+    calls = []
+    real = PublishedKey.verify
+    monkeypatch.setattr(PublishedKey, "verify",
+                        lambda self, *a: calls.append(self.kid) or real(self, *a))
+    for _ in range(3):
+        assert decode(issued.access_token) == issued.claims
+    assert len(calls) == 1  # introspecting the same token again costs no verification
+
+
+def test_another_payload_under_a_remembered_signature_is_refused(session, issued):
+    assert decode(issued.access_token) is not None  # remembered now
+    head, _body, signature = issued.access_token.split(".")
+    other = b64(json.dumps(claims_now(jti=issued.claims["jti"])).encode())
+    assert decode(f"{head}.{other}.{signature}") is None
+
+
+def test_a_forged_token_is_not_remembered(session, issued, monkeypatch):
+    from portal.core.signing_keys.services import PublishedKey
+
+    head, body, signature = issued.access_token.split(".")
+    forged = f"{head}.{body}.{signature[:-4]}AAAA"
+    calls = []
+    real = PublishedKey.verify
+    monkeypatch.setattr(PublishedKey, "verify",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    assert decode(forged) is None and decode(forged) is None
+    assert len(calls) == 2

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
@@ -29,9 +29,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from portal.core import crypto, settings
+from portal.core.actor import Actor
 from portal.core.audit import services as audit
 from portal.core.db import autocommit
-from portal.core.errors import NoSigningKey, ValidationFailed
+from portal.core.errors import NoSigningKey, RotationTooSoon, ValidationFailed
 from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.tokens.jws import UnverifiedToken
 from portal.core.tokens.models import IssuedToken
@@ -108,37 +109,118 @@ def org_keys(session: Session, *, org_id: int) -> list[SigningKey]:
     return list(session.scalars(stmt))
 
 
+#: Slack for a rotation's own commit and for token requests in flight: a
+#: process may read the old active key until the rotation commits (on SQLite
+#: after waiting up to its 30 s busy timeout), and a token signed just before
+#: is recorded a moment later.
+ROTATION_SLACK = timedelta(seconds=60)
+
+
+def publication_delay() -> timedelta:
+    """How long a key is published before it may sign.
+
+    Resource servers may cache the JWKS for ``JWKS_MAX_AGE`` (its
+    ``Cache-Control`` max-age), and each of our processes serves its cached copy
+    for up to ``KEY_CACHE_SECONDS`` after the key appears.
+    """
+    cfg = current_app.config
+    return timedelta(seconds=float(cfg["JWKS_MAX_AGE"]) + float(cfg["KEY_CACHE_SECONDS"]))
+
+
+def ready_at(key: SigningKey) -> datetime:
+    """When a ``next`` key has been published long enough to start signing (after this)."""
+    return key.created_at + publication_delay()
+
+
+def publish_until(
+    *, retired_at: datetime, last_expiry: datetime | None, cache_seconds: float, max_ttl: float
+) -> datetime:
+    """How long a key retired at ``retired_at`` stays in the JWKS.
+
+    Until the last token it signed expires, counting the tokens that processes
+    still sign with their cached active key for up to ``cache_seconds`` after
+    the rotation (plus :data:`ROTATION_SLACK`), each living up to ``max_ttl``
+    seconds; ``last_expiry`` is the latest expiry recorded so far.
+    :func:`prune_retired` shortens it to the recorded expiries once no process
+    can sign with the key any more.
+    """
+    bound = retired_at + timedelta(seconds=cache_seconds + max_ttl) + ROTATION_SLACK
+    return max(bound, last_expiry) if last_expiry is not None else bound
+
+
+def default_next_alg(keys: list[SigningKey]) -> str:
+    """The algorithm a rotation gives the new ``next`` key unless told otherwise.
+
+    The org keeps its algorithm: the one of the key that signs after the
+    rotation (the current ``next``), else of the active key.
+    """
+    by_state = {k.state: k for k in keys if k.state is not KeyState.RETIRED}
+    for state in (KeyState.NEXT, KeyState.ACTIVE):
+        if state in by_state:
+            return by_state[state].alg
+    return str(current_app.config["DEFAULT_SIGNING_ALG"])
+
+
+def _too_soon(key: SigningKey, ready: datetime, now: datetime) -> str:
+    wait = max(int((ready - now).total_seconds()) + 1, 1)
+    minutes, seconds = divmod(wait, 60)
+    delay = publication_delay().total_seconds()
+    return (
+        f"The next key {key.kid} was published at {key.created_at:%H:%M:%S} UTC, and resource "
+        f"servers may still verify with a JWKS fetched before that (cached for up to "
+        f"{delay:g} s), so it can start signing only after {ready:%Y-%m-%d %H:%M:%S} UTC "
+        f"(in {f'{minutes} min ' if minutes else ''}{seconds} s). Rotate again then."
+    )
+
+
 def rotate(
     session: Session,
     *,
     org_id: int,
     alg: str | None = None,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> SigningKey:
     """Promote ``next`` to ``active``, retire the old ``active``, publish a new ``next``.
 
-    The retired key stays in the JWKS until the last token it signed expires.
-    ``alg`` chooses the algorithm of the new ``next`` key (it signs after the
-    following rotation). Returns the newly active key.
+    Refused (:class:`RotationTooSoon`) while the next key has been published
+    for no longer than :func:`publication_delay`: a resource server could meet
+    its ``kid`` before it can fetch it. An org without a next key gets one
+    published, and the same refusal. The retired key stays in the JWKS until the
+    last token it signed expires (:func:`publish_until`). ``alg`` chooses the
+    algorithm of the new ``next`` key (it signs after the following rotation);
+    by default the org keeps its algorithm (:func:`default_next_alg`). Returns
+    the newly active key.
     """
     now = now or utcnow()
-    alg = alg or current_app.config["DEFAULT_SIGNING_ALG"]
-    if alg not in SUPPORTED_ALGS:
+    if alg is not None and alg not in SUPPORTED_ALGS:
         generate_private_key(alg)  # raises the clear error
-    keys = {k.state: k for k in org_keys(session, org_id=org_id) if k.state is not KeyState.RETIRED}
+    current = org_keys(session, org_id=org_id)
+    keys = {k.state: k for k in current if k.state is not KeyState.RETIRED}
     old = keys.get(KeyState.ACTIVE)
-    new = keys.get(KeyState.NEXT) or create_key(
-        session, org_id=org_id, alg=alg, state=KeyState.NEXT, now=now
-    )
+    new = keys.get(KeyState.NEXT)
+    if new is None:
+        new = create_key(session, org_id=org_id, alg=alg or default_next_alg(current),
+                         state=KeyState.NEXT, now=now)
+        audit.record(session, org_id=org_id, actor=actor.label, action="signing_key:published",
+                     target_type="signing_key", target_id=new.kid, details={"alg": new.alg},
+                     source_ip=actor.source_ip, now=now)
+        keyring().forget_org(org_id)
+    ready = ready_at(new)
+    if now <= ready:
+        raise RotationTooSoon(_too_soon(new, ready, now), ready_at=ready)
+    alg = alg or new.alg
     if old is not None:
         last_expiry = session.scalar(
             select(func.max(IssuedToken.expires_at)).where(IssuedToken.kid == old.kid)
         )
+        cfg = current_app.config
         old.state = KeyState.RETIRED
         old.retired_at = now
-        old.publish_until = max(last_expiry, now) if last_expiry else now
+        old.publish_until = publish_until(
+            retired_at=now, last_expiry=last_expiry,
+            cache_seconds=float(cfg["KEY_CACHE_SECONDS"]), max_ttl=float(cfg["MAX_TOKEN_TTL"]),
+        )
     new.state = KeyState.ACTIVE
     new.activated_at = now
     session.flush()
@@ -146,12 +228,12 @@ def rotate(
     audit.record(
         session,
         org_id=org_id,
-        actor=actor,
+        actor=actor.label,
         action="signing_key:rotated",
         target_type="signing_key",
         target_id=new.kid,
         details={"retired": old.kid if old else None, "next_alg": alg},
-        source_ip=source_ip,
+        source_ip=actor.source_ip,
         now=now,
     )
     keyring().forget_org(org_id)
@@ -159,7 +241,34 @@ def rotate(
 
 
 def prune_retired(session: Session, *, now: datetime) -> int:
-    """Delete retired keys whose last token has expired; returns how many."""
+    """Delete retired keys whose last token has expired; returns how many.
+
+    Once no process can sign with a retired key any more (``KEY_CACHE_SECONDS``
+    plus :data:`ROTATION_SLACK` after its retirement), every token it signed is
+    recorded, so its ``publish_until`` is first shortened to the last recorded
+    expiry: a key that signed little leaves the JWKS long before the
+    ``MAX_TOKEN_TTL`` bound that rotation had to assume.
+    """
+    settled = now - timedelta(seconds=float(current_app.config["KEY_CACHE_SECONDS"])) \
+        - ROTATION_SLACK
+    for key in session.scalars(
+        select(SigningKey).where(
+            SigningKey.state == KeyState.RETIRED,
+            SigningKey.publish_until > now,
+            SigningKey.retired_at <= settled,
+        )
+    ):
+        if key.retired_at is None or key.publish_until is None:
+            continue
+        last_expiry = session.scalar(
+            select(func.max(IssuedToken.expires_at)).where(IssuedToken.kid == key.kid)
+        )
+        floor = key.retired_at + timedelta(
+            seconds=float(current_app.config["KEY_CACHE_SECONDS"])) + ROTATION_SLACK
+        shortened = max(last_expiry, floor) if last_expiry is not None else floor
+        if shortened < key.publish_until:
+            key.publish_until = shortened
+    session.flush()
     result = session.execute(
         delete(SigningKey).where(
             SigningKey.state == KeyState.RETIRED, SigningKey.publish_until <= now

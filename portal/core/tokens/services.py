@@ -66,9 +66,10 @@ def issue(
     try:
         key = keys.active_key(client.org_id)
     except (NoSigningKey, crypto.KeyDecryptionFailed) as e:
-        raise Refused("temporarily_unavailable",
-                      "The server cannot sign tokens for this organisation right now.",
-                      status=503, detail=str(e), client=client) from e
+        # The operator's to mend (the startup check refuses such a configuration; this
+        # is a process whose keys changed under it): said as it is, never a 500.
+        raise Refused("temporarily_unavailable", e.message, status=503, detail=e.code,
+                      client=client) from e
     claims = exchange.claims_for(client, granted, issuer=issuer, jti=secrets.token_urlsafe(18),
                                  issued_at=int(issued_at.timestamp()))
     access_token = key.sign(claims)

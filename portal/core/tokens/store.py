@@ -22,8 +22,15 @@ client or a revoked token is seen by the very next request.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
+import logging
+import multiprocessing.util
+import os
+import threading
+import time
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +38,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import Engine, and_, bindparam, exists, func, insert, literal, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from portal.core.api_keys.models import ApiKey
@@ -51,6 +59,8 @@ from portal.core.tokens.models import IssuedToken, UsedAssertion
 from portal.core.types import UTCDateTime
 from portal.core.usage.models import UsageEvent
 from portal.core.users.models import Membership, User
+
+log = logging.getLogger("latchkey.db")
 
 EXTENSION_KEY = "latchkey.store"
 # Update last-used times at most this often, so a busy client does not turn
@@ -114,7 +124,7 @@ def _touch(table: Any) -> Any:
 class TokenStore:
     """The compiled statements and the connections of one engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, event_delay: float = 0.0) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.connections = RawConnections(engine)
@@ -181,6 +191,8 @@ class TokenStore:
         self._token_with_event = (compiled(_token_with_event(tokens, events))
                                   if self.dialect == "postgresql" else None)
         self._ping = compiled(select(literal(1)))
+        self.events = (EventQueue(self.connections, self._insert_event, event_delay)
+                       if event_delay > 0 else None)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -235,36 +247,55 @@ class TokenStore:
     def record_issued(self, connection: Connection, values: Mapping[str, Any],
                       event: Mapping[str, Any], *, client: ClientSnapshot,
                       now: datetime) -> None:
-        """Write an issued token's record and its usage event, and stale last-used times
-        of the client and of the secret it used, atomically.
+        """Write an issued token's record, its usage event, and stale last-used times of
+        the client and of the secret it used.
 
-        On PostgreSQL with nothing stale: one statement (a data-modifying CTE), atomic
-        even in autocommit mode. Otherwise one short transaction; on SQLite its
-        ``BEGIN IMMEDIATE`` takes the write lock only for these statements.
+        The record is written before this returns (a token a client received is
+        always recorded). With an :class:`EventQueue`, the event follows it within
+        the queue's delay; else it lands with it: on PostgreSQL with nothing stale
+        one statement (a data-modifying CTE), otherwise one short transaction (on
+        SQLite its ``BEGIN IMMEDIATE`` takes the write lock only for these statements).
         """
         secret = client.secret
         stale_client = last_used_is_stale(client.last_used_at, now)
         stale_secret = secret is not None and last_used_is_stale(secret.last_used_at, now)
-        if self._token_with_event is not None and not (stale_client or stale_secret):
-            params = {f"t_{k}": v for k, v in values.items()}
-            params.update({f"e_{k}": v for k, v in event.items()})
-            self._token_with_event.execute(connection, params)
-            return
+        queued = self.events is not None and isinstance(connection, RawConnection)
+        if not (stale_client or stale_secret):
+            if queued:
+                self._write_one(connection, self._insert_token, values)
+                self.events.add(event)  # type: ignore[union-attr]
+                return
+            if self._token_with_event is not None:
+                params = {f"t_{k}": v for k, v in values.items()}
+                params.update({f"e_{k}": v for k, v in event.items()})
+                self._token_with_event.execute(connection, params)
+                return
         with self.atomic(connection):
             self._insert_token.execute(connection, values)
-            self._insert_event.execute(connection, event)
+            if not queued:
+                self._insert_event.execute(connection, event)
             if stale_client:
                 self._touch_client.execute(connection, {"row_id": client.id, "now": now})
             if stale_secret and secret is not None:
                 self._touch_secret.execute(connection, {"row_id": secret.id, "now": now})
+        if queued:
+            self.events.add(event)  # type: ignore[union-attr]
 
     def insert_event(self, connection: Connection, event: Mapping[str, Any]) -> None:
-        """One usage event, one statement (on the store's connections, on SQLite behind
-        the write-lock file, with no ``BEGIN``/``COMMIT`` round of its own)."""
-        if isinstance(connection, RawConnection):
-            self.connections.write_one(connection, self._insert_event, event)
+        """One usage event: queued when there is an :class:`EventQueue` (on the store's
+        connections), else one statement (on SQLite behind the write-lock file, with no
+        ``BEGIN``/``COMMIT`` round of its own)."""
+        if self.events is not None and isinstance(connection, RawConnection):
+            self.events.add(event)
         else:
-            self._insert_event.execute(connection, event)
+            self._write_one(connection, self._insert_event, event)
+
+    def _write_one(self, connection: Connection, statement: RawStatement,
+                   values: Mapping[str, Any]) -> None:
+        if isinstance(connection, RawConnection):
+            self.connections.write_one(connection, statement, values)
+        else:
+            statement.execute(connection, values)
 
     def use_assertion(self, connection: Connection, *, client_ref: str, jti: str,
                       expires_at: datetime) -> bool:
@@ -344,7 +375,99 @@ def token_store() -> TokenStore:
     return found
 
 
+class EventQueue:
+    """Usage events written in batches, by a thread of their own, at most ``delay``
+    seconds after they happen.
+
+    An introspection or a token then costs no write of its event of its own: one
+    transaction carries every event of the last ``delay`` seconds. What a crash
+    (``kill -9``) can lose is those last events of the usage history, never a token's
+    record (written before its answer) nor an audit entry. The queue is written out
+    when the process exits and when the engine is disposed; should the database be
+    unreachable, at most ``limit`` events wait and the oldest are dropped (logged).
+    """
+
+    def __init__(self, connections: RawConnections, statement: RawStatement, delay: float,
+                 *, limit: int = 20_000) -> None:
+        self.connections = connections
+        self.statement = statement
+        self.delay = delay
+        self.limit = limit
+        self._pending: list[Mapping[str, Any]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        # At exit, and when the engine is disposed. Worker processes started by
+        # multiprocessing leave through os._exit, after running its finalizers (not
+        # atexit's). Weak references: a queue dropped with its app is not kept alive.
+        me = weakref.WeakMethod(self.flush)
+        atexit.register(_call, me)
+        multiprocessing.util.Finalize(None, _call, args=(me,), exitpriority=10)
+        sa_event.listen(connections.engine, "engine_disposed", lambda _engine: _call(me))
+
+    def add(self, values: Mapping[str, Any]) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's thread is not ours
+                self._pending, self._thread, self._pid = [], None, os.getpid()
+            self._pending.append(values)
+            if len(self._pending) > self.limit:
+                dropped = len(self._pending) - self.limit
+                del self._pending[:dropped]
+                log.warning("usage events: %d dropped (the database is not keeping up)",
+                            dropped)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="latchkey-usage-events",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.delay)
+            try:
+                self.flush()
+            except Exception:  # a vanished database: the events wait for the next round
+                log.warning("usage events: write failed; retrying", exc_info=True)
+
+    def flush(self) -> int:
+        """Write every queued event now, in one transaction; returns how many."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return 0
+        try:
+            with self.connections.connection() as connection:
+                try:
+                    with self.connections.write(connection):
+                        self.statement.execute_many(connection, batch)
+                except self.connections.integrity_errors:
+                    # An event of a client deleted since: write the others one by one.
+                    return self._one_by_one(connection, batch)
+        except BaseException:
+            with self._lock:
+                self._pending[:0] = batch
+            raise
+        return len(batch)
+
+    def _one_by_one(self, connection: RawConnection, batch: list[Mapping[str, Any]]) -> int:
+        written = 0
+        for values in batch:
+            try:
+                self.connections.write_one(connection, self.statement, values)
+                written += 1
+            except self.connections.integrity_errors:
+                log.info("usage event dropped: its client or org is gone")
+        return written
+
+
+def _call(method: weakref.WeakMethod[Any]) -> None:
+    found = method()
+    if found is not None:
+        found()
+
+
 def init_app(app: Any, engine: Engine) -> TokenStore:
-    store = TokenStore(engine)
+    store = TokenStore(engine, event_delay=float(app.config.get("USAGE_WRITE_DELAY_MS") or 0)
+                       / 1000)
     app.extensions[EXTENSION_KEY] = store
     return store
