@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
+SQLITE3 ?= /usr/bin/sqlite3
 
 .DEFAULT_GOAL := help
 .PHONY: help install run reset test test-fast lint bench bench-quick bench-ceilings bench-portal-busy clean
@@ -32,7 +33,11 @@ $(CHROMIUM):
 	@echo "installing Debian's chromium for the browser tests"
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: $(STAMP) $(CHROMIUM) ## Run every test: unit, API, PostgreSQL, Redis, live server, browser
+$(SQLITE3):
+	@echo "installing Debian's sqlite3 (docs/deploy.md's backup command is tested)"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3
+
+test: $(STAMP) $(CHROMIUM) $(SQLITE3) ## Run every test: unit, API, PostgreSQL, Redis, live server, browser
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## Run the tests on SQLite only, without browser and live-server tests

@@ -75,6 +75,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     init_views(app)
     latchkey_cli.register(app)
     _register_error_handlers(app)
+    from portal import ops
+    from portal.ops import metrics
+
+    protocol.observer = metrics  # the token, introspection and revocation counters
+    ops.init_app(app)  # last: its middleware is the outermost WSGI layer
     return app
 
 
@@ -197,7 +202,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected_error(e: Exception) -> ResponseReturnValue:
-        request_id = uuid.uuid4().hex[:12]
+        request_id = request.environ.get("latchkey.request_id") or uuid.uuid4().hex[:12]
         session = g.get("db_session")
         if session is not None:
             session.rollback()  # teardown closes it; the error page may still read the user

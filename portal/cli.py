@@ -461,6 +461,24 @@ def prune(retention_days: int | None) -> None:
     click.echo(f"pruned {expired} expired tokens, {events} usage events, {keys} retired keys")
 
 
+@click.command("rotate-kek")
+@domain_command
+def rotate_kek() -> None:
+    """Re-encrypt every private signing key with the first of KEY_ENCRYPTION_KEYS.
+
+    Put a new key first in KEY_ENCRYPTION_KEYS (keeping the old one after it)
+    on every instance, run this once, then remove the old key.
+    """
+    from portal.core.actor import CLI
+    from portal.core.signing_keys.reencrypt import reencrypt_private_keys
+
+    session = get_session()
+    changed, unchanged = reencrypt_private_keys(session, actor=CLI)
+    session.commit()
+    click.echo(f"re-encrypted {changed} signing keys with the first key-encryption key "
+               f"({unchanged} already were)")
+
+
 #: ``granian`` (the default) serves with granian's Rust HTTP server; ``sync`` and
 #: ``gthread`` with gunicorn's worker classes of those names, kept for comparison
 #: (``make bench``, the peers benchmark).
@@ -541,16 +559,21 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     get_engine().dispose()  # nothing of this process's app crosses into a worker
     click.echo(f"serving on http://{host}:{port} (issuer {cfg['ISSUER']}; {kind}, "
                f"{workers} workers x {threads} threads)", err=True)
-    if kind == "granian":
-        from granian.constants import Interfaces
-        from granian.server import Server as Granian
+    from portal.ops.logs import server_log_config
+    from portal.ops.metrics import multiprocess_metrics
 
-        Granian(interface=Interfaces.WSGI,
-                **granian_options(host=host, port=port, workers=workers, threads=threads,
-                                  access_log=bool(cfg.get("SERVE_ACCESS_LOG", True)))).serve()
-        return
-    _serve_gunicorn(gunicorn_options(bind=f"{host}:{port}", workers=workers, threads=threads,
-                                     worker_class=kind))
+    # Every worker's metrics add up in one directory, emptied at start (portal.ops).
+    with multiprocess_metrics(cfg):
+        if kind == "granian":
+            from granian.constants import Interfaces
+            from granian.server import Server as Granian
+
+            Granian(interface=Interfaces.WSGI, log_dictconfig=server_log_config(cfg),
+                    **granian_options(host=host, port=port, workers=workers, threads=threads,
+                                      access_log=bool(cfg.get("SERVE_ACCESS_LOG")))).serve()
+        else:
+            _serve_gunicorn(gunicorn_options(bind=f"{host}:{port}", workers=workers,
+                                             threads=threads, worker_class=kind))
 
 
 def _serve_gunicorn(options: dict[str, Any]) -> None:
@@ -628,7 +651,7 @@ def seed_demo() -> None:
 
 
 COMMANDS = [db_group, create_org, create_user, create_client, create_api, update_api, delete_api,
-            grant, check, rotate_signing_key, prune, serve, seed_demo]
+            grant, check, rotate_signing_key, prune, serve, seed_demo, rotate_kek]
 
 
 def register(app: Flask) -> None:

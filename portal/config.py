@@ -81,7 +81,8 @@ class Defaults:
     SERVE_WORKERS = 2
     SERVE_THREADS: int | None = None  # per worker; None: granian 1, gthread 4
     SERVE_WORKER_CLASS = "granian"  # or gunicorn's "sync" or "gthread"
-    SERVE_ACCESS_LOG = True  # one line per request from the server (no query strings)
+    # granian's own line per request, beside the app's (ACCESS_LOG, portal.ops): off
+    SERVE_ACCESS_LOG = False
     PROTOCOL_DOOR = True  # token and introspection answered by the WSGI door before Flask
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -167,6 +167,25 @@ def _wipe(engine: Any) -> None:
         else:
             for table in tables:
                 conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (our table names)
+
+
+@pytest.fixture
+def another_app() -> Iterator[Callable[[dict[str, Any]], Flask]]:
+    """``another_app(config)``: a second app, as a second worker or machine would be.
+
+    Its engine is disposed after the test: a connection left to the garbage collector
+    would warn (``ResourceWarning``) in whichever later test the collector runs.
+    """
+    made: list[Flask] = []
+
+    def make(config: dict[str, Any]) -> Flask:
+        made.append(create_app(config))
+        return made[-1]
+
+    yield make
+    for other in made:
+        with other.app_context():
+            get_engine().dispose()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from typing import Protocol as Protocol_
 from urllib.parse import unquote_plus
 
 from api.oauth.params import InvalidRequestError, Params, check_query, parse_body
@@ -121,13 +122,28 @@ class TooManyFailures(Refused):
         self.retry_after = retry_after
 
 
-class NoOpObserver:
-    """What the endpoints tell the metrics; the operations package supplies a real one."""
+class Observer(Protocol_):
+    """What the endpoints tell the metrics (``portal.ops.metrics`` is one)."""
 
     def token_issued(self, auth_method: str) -> None: ...
     def token_refused(self, error: str, auth_method: str | None) -> None: ...
     def introspected(self, active: bool) -> None: ...
     def revoked(self) -> None: ...
+    def db_error(self) -> None: ...
+
+
+class NoOpObserver:
+    """An :class:`Observer` that counts nothing."""
+
+    def token_issued(self, auth_method: str) -> None: ...
+    def token_refused(self, error: str, auth_method: str | None) -> None: ...
+    def introspected(self, active: bool) -> None: ...
+    def revoked(self) -> None: ...
+    def db_error(self) -> None: ...
+
+
+#: The answer when the database fails under a request (it is logged and counted).
+UNAVAILABLE = "The database is unavailable; try again shortly."
 
 
 # -- the one error writer ------------------------------------------------------------------
@@ -278,12 +294,13 @@ class Protocol:
     """The three endpoints over one store, one key ring and one failure limit."""
 
     def __init__(self, *, store: TokenStore, keyring: KeyRing, failures: FailureLimit,
-                 config: Mapping[str, Any], observer: NoOpObserver | None = None) -> None:
+                 config: Mapping[str, Any], observer: Observer | None = None) -> None:
         self.store = store
         self.keyring = keyring
         self.failures = failures
         self.config = config
-        self.observer = observer or NoOpObserver()
+        self.observer: Observer = observer or NoOpObserver()
+        self.database_errors = store.connections.database_errors
         self._settings: tuple[tuple[Any, ...], Settings] | None = None
 
     @property
@@ -356,8 +373,18 @@ class Protocol:
 
     def token(self, request: HttpRequest) -> HttpResponse:
         """Issue an access token (RFC 6749 §4.4, client credentials)."""
-        with self.store.connections.connection() as connection:
-            return self._token(connection, request)
+        try:
+            with self.store.connections.connection() as connection:
+                return self._token(connection, request)
+        except self.database_errors:
+            return self._unavailable()
+
+    def _unavailable(self) -> HttpResponse:
+        """A database error under a request: logged and counted; the caller is told to
+        retry (503), never given a trace."""
+        log.exception("database error under a protocol request")
+        self.observer.db_error()
+        return error_response(Refused("temporarily_unavailable", UNAVAILABLE, status=503))
 
     def _token(self, connection: Connection, request: HttpRequest) -> HttpResponse:
         now = utcnow()
@@ -443,8 +470,11 @@ class Protocol:
 
     def introspect(self, request: HttpRequest) -> HttpResponse:
         """RFC 7662: whether a token is active, for a client or API key of the same org."""
-        with self.store.connections.connection() as connection:
-            return self._introspect(connection, request)
+        try:
+            with self.store.connections.connection() as connection:
+                return self._introspect(connection, request)
+        except self.database_errors:
+            return self._unavailable()
 
     def _introspect(self, connection: Connection, request: HttpRequest) -> HttpResponse:
         now = utcnow()

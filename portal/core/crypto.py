@@ -114,3 +114,17 @@ def decrypt_private_key(keys: tuple[str, ...], ciphertext: bytes) -> bytes:
             "No configured key-encryption key (KEY_ENCRYPTION_KEYS) can decrypt this "
             "organisation's signing key; the operator must restore the key it was encrypted with."
         ) from e
+
+
+def reencrypt_private_key(keys: tuple[str, ...], ciphertext: bytes) -> bytes | None:
+    """``ciphertext`` encrypted again with the first key-encryption key; None when it
+    already is (so re-encrypting everything twice changes nothing the second time)."""
+    try:
+        Fernet(keys[0].encode()).decrypt(ciphertext)
+        return None
+    except InvalidToken:
+        pass
+    try:
+        return _vault(keys).rotate(ciphertext)
+    except InvalidToken as e:
+        raise KeyDecryptionFailed("no key-encryption key can decrypt this key") from e

@@ -86,3 +86,10 @@ class RotationTooSoon(LatchkeyError):
 class NoSigningKey(LatchkeyError):
     code = "no_signing_key"
     http_status = 503
+
+
+class UndecryptableKey(LatchkeyError):
+    """A stored private key that no configured key-encryption key opens."""
+
+    code = "undecryptable_key"
+    http_status = 500

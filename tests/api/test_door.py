@@ -23,7 +23,7 @@ from tests.factories import basic, make_api_key
 
 GRANT = {"grant_type": "client_credentials"}
 #: Differ between any two responses, or are Flask's own and mean nothing here.
-PER_RESPONSE = {"Content-Length", "Vary"}
+PER_RESPONSE = {"Content-Length", "Vary", "X-Request-Id"}
 
 
 @pytest.fixture(params=[p for p in BACKEND_DOORS if p.values[0][1] == "wsgi"])

@@ -8,7 +8,6 @@ from http import HTTPStatus
 import pytest
 from sqlalchemy import func, select
 
-from portal import create_app
 from portal.core.ratelimit.models import RateLimitCounter
 from tests.api.conftest import BACKEND_DOORS
 from tests.conftest import base_config
@@ -30,14 +29,15 @@ def extra_config():
     return SHARED
 
 
-def test_failures_counted_by_one_process_limit_another(app, client, session, database_url):
+def test_failures_counted_by_one_process_limit_another(app, client, session, database_url,
+                                                       another_app):
     c, secret = make_client(session, make_org(session))
     for _ in range(3):
         client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "wrong"))
 
     # A second app is what a second worker or machine would be: only the database
     # can carry the count between them.
-    other = create_app(base_config(database_url, **SHARED))
+    other = another_app(base_config(database_url, **SHARED))
     response = other.test_client().post("/oauth/token", data=GRANT,
                                         headers=basic(c.client_id, secret))
 
@@ -54,12 +54,13 @@ def test_the_count_lives_in_the_database(client, session):
     assert counted == 1
 
 
-def test_sign_in_attempts_are_counted_in_the_database_too(app, session, database_url):
+def test_sign_in_attempts_are_counted_in_the_database_too(app, session, database_url,
+                                                          another_app):
     from tests.portal.conftest import csrf_token
 
     limits = {**SHARED, "SIGNIN_RATE_LIMIT_PER_ACCOUNT": "2/minute"}
-    first = create_app(base_config(database_url, **limits)).test_client()
-    second = create_app(base_config(database_url, **limits)).test_client()
+    first = another_app(base_config(database_url, **limits)).test_client()
+    second = another_app(base_config(database_url, **limits)).test_client()
 
     def attempt(http):
         token = csrf_token(http.get("/signin").get_data(as_text=True))

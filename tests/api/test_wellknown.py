@@ -9,6 +9,7 @@ import jwt
 import pytest
 from sqlalchemy import select
 
+from api.wellknown import WellKnownFastPath
 from portal.core.actor import Actor
 from portal.core.signing_keys import services as signing_keys
 from portal.core.signing_keys.models import KeyState, SigningKey
@@ -29,7 +30,10 @@ def backend_door(request):
 
 
 def fast_path(app):
-    return app.wsgi_app
+    layer = app.wsgi_app
+    while not isinstance(layer, WellKnownFastPath):  # inside the request middleware
+        layer = layer.wsgi_app
+    return layer
 
 
 @pytest.fixture

@@ -1,0 +1,201 @@
+"""``latchkey serve`` as a separate process, for the operations tests (black box).
+
+Every server writes its standard output and error to files; :data:`SERVER_LOGS`
+lists them all, so that the log audit (``test_ops_log_audit.py``) can read the
+logs of every server the live tests started in this run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography.fernet import Fernet
+
+from tests.conftest import POSTGRES_ADMIN_URL, unavailable
+
+LATCHKEY = str(Path(sys.executable).parent / "latchkey")
+AUDIENCE = "https://api.example.com"
+STARTUP_SECONDS = 30
+#: Every log file of every server started through this module in this run.
+SERVER_LOGS: list[Path] = []
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Deployment:
+    """One database, one set of secrets and settings: what several servers share."""
+
+    workdir: Path
+    env: dict[str, str]
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([LATCHKEY, *args], env=self.env, cwd=self.workdir,
+                                capture_output=True, text=True, timeout=120, check=False)
+        if check:
+            assert result.returncode == 0, (
+                f"latchkey {' '.join(args)} exited {result.returncode}\n{result.stderr[-3000:]}")
+        return result
+
+    def create_client(self, org: str, *extra: str) -> tuple[str, str]:
+        out = self.cli("create-client", "--org", org, "--name", f"c-{secrets.token_hex(3)}",
+                       "--scopes", "read write", "--audience", AUDIENCE, "--json", *extra)
+        created = json.loads(out.stdout)
+        return created["client_id"], created["client_secret"]
+
+
+def make_deployment(workdir: Path, database_url: str, **settings: str) -> Deployment:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LATCHKEY_", "FLASK_", "PROMETHEUS_"))}
+    env.update({
+        "LATCHKEY_DATABASE_URL": database_url,
+        "LATCHKEY_ISSUER": "http://127.0.0.1:5000",
+        "LATCHKEY_SECRET_KEY": "sk-" + secrets.token_hex(32),
+        "LATCHKEY_CLIENT_SECRET_HMAC_KEY": "hk-" + secrets.token_hex(32),
+        "LATCHKEY_KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "LATCHKEY_LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update({f"LATCHKEY_{k}": v for k, v in settings.items()})
+    deployment = Deployment(workdir=workdir, env=env)
+    deployment.cli("db", "upgrade")
+    return deployment
+
+
+@dataclass
+class Server:
+    """One ``latchkey serve --workers N`` process (its own process group)."""
+
+    deployment: Deployment
+    port: int
+    name: str
+    workers: int = 2
+    process: subprocess.Popen[bytes] | None = None
+    metrics_dir: Path | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        workdir = self.deployment.workdir
+        index = len(self.logs) // 2
+        out = workdir / f"{self.name}-{index}.out"
+        err = workdir / f"{self.name}-{index}.err"
+        self.logs += [out, err]
+        SERVER_LOGS.extend([out, err])
+        env = dict(self.deployment.env)
+        # Until `latchkey serve` prepares it (portal.ops.metrics.prepare_multiprocess_dir),
+        # the test gives each server its own multi-process metrics directory.
+        self.metrics_dir = workdir / f"{self.name}-metrics"
+        if self.metrics_dir.exists():
+            for stale in self.metrics_dir.glob("*.db"):
+                stale.unlink()
+        self.metrics_dir.mkdir(exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [LATCHKEY, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--workers", str(self.workers)],
+                env=env, cwd=workdir, stdout=stdout, stderr=stderr, start_new_session=True,
+            )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        """Poll ``/healthz`` until it answers 200."""
+        assert self.process is not None
+        deadline = time.monotonic() + STARTUP_SECONDS
+        last = ""
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"{self.name} exited with {self.process.returncode} during "
+                            f"startup\n{tail(self.logs[-1])}", pytrace=False)
+            try:
+                response = requests.get(self.base + "/healthz", timeout=2)
+                if response.status_code == 200:
+                    return
+                last = f"HTTP {response.status_code}"
+            except requests.ConnectionError as e:
+                last = type(e).__name__
+            time.sleep(0.1)
+        pytest.fail(f"{self.name} not ready after {STARTUP_SECONDS} s ({last})\n"
+                    f"{tail(self.logs[-1])}", pytrace=False)
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers (its process group), as a crash would."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL of the group if it has not exited in 15 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        finally:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)  # any worker left behind
+            except ProcessLookupError:
+                pass
+
+    def log_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+    def token(self, client_id: str, secret: str, **data: str) -> requests.Response:
+        return requests.post(self.base + "/oauth/token",
+                             data={"grant_type": "client_credentials", **data},
+                             auth=(client_id, secret), timeout=10)
+
+    def introspect(self, client_id: str, secret: str, token: str) -> requests.Response:
+        return requests.post(self.base + "/oauth/introspect", data={"token": token},
+                             auth=(client_id, secret), timeout=10)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A PostgreSQL database of its own on the test server, dropped afterwards."""
+    import psycopg
+
+    name = f"latchkey_ops_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as e:
+        unavailable("PostgreSQL", str(e).splitlines()[0])
+    base, _, _ = admin.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
