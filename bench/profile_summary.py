@@ -4,7 +4,7 @@
 
 Each sample is put in the first bucket (in the order below) whose marker appears
 anywhere in its stack, so the buckets add up to 100 % of the samples taken
-while a gunicorn worker was running Python (py-spy leaves out idle threads,
+while a worker was running Python (py-spy leaves out idle threads,
 including threads waiting for the GIL or for the database).
 """
 
@@ -20,23 +20,23 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
                                      "OKPAlgorithm.sign")),
     ("rest of signing (JSON, base64)", ("ActiveKey.sign", "PyJWT.encode", "PyJWS.encode",
                                         "api_jwt.py", "api_jws.py")),
-    ("verify a JWT (introspection)", ("decode_token",)),
+    ("verify a JWT (introspection)", ("signed_by", "verified_claims", "read_token")),
     ("load/decrypt the signing key", ("load_pem_private_key", "decrypt_private_key")),
     ("DB: begin/commit", ("Session.commit", "SessionTransaction.commit",
                           "RawConnections.write")),
     ("DB: write the token and usage rows", ("record_issued", "record_token", "insert_event",
                                            "record_event", "Session.flush",
                                            "_stale_last_used")),
-    ("DB: find the client and its secrets", ("find_client_for_auth", "authenticate_secret")),
-    ("DB: other reads (keys, records, membership)", ("active_key", "find_live_record",
-                                                     "_user_still_member", "public_key (")),
+    ("DB: find the client, its secrets and grants", ("TokenStore.client",
+                                                     "client_and_record", "api_key_and_record")),
+    ("DB: other reads (keys, records, membership)", ("active_key", "public_key (")),
     ("DB: connection checkout/ping/begin", ("_connection_for_bind", "Session.connection",
                                             "autocommit (", "do_ping",
                                             "RawConnections.connection")),
     ("HMAC of the secret", ("hmac_digest", "find_secret")),
-    ("body parsing", ("read_params", "parse_body")),
-    ("failure rate limit check", ("check_failure_rate",)),
-    ("Authlib request/grant/response", ("authlib/",)),
+    ("body parsing", ("read_body", "http_request", "parse_basic")),
+    ("failure rate limit check", ("ratelimit/__init__.py",)),
+    ("the exchange's rules", ("core/tokens/exchange.py",)),
     ("our endpoint code (rest)", ("api/oauth/",)),
     # Not "flask/": every worker's stack starts in flask/cli.py (``latchkey serve``).
     ("Flask/Werkzeug request machinery", ("flask/app.py", "flask/ctx.py", "flask/wrappers.py",

@@ -25,7 +25,7 @@ csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
 #: On every response: set by an ``after_request`` hook (``portal.views.auth``)
-#: and by the protocol fast path (``api.oauth.fast``), which answers before Flask.
+#: and by the protocol door (``api.oauth.door``), which answers before Flask.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
     "frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
@@ -43,7 +43,7 @@ class StrictTransportSecurity:
     """WSGI middleware adding ``Strict-Transport-Security`` to every response.
 
     Outermost (``create_app`` installs it last), so it reaches what Flask's
-    after-request hooks never see: the protocol fast path (``api.oauth.fast``)
+    after-request hooks never see: the protocol door (``api.oauth.door``)
     and the well-known replays (``api.wellknown``) as well as the portal, the
     API and every error page.
     """

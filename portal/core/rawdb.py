@@ -1,9 +1,9 @@
-"""Core statements run on bare DBAPI connections, for the protocol fast path.
+"""Core statements run on bare DBAPI connections, for the protocol endpoints.
 
 Executing a prepared Core statement through SQLAlchemy costs about 80 µs of
 Python per statement; the same statement on the driver's cursor costs about
 10 µs on SQLite. The token endpoint runs two or three statements per token
-and is the product's hot path, so :mod:`api.oauth.fast` runs them here:
+and is the product's hot path, so :mod:`portal.core.tokens.store` runs them here:
 
 - :class:`RawStatement` compiles a Core statement once per dialect and keeps
   the column types' own bind and result processors (UTC datetimes, JSON,
