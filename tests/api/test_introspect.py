@@ -82,6 +82,7 @@ def test_org_api_key_may_introspect_as_bearer(client, session, org, token):
     ("write read", True),
     ("admin", False),
     ("read admin", False),
+    ("", True),  # RFC 6749 §3.1: a parameter sent without a value is as if omitted
 ])
 def test_scope_parameter_requires_every_scope_asked_for(client, session, org, asked, active):
     c, secret = make_client(session, org, scopes=["read", "write", "other"])
