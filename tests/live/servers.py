@@ -77,6 +77,7 @@ def make_deployment(workdir: Path, database_url: str, **settings: str) -> Deploy
         "LATCHKEY_CLIENT_SECRET_HMAC_KEY": "hk-" + secrets.token_hex(32),
         "LATCHKEY_KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "LATCHKEY_LOG_FORMAT": "json",
+        "LATCHKEY_ACCESS_LOG": "1",  # so the log audit reads every request's line too
         "PYTHONUNBUFFERED": "1",
     })
     env.update({f"LATCHKEY_{k}": v for k, v in settings.items()})

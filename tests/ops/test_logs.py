@@ -15,7 +15,14 @@ from tests.factories import basic, make_client, make_org
 
 GRANT = {"grant_type": "client_credentials"}
 HEX32 = re.compile(r"[0-9a-f]{32}\Z")
-JSON = {"LOG_FORMAT": "json"}
+#: The access log is off by default (portal.ops.DEFAULTS); these tests read its lines.
+ACCESS = {"ACCESS_LOG": True}
+JSON = {"LOG_FORMAT": "json", **ACCESS}
+
+
+@pytest.fixture
+def app_config():
+    return ACCESS
 
 
 def json_lines(captured: str) -> list[dict[str, object]]:
@@ -62,8 +69,8 @@ def test_fast_path_requests_are_logged_with_their_request_id(client, session, ca
     assert line["request_id"] == response.headers["X-Request-Id"]
 
 
-@pytest.mark.parametrize("app_config", [{**JSON, "ACCESS_LOG": False}])
-def test_access_log_can_be_turned_off(client, capsys):
+@pytest.mark.parametrize("app_config", [{"LOG_FORMAT": "json"}])
+def test_access_log_is_off_by_default(client, capsys):
     capsys.readouterr()
 
     response = client.get("/healthz")
@@ -109,7 +116,7 @@ def test_a_trusted_proxys_request_id_is_kept_and_logged(client, capsys):
     assert access_lines(capsys.readouterr().err)[0]["request_id"] == "edge-4f2a.9"
 
 
-@pytest.mark.parametrize("app_config", [{"PROXY_FIX": 1}])
+@pytest.mark.parametrize("app_config", [{"PROXY_FIX": 1, **ACCESS}])
 @pytest.mark.parametrize("offered", ["", "a b", "x" * 129, "id\u00e9", "a\"b"])
 def test_a_malformed_request_id_from_a_proxy_is_replaced(client, offered):
     response = client.get("/healthz", headers={"X-Request-Id": offered})
