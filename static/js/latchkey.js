@@ -11,19 +11,22 @@
       if (!target) return;
       button.hidden = false;
       button.addEventListener("click", function () {
-        target.focus();
-        target.select();
         var done = function () {
           button.textContent = "Copied";
           setTimeout(function () { button.textContent = "Copy"; }, 2000);
         };
-        if (navigator.clipboard && window.isSecureContext) {
-          navigator.clipboard.writeText(target.value).then(done, function () {
-            document.execCommand("copy"); done();
-          });
-        } else {
+        // The old way needs the text selected, so it moves focus; the clipboard API
+        // leaves focus on the button.
+        var fallback = function () {
+          target.focus();
+          target.select();
           document.execCommand("copy");
           done();
+        };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(target.value).then(done, fallback);
+        } else {
+          fallback();
         }
       });
     });
@@ -134,6 +137,25 @@
     }
   }
 
+  // A table box that scrolls sideways (on a phone) can be scrolled from the keyboard:
+  // it becomes a focusable region named after its table's caption.
+  function markScrollers() {
+    document.querySelectorAll(".table-scroll").forEach(function (box) {
+      var scrolls = box.scrollWidth > box.clientWidth + 1;
+      if (scrolls && !box.hasAttribute("tabindex")) {
+        var caption = box.querySelector("caption");
+        box.setAttribute("tabindex", "0");
+        box.setAttribute("role", "region");
+        box.setAttribute("aria-label", (caption && caption.textContent.trim()) || "Table");
+        box.setAttribute("data-scroller", "");
+      } else if (!scrolls && box.hasAttribute("data-scroller")) {
+        ["tabindex", "role", "aria-label", "data-scroller"].forEach(function (name) {
+          box.removeAttribute(name);
+        });
+      }
+    });
+  }
+
   function drawCharts() {
     document.querySelectorAll(".chart[data-chart-table]").forEach(drawChart);
   }
@@ -142,12 +164,13 @@
     setUpCopyButtons();
     setUpConfirmations();
     drawCharts();
+    markScrollers();
     var lastWidth = window.innerWidth, pending = null;
     window.addEventListener("resize", function () {
       if (window.innerWidth === lastWidth) return;
       lastWidth = window.innerWidth;
       clearTimeout(pending);
-      pending = setTimeout(drawCharts, 150);
+      pending = setTimeout(function () { drawCharts(); markScrollers(); }, 150);
     });
   });
 })();

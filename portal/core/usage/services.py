@@ -129,6 +129,16 @@ def prune_events(session: Session, *, now: datetime | None = None, retention_day
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def has_issued_tokens(session: Session, *, org_id: int) -> bool:
+    """Whether the org has ever been issued a token (raw events or the pruned summary)."""
+    for model in (UsageEvent, UsageHourly):
+        found = session.scalar(select(model.id).where(
+            model.org_id == org_id, model.kind == UsageKind.TOKEN_ISSUED).limit(1))
+        if found is not None:
+            return True
+    return False
+
+
 # --- reading history back: counts per hour or day, for charts --------------------
 
 BUCKETS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}

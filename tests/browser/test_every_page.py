@@ -1,0 +1,184 @@
+"""Every portal page at 390 px, for every role: no horizontal page scroll, and axe-core
+finds no violation.
+
+The pages are the portal's GET routes (the walk of tests/portal/test_a11y.py, which checks
+the HTML itself without a browser), filled with one of each object of an org, plus the
+pages a signed-out visitor sees. One live server and one browser serve the whole module.
+
+axe-core is vendored from npm (``tests/browser/vendor/axe-core``, 4.14.1, MPL-2.0, with
+its licence) and injected from that file, so the suite needs no network and always runs
+the same rules.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from playwright.sync_api import Browser, BrowserContext, expect
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from portal import create_app
+from portal.core.actor import Actor
+from portal.core.db import get_engine, get_session
+from portal.core.signing_keys.models import KeyState, SigningKey
+from portal.core.types import utcnow
+from portal.core.usage import services as usage
+from portal.core.usage.models import UsageKind
+from portal.core.users.invitations import invite
+from portal.core.users.models import Membership
+from tests.conftest import base_config, migrate
+from tests.factories import PASSWORD, issue, make_api_key, make_client, make_org, make_user
+from tests.portal.conftest import OrgObjects
+
+pytestmark = pytest.mark.browser
+
+WIDTH, HEIGHT = 390, 844
+ROLES = ("owner", "admin", "viewer")
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
+#: Routes that are not pages: a download.
+NOT_PAGES = {"portal.usage_csv"}
+RUN_AXE = """async () => {
+  const result = await axe.run(document, {resultTypes: ["violations"]});
+  return result.violations.map(v => `${v.id} (${v.impact}): ${v.help} at ` +
+    v.nodes.slice(0, 3).map(n => n.target.join(" ")).join(", "));
+}"""
+OVERFLOW = """() => {
+  const clipped = (e) => {  // inside a scrolling box that itself fits the screen
+    for (let a = e.parentElement; a; a = a.parentElement) {
+      if (["auto", "scroll", "hidden"].includes(getComputedStyle(a).overflowX)) {
+        return a.getBoundingClientRect().right <= window.innerWidth + 1;
+      }
+    }
+    return false;
+  };
+  const wide = [...document.querySelectorAll("body *")]
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && !clipped(e))
+    .slice(-5).map(e => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") +
+                       (typeof e.className === "string" && e.className ? "." + e.className : ""));
+  return {width: document.documentElement.scrollWidth, wide};
+}"""
+
+
+@dataclass
+class Site:
+    base: str
+    urls: list[str]
+    emails: dict[str, str]
+    invitation: str
+
+
+def _arrange(session: Any) -> tuple[OrgObjects, dict[str, str], str]:
+    """An org with a member of each role and one of each object, some of them long."""
+    org = make_org(session, name="Phone Org")
+    emails = {role: make_user(session, org=org, role=role,
+                              email=f"{role}.with.a.rather.long.address@phone-org.example").email
+              for role in ROLES}
+    client, _ = make_client(session, org, name="a-client-name-without-any-spaces-to-wrap-on",
+                            audiences=["https://orders.phone-org.example/with/a/long/path"])
+    make_client(session, org, name="reports")
+    token = issue(session, client)
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    for minutes, kind in [(5, UsageKind.TOKEN_FAILED), (50, UsageKind.TOKEN_INTROSPECTED),
+                          (70, UsageKind.TOKEN_REVOKED)]:
+        usage.record_event(session, kind=kind, org_id=org.id, client_id=client.id,
+                           client_ref=f"client:{client.client_id}", jti=jti,
+                           now=utcnow() - timedelta(minutes=minutes))
+    _plaintext, api_key = make_api_key(session, org)
+    member = session.scalar(select(Membership).join(Membership.user).where(
+        Membership.org_id == org.id, Membership.role == "viewer"))
+    kid = session.scalar(select(SigningKey.kid).where(
+        SigningKey.org_id == org.id, SigningKey.state == KeyState.ACTIVE))
+    invitation_token, invitation = invite(session, org=org, email="invitee@phone-org.example",
+                              role="viewer", actor=Actor("test"))
+    session.commit()
+    api = client.grants[0].api
+    objects = OrgObjects(org, {
+        "client_id": client.client_id, "secret_id": client.secrets[0].id, "jti": jti,
+        "key_id": api_key.id, "member_id": member.id, "kid": kid,
+        "invitation_id": invitation.id, "api_id": api.public_id,
+        "scope_id": api.scopes[0].id,
+    })
+    return objects, emails, f"/invitation?token={invitation_token}"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('every-page') / 'pages.db'}"
+    migrate(url)
+    app = create_app(base_config(url))
+    with app.app_context():
+        objects, emails, link = _arrange(get_session())
+        urls = [objects.url(rule) for rule in OrgObjects.rules(app, "GET")
+                if rule.endpoint not in NOT_PAGES]
+        get_session().close()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    yield Site(base, urls, emails, link)
+    server.shutdown()
+    thread.join(timeout=10)
+    with app.app_context():
+        get_engine().dispose()
+
+
+def _phone(browser: Browser) -> BrowserContext:
+    context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})
+    context.add_init_script(path=str(AXE))
+    return context
+
+
+def _check(context: BrowserContext, base: str, urls: list[str], who: str) -> list[str]:
+    problems: list[str] = []
+    page = context.new_page()
+    for url in urls:
+        response = page.goto(base + url)
+        where = f"{url} as {who}"
+        if response is None or response.status >= 500:
+            problems.append(f"{where}: status {response.status if response else None}")
+            continue
+        fit = page.evaluate(OVERFLOW)
+        if fit["width"] > WIDTH:
+            problems.append(f"{where}: {fit['width']} px wide; wider than the screen: "
+                            f"{fit['wide']}")
+        problems += [f"{where}: axe: {v}" for v in page.evaluate(RUN_AXE)]
+    page.close()
+    return problems
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_page_fits_a_phone_and_axe_finds_nothing(browser, site, role):
+    context = _phone(browser)
+    try:
+        page = context.new_page()
+        page.goto(site.base + "/signin")
+        page.get_by_label("Email").fill(site.emails[role])
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+        page.close()
+
+        problems = _check(context, site.base, site.urls, role)
+    finally:
+        context.close()
+    assert len(site.urls) >= 20
+    assert not problems, "\n".join(problems)
+
+
+def test_signed_out_pages_fit_a_phone_and_axe_finds_nothing(browser, site):
+    context = _phone(browser)
+    try:
+        problems = _check(context, site.base,
+                          ["/signin", site.invitation, "/invitation?token=lk_invite_nope",
+                           "/no/such/page"], "a visitor")
+    finally:
+        context.close()
+    assert not problems, "\n".join(problems)
