@@ -182,3 +182,38 @@ def test_signed_out_pages_fit_a_phone_and_axe_finds_nothing(browser, site):
     finally:
         context.close()
     assert not problems, "\n".join(problems)
+
+
+def _luminance(rgb: tuple[int, ...]) -> float:
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c / 255) for c in rgb[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _contrast(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    light, dark = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_the_focus_ring_contrasts_three_to_one_with_what_is_around_it(browser, site):
+    """WCAG 2.2 (2.4.13, 1.4.11): the ring against the page and the card it sits on."""
+    context = _phone(browser)
+    try:
+        page = context.new_page()
+        page.goto(site.base + "/signin")
+        page.get_by_label("Email").focus()  # a text field always shows its focus ring
+        ring = page.evaluate("""() => {
+          const e = document.activeElement, style = getComputedStyle(e);
+          const rgb = (c) => c.match(/\\d+/g).map(Number);
+          return {tag: e.tagName, style: style.outlineStyle, width: parseFloat(style.outlineWidth),
+                  color: rgb(style.outlineColor),
+                  card: rgb(getComputedStyle(e.closest(".card") || document.body).backgroundColor),
+                  page: rgb(getComputedStyle(document.body).backgroundColor)};
+        }""")
+    finally:
+        context.close()
+    assert ring["tag"] == "INPUT" and ring["style"] == "solid" and ring["width"] >= 2
+    assert _contrast(tuple(ring["color"]), tuple(ring["card"])) >= 3
+    assert _contrast(tuple(ring["color"]), tuple(ring["page"])) >= 3
