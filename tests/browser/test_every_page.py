@@ -21,7 +21,7 @@ from typing import Any
 
 import jwt
 import pytest
-from playwright.sync_api import Browser, BrowserContext, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
@@ -71,8 +71,9 @@ OVERFLOW = """() => {
 class Site:
     base: str
     urls: list[str]
-    emails: dict[str, str]
+    emails: dict[str, str]  # by role, and "fresh": the owner of an org with nothing yet
     invitation: str
+    caller: tuple[str, str]  # a client's id and secret
 
 
 def _arrange(session: Any) -> tuple[OrgObjects, dict[str, str], str]:
@@ -83,7 +84,8 @@ def _arrange(session: Any) -> tuple[OrgObjects, dict[str, str], str]:
               for role in ROLES}
     client, _ = make_client(session, org, name="a-client-name-without-any-spaces-to-wrap-on",
                             audiences=["https://orders.phone-org.example/with/a/long/path"])
-    make_client(session, org, name="reports")
+    reports, reports_secret = make_client(session, org, name="reports")
+    emails["caller"] = f"{reports.client_id}:{reports_secret}"
     token = issue(session, client)
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     for minutes, kind in [(5, UsageKind.TOKEN_FAILED), (50, UsageKind.TOKEN_INTROSPECTED),
@@ -96,6 +98,8 @@ def _arrange(session: Any) -> tuple[OrgObjects, dict[str, str], str]:
         Membership.org_id == org.id, Membership.role == "viewer"))
     kid = session.scalar(select(SigningKey.kid).where(
         SigningKey.org_id == org.id, SigningKey.state == KeyState.ACTIVE))
+    fresh = make_org(session, name="Fresh Org")
+    emails["fresh"] = make_user(session, org=fresh, role="owner", email="owner@fresh.example").email
     invitation_token, invitation = invite(session, org=org, email="invitee@phone-org.example",
                               role="viewer", actor=Actor("test"))
     session.commit()
@@ -123,7 +127,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_port}"
-    yield Site(base, urls, emails, link)
+    caller_id, _, caller_secret = emails.pop("caller").partition(":")
+    yield Site(base, urls, emails, link, (caller_id, caller_secret))
     server.shutdown()
     thread.join(timeout=10)
     with app.app_context():
@@ -154,17 +159,21 @@ def _check(context: BrowserContext, base: str, urls: list[str], who: str) -> lis
     return problems
 
 
+def _sign_in(context: BrowserContext, base: str, email: str) -> Page:
+    page = context.new_page()
+    page.goto(base + "/signin")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    return page
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_every_page_fits_a_phone_and_axe_finds_nothing(browser, site, role):
     context = _phone(browser)
     try:
-        page = context.new_page()
-        page.goto(site.base + "/signin")
-        page.get_by_label("Email").fill(site.emails[role])
-        page.get_by_label("Password", exact=True).fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page.get_by_role("button", name="Sign out")).to_be_visible()
-        page.close()
+        _sign_in(context, site.base, site.emails[role]).close()
 
         problems = _check(context, site.base, site.urls, role)
     finally:
@@ -217,3 +226,47 @@ def test_the_focus_ring_contrasts_three_to_one_with_what_is_around_it(browser, s
     assert ring["tag"] == "INPUT" and ring["style"] == "solid" and ring["width"] >= 2
     assert _contrast(tuple(ring["color"]), tuple(ring["card"])) >= 3
     assert _contrast(tuple(ring["color"]), tuple(ring["page"])) >= 3
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_a_new_org_is_shown_three_steps_and_copies_endpoint_urls(browser, site, javascript):
+    context = browser.new_context(java_script_enabled=javascript)
+    if javascript:
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.base)
+    try:
+        page = _sign_in(context, site.base, site.emails["fresh"])
+        panel = page.get_by_role("region", name="Get your first token in three steps")
+        expect(panel.get_by_role("heading", level=3)).to_have_text(
+            ["Create a client", "Copy its secret", "Run this curl"])
+        expect(panel.get_by_role("link", name="Create a client")).to_be_visible()
+        token_url = page.get_by_role("textbox", name="Token", exact=True)
+        expect(token_url).to_have_value("http://localhost/oauth/token")  # the issuer
+        copy = page.locator('button[data-copy="endpoint-token"]')
+        if not javascript:
+            expect(copy).to_be_hidden()  # the URL stays there to select by hand
+            return
+        copy.click()
+        expect(copy).to_have_text("Copied")
+        expect(copy).to_be_focused()  # focus stays on the button
+        assert page.evaluate("navigator.clipboard.readText()") == "http://localhost/oauth/token"
+    finally:
+        context.close()
+
+
+def test_usage_names_who_introspected_a_token_it_did_not_recognise(browser, site):
+    import requests
+
+    client_id, secret = site.caller
+    answer = requests.post(site.base + "/oauth/introspect", data={"token": "not-a-token"},
+                           auth=(client_id, secret), timeout=10)
+    assert answer.json() == {"active": False}
+    context = browser.new_context()
+    try:
+        page = _sign_in(context, site.base, site.emails["owner"])
+        page.goto(f"{site.base}/usage?kind=token_introspected&client={client_id}")
+        row = page.locator("table.usage-events tbody tr").first
+        expect(row.locator("td.usage-party").nth(0)).to_have_text("reports")
+        expect(row.locator("td.usage-party").nth(1)).to_have_text("not recognised")
+        expect(page.locator("#total-introspected")).to_have_text("1")
+    finally:
+        context.close()
