@@ -270,3 +270,13 @@ def test_usage_names_who_introspected_a_token_it_did_not_recognise(browser, site
         expect(page.locator("#total-introspected")).to_have_text("1")
     finally:
         context.close()
+
+
+def test_the_getting_started_panel_fits_a_phone_and_axe_finds_nothing(browser, site):
+    context = _phone(browser)
+    try:
+        _sign_in(context, site.base, site.emails["fresh"]).close()
+        problems = _check(context, site.base, ["/clients", "/usage"], "a new org's owner")
+    finally:
+        context.close()
+    assert not problems, "\n".join(problems)
