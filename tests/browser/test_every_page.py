@@ -22,21 +22,18 @@ from typing import Any
 import jwt
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
-from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from portal import create_app
 from portal.core.actor import Actor
 from portal.core.db import get_engine, get_session
-from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.types import utcnow
 from portal.core.usage import services as usage
 from portal.core.usage.models import UsageKind
 from portal.core.users.invitations import invite
-from portal.core.users.models import Membership
 from tests.conftest import base_config, migrate
-from tests.factories import PASSWORD, issue, make_api_key, make_client, make_org, make_user
-from tests.portal.conftest import OrgObjects
+from tests.factories import PASSWORD, issue, make_client, make_org, make_user
+from tests.portal.conftest import OrgObjects, make_org_objects
 
 pytestmark = pytest.mark.browser
 
@@ -77,7 +74,8 @@ class Site:
 
 
 def _arrange(session: Any) -> tuple[OrgObjects, dict[str, str], str]:
-    """An org with a member of each role and one of each object, some of them long."""
+    """An org with a member of each role, one of each object (the route walkers' own,
+    tests/portal/conftest.py) and some long names and usage; an org with nothing yet."""
     org = make_org(session, name="Phone Org")
     emails = {role: make_user(session, org=org, role=role,
                               email=f"{role}.with.a.rather.long.address@phone-org.example").email
@@ -86,6 +84,7 @@ def _arrange(session: Any) -> tuple[OrgObjects, dict[str, str], str]:
                             audiences=["https://orders.phone-org.example/with/a/long/path"])
     reports, reports_secret = make_client(session, org, name="reports")
     emails["caller"] = f"{reports.client_id}:{reports_secret}"
+    emails["busy_client"] = client.client_id  # its page, with usage, is walked too
     token = issue(session, client)
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     for minutes, kind in [(5, UsageKind.TOKEN_FAILED), (50, UsageKind.TOKEN_INTROSPECTED),
@@ -93,23 +92,13 @@ def _arrange(session: Any) -> tuple[OrgObjects, dict[str, str], str]:
         usage.record_event(session, kind=kind, org_id=org.id, client_id=client.id,
                            client_ref=f"client:{client.client_id}", jti=jti,
                            now=utcnow() - timedelta(minutes=minutes))
-    _plaintext, api_key = make_api_key(session, org)
-    member = session.scalar(select(Membership).join(Membership.user).where(
-        Membership.org_id == org.id, Membership.role == "viewer"))
-    kid = session.scalar(select(SigningKey.kid).where(
-        SigningKey.org_id == org.id, SigningKey.state == KeyState.ACTIVE))
+    session.commit()
+    objects = make_org_objects(session, org)
     fresh = make_org(session, name="Fresh Org")
     emails["fresh"] = make_user(session, org=fresh, role="owner", email="owner@fresh.example").email
-    invitation_token, invitation = invite(session, org=org, email="invitee@phone-org.example",
-                              role="viewer", actor=Actor("test"))
+    invitation_token, _invitation = invite(session, org=org, email="invitee@phone-org.example",
+                                           role="viewer", actor=Actor("test"))
     session.commit()
-    api = client.grants[0].api
-    objects = OrgObjects(org, {
-        "client_id": client.client_id, "secret_id": client.secrets[0].id, "jti": jti,
-        "key_id": api_key.id, "member_id": member.id, "kid": kid,
-        "invitation_id": invitation.id, "api_id": api.public_id,
-        "scope_id": api.scopes[0].id,
-    })
     return objects, emails, f"/invitation?token={invitation_token}"
 
 
@@ -122,6 +111,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         objects, emails, link = _arrange(get_session())
         urls = [objects.url(rule) for rule in OrgObjects.rules(app, "GET")
                 if rule.endpoint not in NOT_PAGES]
+        urls.append(f"/clients/{emails.pop('busy_client')}")
         get_session().close()
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
