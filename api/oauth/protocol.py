@@ -492,7 +492,12 @@ class Protocol:
                 caller.record, claims, caller_org_id=caller.org_id,
                 kid=token.kid if token is not None else None, key_org_id=key_org,
                 wanted=wanted, now=now)
-            record = caller.record if body["active"] else None
+            # The event names the token's client whenever the token is one of the org's,
+            # signed by the key its record names: an expired or revoked one too (so it
+            # shows under that client), never a forged one that merely claims its jti.
+            record = caller.record
+            if not body["active"] and (record is None or key_org != record.org_id):
+                record = None
             self.store.insert_event(connection, event_values(
                 kind=UsageKind.TOKEN_INTROSPECTED, org_id=caller.org_id,
                 client_id=record.client_id if record is not None else None,

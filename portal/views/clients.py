@@ -48,7 +48,12 @@ from portal.views import (
     source_ip,
 )
 from portal.views.pagination import paginate
-from portal.views.snippets import export_token_snippet, token_snippets, use_snippets
+from portal.views.snippets import (
+    export_token_snippet,
+    quickstart_snippets,
+    token_snippets,
+    use_snippets,
+)
 
 NEW_CLIENT_NONCE = "client:new"
 ALREADY_SUBMITTED = "That form was already submitted; the secret is only shown once."
@@ -99,19 +104,13 @@ def _domain_error(form: ClientSettingsForm, picker: GrantPicker, error: Validati
         form.form_errors.append(sentence(error.message))
 
 
-def _api_url(client: Client) -> str | None:
-    """What the "call your API" snippet calls: the default API, when it is a URL."""
-    identifier = client.default_audience
-    return identifier if identifier and identifier.startswith(("https://", "http://")) else None
-
-
 def _show_secret(client: Client, plaintext: str, *, secret: ClientSecret | None,
                  created: bool) -> ResponseReturnValue:
     """The one response that ever shows this secret: never cached, never stored."""
     snippets = [
         *token_snippets(client.client_id, plaintext),
         export_token_snippet(client.client_id, plaintext),
-        *use_snippets(client.client_id, plaintext, api_url=_api_url(client)),
+        *use_snippets(client.client_id, plaintext, audience=client.default_audience),
     ]
     return no_store(render_template(
         "portal/clients/created.html", client=client, plaintext=plaintext, secret=secret,
@@ -127,9 +126,14 @@ def _show_secret(client: Client, plaintext: str, *, secret: ClientSecret | None,
 def clients_list() -> ResponseReturnValue:
     """The org's clients with when each was last used and its tokens in the last 24 hours."""
     org = current_org()
-    rows = clients.list_clients_with_stats(get_session(), org_id=org.id)
+    session = get_session()
+    rows = clients.list_clients_with_stats(session, org_id=org.id)
+    # A new org (no client, or no token yet) is shown how to get its first token.
+    getting_started = not rows or not usage.has_issued_tokens(session, org_id=org.id)
+    quickstart = quickstart_snippets(rows[0].client.client_id if rows else None)
     return render_template("portal/clients/list.html", org=org, rows=rows,
-                           issuer=settings.issuer())
+                           issuer=settings.issuer(), getting_started=getting_started,
+                           quickstart=quickstart)
 
 
 @bp.route("/clients/new", methods=["GET", "POST"])

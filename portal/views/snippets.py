@@ -15,7 +15,9 @@ from portal.core import settings
 if TYPE_CHECKING:
     from portal.core.apis.models import Api
 
-API_PLACEHOLDER = "https://api.example.com/resource"
+#: What the "call your API" snippet calls when the API's identifier is not a URL
+#: (``urn:…``): a shell variable the snippet tells the reader to set.
+API_URL_VARIABLE = "$API_URL"
 
 
 @dataclass(frozen=True)
@@ -53,17 +55,32 @@ def token_snippets(client_id: str, secret: str, *, audience: str | None = None) 
 TOKEN_VARIABLE = "$TOKEN"  # noqa: S105 (a shell variable name, not a secret)
 
 
+def is_url(identifier: str | None) -> bool:
+    """Whether an API identifier is an address curl can call (http or https)."""
+    return bool(identifier) and str(identifier).startswith(("https://", "http://"))
+
+
 def use_snippets(client_id: str, secret: str, token: str | None = None,
-                 *, api_url: str | None = None) -> list[Snippet]:
-    """Calling an API with a token (default: ``$TOKEN``), and introspecting it."""
+                 *, audience: str | None = None) -> list[Snippet]:
+    """Calling the token's API with it (default: ``$TOKEN``), and introspecting it.
+
+    The API is ``audience``, the client's own API identifier: called as is when it is
+    a URL; otherwise (``urn:…``, or none) through ``$API_URL``, which the snippet
+    says to set to where that API answers.
+    """
     introspect_url = settings.issuer() + "/oauth/introspect"
     if token is None:
         shown, header = TOKEN_VARIABLE, f'"Authorization: Bearer {TOKEN_VARIABLE}"'
     else:
         shown, header = _q(token), _q(f"Authorization: Bearer {token}")
+    if audience and is_url(audience):
+        call = f"curl -s {_q(audience)} \\\n  -H {header}"
+    else:
+        where = f"API {audience}" if audience else "API"
+        call = (f"# API_URL: the address where your {where} answers\n"
+                f'curl -s "{API_URL_VARIABLE}" \\\n  -H {header}')
     return [
-        Snippet("snippet-call", "Call your API with the token",
-                f"curl -s {_q(api_url or API_PLACEHOLDER)} \\\n  -H {header}"),
+        Snippet("snippet-call", "Call your API with the token", call),
         Snippet("snippet-introspect", "Introspect the token",
                 f"curl -s {_q(introspect_url)} \\\n  -u {_q(client_id + ':' + secret)} \\\n"
                 f"  -d token={shown}"),
@@ -79,6 +96,21 @@ def export_token_snippet(client_id: str, secret: str) -> Snippet:
         "-d grant_type=client_credentials \\\n"
         "  | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
     )
+
+
+def quickstart_snippets(client_id: str | None) -> list[Snippet]:
+    """The getting-started panel's two steps: the credentials into the shell (the client
+    id filled in when there is a client), then a token from this server's endpoint."""
+    token_url = settings.issuer() + "/oauth/token"
+    shown_id = _q(client_id) if client_id else "'lkc_…'  # the Client ID from step 2"
+    return [
+        Snippet("quickstart-credentials", "Put the client's credentials in your shell",
+                f"export CLIENT_ID={shown_id}\n"
+                "export CLIENT_SECRET='paste the secret here'  # shown once, when created"),
+        Snippet("quickstart-token", "Get a token",
+                'curl -s -u "$CLIENT_ID:$CLIENT_SECRET" \\\n'
+                f"  -d grant_type=client_credentials \\\n  {_q(token_url)}"),
+    ]
 
 
 # -- validating tokens in a resource server (an API's page) ----------------------------

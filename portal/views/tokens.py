@@ -123,8 +123,7 @@ def mint() -> ResponseReturnValue:
 def _render_minted(client: Client, issued: tokens.Issued) -> str:
     token = issued.access_token
     audience = issued.values["audience"][0] if issued.values["audience"] else ""
-    api_url = audience if audience.startswith(("https://", "http://")) else None
-    snippets = [use_snippets(client.client_id, "", token=token, api_url=api_url)[0],
+    snippets = [use_snippets(client.client_id, "", token=token, audience=audience or None)[0],
                 _introspect_snippet(client, token)]
     return render_template(
         "portal/tokens/minted.html",

@@ -16,7 +16,6 @@ from typing import Any
 from flask import Response, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
-from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
 from portal.core.clients.models import Client
@@ -64,18 +63,20 @@ def usage_history() -> ResponseReturnValue:
     form, clients = _filters()
     if not form.validate():
         return render_template("portal/usage/index.html", form=form, window=None, page=None,
-                               buckets=[], names={}, totals={}, args={}), 400
+                               buckets=[], rows=[], totals={}, args={}), 400
     window = form.window(utcnow())
     scope = _scope(form, clients, window)
     buckets = usage.series(session, org_id=current_org().id, start=window.start, end=window.end,
                            bucket=window.bucket, client_id=scope["client_id"])
     page = paginate(session, usage.events_query(**scope))
-    ids = {e.client_id for e in page.items if e.client_id is not None}
-    names = dict(session.execute(select(Client.id, Client.name).where(
-        Client.org_id == current_org().id, Client.id.in_(ids))).all()) if ids else {}
-    totals = {"issued": sum(b.issued for b in buckets), "failed": sum(b.failed for b in buckets)}
+    rows = usage.describe(session, org_id=current_org().id, events=page.items)
+    # From the chart's first bucket, so the issued and failed totals are the chart's sums.
+    counted = usage.totals(session, org_id=current_org().id,
+                           start=usage.bucket_start(window.start, window.bucket), end=window.end,
+                           client_id=scope["client_id"])
+    totals = {kind.value: count for kind, count in counted.items()}
     return render_template("portal/usage/index.html", form=form, window=window, page=page,
-                           buckets=buckets, names=names, totals=totals,
+                           rows=rows, buckets=buckets, totals=totals,
                            args=form.query_args(), chosen=clients.get(form.client.data or ""))
 
 
@@ -84,7 +85,7 @@ def csv_cell(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_PREFIXES) else value
 
 
-def _csv_lines(rows: Iterator[tuple[datetime, str, str, str, str, str, str]]) -> Iterator[str]:
+def _csv_lines(rows: Iterator[tuple[datetime, *tuple[str, ...]]]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(usage.EXPORT_COLUMNS)
@@ -111,7 +112,7 @@ def usage_csv() -> ResponseReturnValue:
     form, clients = _filters()
     if not form.validate():
         return render_template("portal/usage/index.html", form=form, window=None, page=None,
-                               buckets=[], names={}, totals={}, args={}), 400
+                               buckets=[], rows=[], totals={}, args={}), 400
     window = form.window(utcnow())
     scope = _scope(form, clients, window)
     filename = (f"latchkey-usage-{current_org().slug}-{window.start:%Y%m%d}"

@@ -11,19 +11,22 @@
       if (!target) return;
       button.hidden = false;
       button.addEventListener("click", function () {
-        target.focus();
-        target.select();
         var done = function () {
           button.textContent = "Copied";
           setTimeout(function () { button.textContent = "Copy"; }, 2000);
         };
-        if (navigator.clipboard && window.isSecureContext) {
-          navigator.clipboard.writeText(target.value).then(done, function () {
-            document.execCommand("copy"); done();
-          });
-        } else {
+        // The old way needs the text selected, so it moves focus; the clipboard API
+        // leaves focus on the button.
+        var fallback = function () {
+          target.focus();
+          target.select();
           document.execCommand("copy");
           done();
+        };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(target.value).then(done, fallback);
+        } else {
+          fallback();
         }
       });
     });
@@ -47,8 +50,20 @@
     return node;
   }
 
+  // A "nice" integer axis for counts up to max: steps of 1, 2 or 5 times a power
+  // of ten, about five of them, never fractional (no labels 1, 1, 0).
+  function niceAxis(max) {
+    if (max <= 0) return { top: 1, step: 1 };
+    var raw = max / 5, power = Math.pow(10, Math.floor(Math.log10(raw))), step = power;
+    [1, 2, 5, 10].some(function (m) { step = m * power; return step >= raw; });
+    step = Math.max(1, Math.round(step));
+    return { top: Math.ceil(max / step) * step, step: step };
+  }
+  window.latchkeyNiceAxis = niceAxis; // for tests
+
   // Charts: <div class="chart" data-chart-table="table-id"> becomes a bar chart
-  // of the table's two series (issued, failed), one group of bars per row.
+  // of the table's two series (issued, failed), one group of bars per row. It is
+  // drawn at the holder's own width, so its labels keep their size on a phone.
   function drawChart(holder) {
     var table = document.getElementById(holder.getAttribute("data-chart-table"));
     if (!table) return;
@@ -59,26 +74,29 @@
       series[0].push(parseInt(row.cells[1].textContent, 10) || 0);
       series[1].push(parseInt(row.cells[2].textContent, 10) || 0);
     });
-    var width = 720, height = 220, left = 44, bottom = 28, top = 12;
-    var max = Math.max(1, Math.max.apply(null, series[0].concat(series[1])));
+    var width = Math.max(280, Math.round(holder.clientWidth || 720));
+    var height = width < 480 ? 200 : 220, bottom = 28, top = 12;
+    var axis = niceAxis(Math.max.apply(null, series[0].concat(series[1])));
+    var left = 12 + 7 * String(axis.top).length;
     var plotW = width - left - 8, plotH = height - top - bottom;
     var slot = plotW / Math.max(1, rows.length);
     var bar = Math.max(1, slot * 0.38);
     var svg = el("svg", {
-      viewBox: "0 0 " + width + " " + height, role: "img", "class": "chart-svg",
+      viewBox: "0 0 " + width + " " + height, width: width, height: height, role: "img",
+      "class": "chart-svg",
       "aria-label": (holder.closest("figure").querySelector("figcaption") || {}).textContent || "Usage chart"
     });
-    [0, 0.5, 1].forEach(function (f) {
-      var y = top + plotH - f * plotH;
+    for (var tick = 0; tick <= axis.top; tick += axis.step) {
+      var y = top + plotH - tick / axis.top * plotH;
       svg.appendChild(el("line", { x1: left, x2: width - 8, y1: y, y2: y, "class": "chart-grid" }));
       svg.appendChild(el("text", { x: left - 6, y: y + 4, "text-anchor": "end", "class": "chart-axis" },
-        String(Math.round(f * max))));
-    });
-    var every = Math.ceil(rows.length / 12);
+        String(tick)));
+    }
+    var every = Math.ceil(rows.length / Math.max(2, Math.floor(plotW / 56)));
     rows.forEach(function (row, i) {
       var x = left + i * slot + (slot - 2 * bar) / 2;
       [0, 1].forEach(function (s) {
-        var h = series[s][i] / max * plotH;
+        var h = series[s][i] / axis.top * plotH;
         var rect = el("rect", { x: x + s * bar, y: top + plotH - h, width: bar, height: h,
                                 "class": s === 0 ? "chart-issued" : "chart-failed" });
         rect.appendChild(el("title", {}, labels[i] + ": " + series[s][i] + (s === 0 ? " issued" : " failed")));
@@ -89,6 +107,8 @@
                                      "text-anchor": "middle", "class": "chart-axis" }, labels[i]));
       }
     });
+    var old = holder.querySelector("svg");
+    if (old) { holder.replaceChild(svg, old); return; }  // a redraw at a new width
     holder.appendChild(svg);
     var legend = document.createElement("p");
     legend.className = "chart-legend";
@@ -96,6 +116,7 @@
                        '<span class="key key-failed"></span> Failed requests';
     holder.appendChild(legend);
     holder.setAttribute("data-rendered", "true");
+    holder.setAttribute("data-axis", String(axis.top) + "/" + String(axis.step));
 
     // The table stays available behind a toggle.
     var wrap = document.getElementById(table.id + "-wrap");
@@ -116,9 +137,40 @@
     }
   }
 
+  // A table box that scrolls sideways (on a phone) can be scrolled from the keyboard:
+  // it becomes a focusable region named after its table's caption.
+  function markScrollers() {
+    document.querySelectorAll(".table-scroll").forEach(function (box) {
+      var scrolls = box.scrollWidth > box.clientWidth + 1;
+      if (scrolls && !box.hasAttribute("tabindex")) {
+        var caption = box.querySelector("caption");
+        box.setAttribute("tabindex", "0");
+        box.setAttribute("role", "region");
+        box.setAttribute("aria-label", (caption && caption.textContent.trim()) || "Table");
+        box.setAttribute("data-scroller", "");
+      } else if (!scrolls && box.hasAttribute("data-scroller")) {
+        ["tabindex", "role", "aria-label", "data-scroller"].forEach(function (name) {
+          box.removeAttribute(name);
+        });
+      }
+    });
+  }
+
+  function drawCharts() {
+    document.querySelectorAll(".chart[data-chart-table]").forEach(drawChart);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     setUpCopyButtons();
     setUpConfirmations();
-    document.querySelectorAll(".chart[data-chart-table]").forEach(drawChart);
+    drawCharts();
+    markScrollers();
+    var lastWidth = window.innerWidth, pending = null;
+    window.addEventListener("resize", function () {
+      if (window.innerWidth === lastWidth) return;
+      lastWidth = window.innerWidth;
+      clearTimeout(pending);
+      pending = setTimeout(function () { drawCharts(); markScrollers(); }, 150);
+    });
   });
 })();

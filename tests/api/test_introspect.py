@@ -250,3 +250,34 @@ def test_other_orgs_introspection_is_recorded_without_the_token(client, session,
         select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED))
     assert event.org_id == other_org.id != org.id
     assert event.client_id is None and event.jti is None and event.reason == "inactive"
+
+
+def test_introspecting_a_revoked_token_records_the_token_client(client, session, org, acme,
+                                                                token):
+    c, secret = acme
+    caller, caller_secret = make_client(session, org, name="gateway")
+    tokens.revoke(session, tokens.get_record(session, org_id=org.id,
+                                             jti=claims_of(token)["jti"]), by="test")
+    session.commit()
+
+    assert introspect(client, token, basic(caller.client_id, caller_secret)).get_json() \
+        == INACTIVE
+    event = session.scalar(
+        select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED))
+    # The token is authentic (signed by its record's key), so its client is named.
+    assert event.reason == "inactive" and event.client_id == c.id
+    assert event.jti == claims_of(token)["jti"]
+    assert event.client_ref == f"client:{caller.client_id}"
+
+
+def test_a_forged_token_naming_a_real_jti_is_not_attributed(client, session, org, acme, token):
+    c, secret = acme
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    header = jwt.get_unverified_header(token)
+    forged = jwt.encode(claims_of(token), key, algorithm="RS256",
+                        headers={"kid": header["kid"], "typ": "at+jwt"})
+
+    assert introspect(client, forged, basic(c.client_id, secret)).get_json() == INACTIVE
+    event = session.scalar(
+        select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED))
+    assert event.reason == "inactive" and event.client_id is None and event.jti is None

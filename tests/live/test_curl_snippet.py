@@ -154,3 +154,21 @@ def test_call_snippet_calls_the_clients_own_api(created_page):
     command = snippet_text(created_page, "snippet-call")
 
     assert command == f'curl -s {API_URL} \\\n  -H "Authorization: Bearer $TOKEN"'
+
+
+@pytest.mark.skipif(CURL is None, reason="the curl binary is not installed")
+def test_getting_started_steps_get_a_token_from_the_live_server(live_url, created_page):
+    from portal.views.snippets import quickstart_snippets
+
+    client_id = html.unescape(
+        re.search(r'<input id="client-id"[^>]*value="([^"]+)"', created_page).group(1))
+    secret = html.unescape(
+        re.search(r'<input id="client-secret"[^>]*value="([^"]+)"', created_page).group(1))
+    credentials, token = quickstart_snippets(client_id)
+    assert token.command.endswith(f"{live_url}/oauth/token")
+
+    # Step 2 pasted with the secret in its place, then step 3, as a user would.
+    body = run_shell(credentials.command.replace("paste the secret here", secret)
+                     + "\n" + token.command)
+
+    assert body["token_type"] == "Bearer" and body["access_token"].count(".") == 2

@@ -177,8 +177,14 @@ class OrgObjects:
 
 @pytest.fixture
 def org_objects(app, session, org) -> OrgObjects:
+    """One of each object in ``org`` (see :func:`make_org_objects`)."""
+    return make_org_objects(session, org)
+
+
+def make_org_objects(session: Any, org: Any) -> OrgObjects:
     """One of each object in ``org`` (client, its API and a scope of it, secret, token,
-    API key, member, signing key, pending invitation)."""
+    API key, member, signing key, pending invitation); also used by the browser's walk
+    of every page (tests/browser/test_every_page.py)."""
     import jwt
     from sqlalchemy import select
 

@@ -171,7 +171,8 @@ def test_viewer_sees_the_list_without_create_buttons(viewer, session, org):
 def test_viewer_empty_state_has_no_create_action(viewer):
     page = viewer.get("/clients").get_data(as_text=True)
 
-    assert "No clients yet" in page and "Create a client" not in page
+    assert "No clients yet" in page and "/clients/new" not in page
+    assert "ask an owner or admin" in page
 
 
 def test_list_needs_sign_in(client):
@@ -479,3 +480,39 @@ def test_deployment_api_is_offered_to_every_org(owner, session):
     page = owner.get("/clients/new").get_data(as_text=True)
 
     assert f'<label for="grant-{shared.public_id}">Platform</label>' in page
+
+
+# -- getting started and the endpoints ------------------------------------------------------
+
+
+def test_a_new_org_gets_three_steps_ending_in_a_curl_for_this_server(owner):
+    page = html.unescape(owner.get("/clients").get_data(as_text=True))
+
+    assert "Get your first token in three steps" in page
+    assert [h for h in re.findall(r"<h3>([^<]+)</h3>", page)] == [
+        "Create a client", "Copy its secret", "Run this curl"]
+    assert "curl -s -u \"$CLIENT_ID:$CLIENT_SECRET\"" in page
+    assert "http://localhost/oauth/token" in page  # the configured issuer
+
+
+def test_the_steps_name_the_first_client_until_the_org_has_a_token(owner, session, org):
+    c, _secret = make_client(session, org, name="billing-sync")
+
+    before = html.unescape(owner.get("/clients").get_data(as_text=True))
+    issue(session, c)
+    after = owner.get("/clients").get_data(as_text=True)
+
+    assert "Get your first token in three steps" in before
+    assert f"export CLIENT_ID={c.client_id}" in before
+    assert "Get your first token" not in after
+
+
+def test_every_endpoint_url_has_a_copy_button(owner):
+    page = owner.get("/clients").get_data(as_text=True)
+
+    for name, path in [("token", "/oauth/token"), ("introspect", "/oauth/introspect"),
+                       ("revoke", "/oauth/revoke"), ("jwks", "/.well-known/jwks.json"),
+                       ("metadata", "/.well-known/oauth-authorization-server")]:
+        field = re.search(rf'<input id="endpoint-{name}"[^>]*>', page).group(0)
+        assert f'value="http://localhost{path}"' in field and "readonly" in field
+        assert f'data-copy="endpoint-{name}" hidden>Copy</button>' in page

@@ -29,8 +29,9 @@ def reports(session, org):
 
 
 def record(session, client, kind=UsageKind.TOKEN_ISSUED, *, ago=timedelta(minutes=5), **kwargs):
+    kwargs.setdefault("client_ref", client.client_id)
     event = usage.record_event(session, kind=kind, org_id=client.org_id, client_id=client.id,
-                               client_ref=client.client_id, now=utcnow() - ago, **kwargs)
+                               now=utcnow() - ago, **kwargs)
     session.commit()
     return event
 
@@ -118,7 +119,8 @@ def test_filter_by_period_and_dates(owner, session, billing):
     assert jtis(that_day) == ["jti-20-days"]
 
 
-def test_chart_buckets_by_hour_up_to_two_days_then_by_day(owner):
+def test_chart_buckets_by_hour_up_to_two_days_then_by_day(owner, session, billing):
+    record(session, billing)
     hourly = owner.get("/usage").get_data(as_text=True)
     daily = owner.get("/usage?period=7d").get_data(as_text=True)
     forced = owner.get("/usage?period=7d&bucket=hour").get_data(as_text=True)
@@ -198,10 +200,12 @@ def test_csv_has_a_header_row_and_one_row_per_event(owner, session, billing, org
     assert disposition.endswith(f'{today}.csv"')
     rows = csv_rows(response)
     assert rows[0] == ["occurred_at", "client_id", "client_name", "kind", "reason",
-                       "source_ip", "jti"]
-    assert rows[1] == [rows[1][0], billing.client_id, "billing", "token_issued", "", "", "jti-ok"]
+                       "source_ip", "jti", "scope", "audience", "caller", "caller_name"]
+    assert rows[1] == [rows[1][0], billing.client_id, "billing", "token_issued", "", "", "jti-ok",
+                       "", "", billing.client_id, "billing"]
     assert rows[2] == [event.occurred_at.isoformat().replace("+00:00", "Z"), billing.client_id,
-                       "billing", "token_failed", "invalid_scope: nope", "203.0.113.7", ""]
+                       "billing", "token_failed", "invalid_scope: nope", "203.0.113.7", "",
+                       "", "", billing.client_id, "billing"]
     assert len(rows) == 3
 
 
@@ -280,3 +284,47 @@ def test_csv_export_leaves_no_transaction_open(owner, session, billing):
         other.rollback()
     finally:
         other.close()
+
+
+# -- who each event names; totals of every kind; the empty chart ---------------------------
+
+
+def test_events_name_the_caller_and_the_token_client(owner, session, billing, reports):
+    record(session, billing, UsageKind.TOKEN_INTROSPECTED, client_ref=f"client:{reports.client_id}",
+           reason="active", jti="jti-theirs")
+    usage.record_event(session, kind=UsageKind.TOKEN_INTROSPECTED, org_id=billing.org_id,
+                       client_ref=f"client:{reports.client_id}", reason="inactive",
+                       now=utcnow() - timedelta(minutes=1))
+    session.commit()
+
+    page = owner.get(f"/usage?client={reports.client_id}").get_data(as_text=True)
+
+    cells = re.findall(r'<td class="usage-party">(.*?)</td>', page)
+    link = f'<a href="/clients/{reports.client_id}">reports</a>'
+    # newest first: the inactive one (caller named, token not recognised), then the active one
+    assert cells[:2] == [link, '<span class="muted">not recognised</span>']
+    assert cells[2:4] == [link, f'<a href="/clients/{billing.client_id}">billing</a>']
+    assert f"client:{reports.client_id}" not in page
+
+
+def test_totals_show_introspections_and_revocations(owner, session, billing):
+    record(session, billing)
+    record(session, billing, UsageKind.TOKEN_INTROSPECTED, client_ref=f"client:{billing.client_id}")
+    record(session, billing, UsageKind.TOKEN_INTROSPECTED, client_ref="api_key:abcd")
+    record(session, billing, UsageKind.TOKEN_REVOKED, client_ref="user:a@example.com")
+
+    page = owner.get("/usage").get_data(as_text=True)
+
+    assert 'id="total-issued">1<' in page and 'id="total-failed">0<' in page
+    assert 'id="total-introspected">2<' in page and 'id="total-revoked">1<' in page
+
+
+def test_a_chart_with_nothing_to_draw_says_so(owner, session, billing):
+    record(session, billing, UsageKind.TOKEN_INTROSPECTED)  # not charted
+
+    page = owner.get("/usage").get_data(as_text=True)
+    detail = owner.get(f"/clients/{billing.client_id}").get_data(as_text=True)
+
+    assert "No token requests in this period yet." in page
+    assert "No token requests in the last 24 hours yet." in detail
+    assert "data-chart-table" not in page + detail  # no empty axis to draw

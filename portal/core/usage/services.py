@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, insert, not_, or_, select
+from sqlalchemy import Select, String, and_, delete, func, insert, literal, not_, or_, select
 from sqlalchemy.orm import Session
 
+from portal.core.api_keys.models import ApiKey
 from portal.core.clients.models import Client
 from portal.core.db import table_of
+from portal.core.tokens.models import IssuedToken
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageHourly, UsageKind
 
@@ -127,6 +129,16 @@ def prune_events(session: Session, *, now: datetime | None = None, retention_day
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def has_issued_tokens(session: Session, *, org_id: int) -> bool:
+    """Whether the org has ever been issued a token (raw events or the pruned summary)."""
+    for model in (UsageEvent, UsageHourly):
+        found = session.scalar(select(model.id).where(
+            model.org_id == org_id, model.kind == UsageKind.TOKEN_ISSUED).limit(1))
+        if found is not None:
+            return True
+    return False
+
+
 # --- reading history back: counts per hour or day, for charts --------------------
 
 BUCKETS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
@@ -215,7 +227,58 @@ def series(
 #: Outcomes the history can be filtered by. A failed outcome is a refused token
 #: request, or an introspection that found the token inactive.
 OUTCOMES = ("ok", "failed")
-EXPORT_COLUMNS = ("occurred_at", "client_id", "client_name", "kind", "reason", "source_ip", "jti")
+#: The CSV's columns. ``client_id``/``client_name`` are the token's client (for a
+#: token request, the client that asked); ``caller``/``caller_name`` who made the
+#: request: a client, an API key (``api_key:<hint>``) or a portal user (``user:<email>``).
+EXPORT_COLUMNS = ("occurred_at", "client_id", "client_name", "kind", "reason", "source_ip", "jti",
+                  "scope", "audience", "caller", "caller_name")
+#: What introspection and revocation events keep in ``client_ref``: who called.
+CLIENT_CALLER = "client:"
+API_KEY_CALLER = "api_key:"
+USER_CALLER = "user:"
+#: Kinds whose ``client_ref`` names the caller rather than the token's client.
+CALLER_KINDS = (UsageKind.TOKEN_INTROSPECTED, UsageKind.TOKEN_REVOKED)
+
+
+@dataclass(frozen=True)
+class Party:
+    """Someone an event names: a client of the org, an API key, a portal user, or an id
+    that matched nothing (a token request with an unknown client id)."""
+
+    kind: str  # "client", "api_key", "user", "other"
+    ref: str  # the client's public id, "api_key:<hint>", "user:<email>" or what was sent
+    name: str = ""  # the client's or API key's name, when known
+
+    @property
+    def label(self) -> str:
+        return self.name or self.ref
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One event with the parties it names, read for people (the table and the CSV).
+
+    ``owner`` is the client the token belongs to (None when no token of the org
+    was recognised); ``caller`` who made the request. For a token request they are
+    the same client. ``scope`` and ``audience`` are the token's, space-separated.
+    """
+
+    event: UsageEvent
+    owner: Party | None
+    caller: Party | None
+    scope: str = ""
+    audience: str = ""
+
+
+def _involving(client_id: int) -> Any:
+    """Events of client ``client_id``: its token requests, any event about one of its
+    tokens, and the introspections and revocations it made itself (of any token)."""
+    public_id = select(Client.client_id).where(Client.id == client_id).scalar_subquery()
+    return or_(
+        UsageEvent.client_id == client_id,
+        and_(UsageEvent.kind.in_(CALLER_KINDS),
+             UsageEvent.client_ref == literal(CLIENT_CALLER, String) + public_id),
+    )
 
 
 def _failed_outcome() -> Any:
@@ -237,7 +300,7 @@ def _filtered(
 ) -> Select[*tuple[Any, ...]]:
     stmt = stmt.where(UsageEvent.org_id == org_id)
     if client_id is not None:
-        stmt = stmt.where(UsageEvent.client_id == client_id)
+        stmt = stmt.where(_involving(client_id))
     if kinds:
         stmt = stmt.where(UsageEvent.kind.in_(kinds))
     if outcome == "failed":
@@ -262,10 +325,96 @@ def events_query(
 ) -> Select[Any]:
     """The org's events matching the filters, newest first (``start`` <= time < ``end``).
 
-    ``outcome`` is ``"ok"`` or ``"failed"`` (see :data:`OUTCOMES`); None means both.
+    ``client_id`` keeps the events that involve that client, as the token's client
+    or as the caller (see :func:`_involving`). ``outcome`` is ``"ok"`` or
+    ``"failed"`` (see :data:`OUTCOMES`); None means both.
     """
     return _filtered(select(UsageEvent), org_id=org_id, client_id=client_id, kinds=kinds,
                      outcome=outcome, start=start, end=end)
+
+
+def totals(
+    session: Session,
+    *,
+    org_id: int,
+    start: datetime,
+    end: datetime,
+    client_id: int | None = None,
+) -> dict[UsageKind, int]:
+    """How many events of each kind from ``start`` to ``end``, for the org or for the
+    events involving one client (as :func:`events_query` selects them).
+
+    Counts the hourly summary of pruned events too, as :func:`series` does, so the
+    issued and failed totals are the sums of a chart that starts at ``start``.
+    """
+    found: Counter[UsageKind] = Counter()
+    raw = _filtered(select(UsageEvent.kind, func.count()), org_id=org_id, client_id=client_id,
+                    start=start, end=end).order_by(None).group_by(UsageEvent.kind)
+    summary = (select(UsageHourly.kind, func.sum(UsageHourly.count))
+               .where(UsageHourly.org_id == org_id, UsageHourly.hour >= start,
+                      UsageHourly.hour < end)
+               .group_by(UsageHourly.kind))
+    if client_id is not None:
+        summary = summary.where(UsageHourly.client_id == client_id)
+    for stmt in (raw, summary):
+        for kind, count in session.execute(stmt):
+            found[UsageKind(kind)] += int(count or 0)
+    return {kind: found[kind] for kind in UsageKind}
+
+
+def describe(session: Session, *, org_id: int, events: Sequence[UsageEvent]) -> list[EventRow]:
+    """Name the parties of ``events`` (all of org ``org_id``): a handful of queries for
+    the whole list, whatever its length, and nothing of another org."""
+    client_ids = {e.client_id for e in events if e.client_id is not None}
+    caller_ids = {e.client_ref[len(CLIENT_CALLER):] for e in events
+                  if e.kind in CALLER_KINDS and e.client_ref.startswith(CLIENT_CALLER)}
+    hints = {e.client_ref[len(API_KEY_CALLER):] for e in events
+             if e.kind in CALLER_KINDS and e.client_ref.startswith(API_KEY_CALLER)}
+    jtis = {e.jti for e in events if e.jti}
+    by_id: dict[int, Client] = {}
+    by_public: dict[str, Client] = {}
+    if client_ids or caller_ids:
+        for client in session.scalars(select(Client).where(
+                Client.org_id == org_id,
+                or_(Client.id.in_(client_ids), Client.client_id.in_(caller_ids)))):
+            by_id[client.id] = client
+            by_public[client.client_id] = client
+    key_names: dict[str, list[str]] = {}
+    if hints:
+        for hint, name in session.execute(select(ApiKey.hint, ApiKey.name).where(
+                ApiKey.org_id == org_id, ApiKey.hint.in_(hints))):
+            key_names.setdefault(hint, []).append(name)
+    tokens: dict[str, tuple[list[str], list[str]]] = {}
+    if jtis:
+        for jti, scopes, audience in session.execute(
+                select(IssuedToken.jti, IssuedToken.scopes, IssuedToken.audience).where(
+                    IssuedToken.org_id == org_id, IssuedToken.jti.in_(jtis))):
+            tokens[jti] = (list(scopes or []), list(audience or []))
+
+    def client_party(client: Client | None, ref: str) -> Party | None:
+        if client is not None:
+            return Party("client", client.client_id, client.name)
+        return Party("other", ref) if ref else None
+
+    rows: list[EventRow] = []
+    for e in events:
+        owner = by_id.get(e.client_id) if e.client_id is not None else None
+        ref = e.client_ref or ""
+        if e.kind not in CALLER_KINDS:
+            caller = client_party(owner, ref)  # a token request: the client asked for itself
+        elif ref.startswith(CLIENT_CALLER):
+            caller = client_party(by_public.get(ref[len(CLIENT_CALLER):]), ref[len(CLIENT_CALLER):])
+        elif ref.startswith(API_KEY_CALLER):
+            names = key_names.get(ref[len(API_KEY_CALLER):], [])
+            caller = Party("api_key", ref, names[0] if len(names) == 1 else "")
+        elif ref.startswith(USER_CALLER):
+            caller = Party("user", ref, ref[len(USER_CALLER):])
+        else:
+            caller = Party("other", ref) if ref else None
+        scopes, audience = tokens.get(e.jti or "", ([], []))
+        rows.append(EventRow(event=e, owner=client_party(owner, "") if owner else None,
+                             caller=caller, scope=" ".join(scopes), audience=" ".join(audience)))
+    return rows
 
 
 def export_rows(
@@ -279,21 +428,25 @@ def export_rows(
     end: datetime | None = None,
     limit: int | None = None,
     chunk: int = 1000,
-) -> Iterator[tuple[datetime, str, str, str, str, str, str]]:
+) -> Iterator[tuple[datetime, *tuple[str, ...]]]:
     """The filtered events as :data:`EXPORT_COLUMNS` values, newest first, fetched in chunks.
 
-    ``client_id`` is the client's public id, or what the caller presented when
-    no client matched. Rows are read ``chunk`` at a time (``yield_per``), so a
-    large export never holds the whole history in memory.
+    ``client_id`` is the token's client's public id; for a token request whose
+    client id matched no client, what the caller presented. Rows are read ``chunk``
+    at a time (``yield_per``) and named a chunk at a time (:func:`describe`); the
+    session's identity map holds its objects weakly, so a large export never holds
+    the whole history in memory.
     """
-    columns = select(UsageEvent.occurred_at, Client.client_id, Client.name, UsageEvent.client_ref,
-                     UsageEvent.kind, UsageEvent.reason, UsageEvent.source_ip, UsageEvent.jti)
-    stmt = _filtered(columns.outerjoin(Client, Client.id == UsageEvent.client_id),
-                     org_id=org_id, client_id=client_id, kinds=kinds, outcome=outcome,
-                     start=start, end=end)
+    stmt = _filtered(select(UsageEvent), org_id=org_id, client_id=client_id, kinds=kinds,
+                     outcome=outcome, start=start, end=end)
     if limit is not None:
         stmt = stmt.limit(limit)
-    result = session.execute(stmt.execution_options(yield_per=chunk))
-    for occurred_at, public_id, name, ref, kind, reason, source_ip, jti in result:
-        yield (occurred_at, public_id or ref or "", name or "", str(kind), reason or "",
-               source_ip or "", jti or "")
+    result = session.scalars(stmt.execution_options(yield_per=chunk))
+    for part in result.partitions(chunk):
+        for row in describe(session, org_id=org_id, events=part):
+            e = row.event
+            owner_ref = row.owner.ref if row.owner else (
+                "" if e.kind in CALLER_KINDS else e.client_ref or "")
+            yield (e.occurred_at, owner_ref, row.owner.name if row.owner else "", str(e.kind),
+                   e.reason or "", e.source_ip or "", e.jti or "", row.scope, row.audience,
+                   row.caller.ref if row.caller else "", row.caller.name if row.caller else "")
