@@ -69,11 +69,11 @@ def cli(binary: Path, root: Path, env: dict[str, str], *args: str) -> str:
 
 
 def measure_side(label: str, root: Path, backend: str, alg: str, args: argparse.Namespace,
-                 tmp: Path) -> dict[str, tuple[float, float | None, int]]:
+                 tmp: Path, round_no: int) -> dict[str, tuple[float, float | None, int]]:
     """Each endpoint's (req/s, CPU ms per request, unexpected answers) on one side."""
     binary = root / ".venv" / "bin" / "latchkey"
     port = run.free_port()
-    name = f"{label.replace(' ', '-')}-{backend}-{alg}"
+    name = f"{label.replace(' ', '-')}-{backend}-{alg}-{round_no}"  # a fresh database each
     found: dict[str, tuple[float, float | None, int]] = {}
     with run.database(backend, tmp, args, name) as url:
         env = run.bench_env(tmp, port, url)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 for alg in args.algs:
                     for n in range(args.rounds):
                         for label, root in (sides if n % 2 == 0 else sides[::-1]):
-                            measured = measure_side(label, root, backend, alg, args, Path(tmp))
+                            measured = measure_side(label, root, backend, alg, args, Path(tmp), n)
                             for key, figures in measured.items():
                                 rounds[(backend, alg, key, label)].append(figures)
         except run.BenchError as e:
