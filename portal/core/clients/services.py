@@ -251,6 +251,54 @@ def get_client(session: Session, *, org_id: int, client_id: str) -> Client:
     return client
 
 
+def regenerate_secret(
+    session: Session,
+    client: Client,
+    *,
+    expires_at: datetime | None = None,
+    actor: str,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> tuple[str, ClientSecret]:
+    """Replace every secret of the client with one new one (a lost secret's remedy);
+    returns it in plaintext, shown once. The others are revoked at once."""
+    now = now or utcnow()
+    if expires_at is not None and expires_at <= now:
+        raise ValidationFailed("the expiry must be in the future", field="expires_at")
+    revoked = [s for s in client.secrets if s.revoked_at is None]
+    for secret in revoked:
+        secret.revoked_at = now
+    plaintext, secret = _new_secret(session, client, expires_at=expires_at, now=now)
+    audit.record(
+        session,
+        org_id=client.org_id,
+        actor=actor,
+        action="client:secret:regenerated",
+        target_type="client",
+        target_id=client.client_id,
+        details={"secret_id": secret.id, "hint": secret.hint,
+                 "revoked": [s.hint for s in revoked]},
+        source_ip=source_ip,
+        now=now,
+    )
+    return plaintext, secret
+
+
+def clients_query(
+    *, org_id: int, kind: str | None = None, enabled: bool | None = None,
+    name: str | None = None,
+) -> Select[Any]:
+    """The org's clients, newest first; ``name`` matches part of the name, ignoring case."""
+    stmt = select(Client).where(Client.org_id == org_id)
+    if kind is not None:
+        stmt = stmt.where(Client.kind == ClientKind(kind))
+    if enabled is not None:
+        stmt = stmt.where(Client.enabled.is_(enabled))
+    if name:
+        stmt = stmt.where(func.lower(Client.name).contains(name.lower(), autoescape=True))
+    return stmt.order_by(Client.id.desc())
+
+
 def list_clients(session: Session, *, org_id: int) -> list[Client]:
     """The org's clients, newest first."""
     stmt = select(Client).where(Client.org_id == org_id).order_by(Client.id.desc())
