@@ -15,7 +15,7 @@ from flask_openapi3.models import Schema
 from flask_openapi3.utils import get_model_schema
 
 from api.v1.common import bp
-from api.v1.schemas import Problem
+from api.v1.schemas import EventPage, Problem
 
 SWAGGER_ASSETS = Path(flask_openapi3_swagger.__file__).parent / "templates" / "swagger"
 DESCRIPTION = (
@@ -29,10 +29,11 @@ DESCRIPTION = (
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route of the blueprint (built once)."""
     schemas = dict(bp.components_schemas)
-    problem_schema = get_model_schema(Problem, mode="serialization")
-    for name, value in problem_schema.pop("$defs", {}).items():
-        schemas[name] = Schema(**value)
-    schemas["Problem"] = Schema(**problem_schema)
+    for model in (Problem, EventPage):  # named by responses written as plain dicts
+        schema = get_model_schema(model, mode="serialization")
+        for name, value in schema.pop("$defs", {}).items():
+            schemas[name] = Schema(**value)
+        schemas[model.__name__] = Schema(**schema)
     spec = APISpec(
         openapi="3.1.0",
         info=Info(title="Latchkey management API", version="1", description=DESCRIPTION),

@@ -7,16 +7,34 @@ Every request model refuses unknown fields (``extra="forbid"``).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_LIMIT = 200
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Description = Annotated[str, Field(max_length=2000)]
 Ttl = Annotated[int, Field(ge=1, le=10_000_000)]
 Claims = dict[str, Any]
+
+
+ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}")
+
+
+def _iso_text(value: Any) -> Any:
+    """Times are RFC 3339 text only: pydantic would also read a number as Unix time."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not ISO_DATE_TIME.match(value):
+        raise ValueError("expected an RFC 3339 date-time with a time zone, e.g. "
+                         "2027-01-31T12:00:00Z")
+    return value
+
+
+#: An RFC 3339 date-time with its offset (``Z`` or ``+hh:mm``).
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
 class Request(BaseModel):
@@ -220,11 +238,11 @@ class SecretList(Out):
 
 
 class SecretCreate(Request):
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class SecretPatch(Request):
-    expires_at: AwareDatetime
+    expires_at: Timestamp
 
 
 class SecretPath(Request):
@@ -281,9 +299,9 @@ class TokenPath(Request):
 
 
 class UsageQuery(Request):
-    start: AwareDatetime | None = Field(None, description="Default: 24 hours (hour) or 30 "
+    start: Timestamp | None = Field(None, description="Default: 24 hours (hour) or 30 "
                                                           "days (day) before end.")
-    end: AwareDatetime | None = Field(None, description="Default: now.")
+    end: Timestamp | None = Field(None, description="Default: now.")
     bucket: Literal["hour", "day"] = "hour"
     client_id: str | None = Field(None, max_length=64)
 
@@ -302,8 +320,8 @@ class UsageSeries(Out):
 
 
 class EventQuery(PageQuery):
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    start: Timestamp | None = None
+    end: Timestamp | None = None
     client_id: str | None = Field(None, max_length=64)
     kind: Literal["token_issued", "token_failed", "token_introspected",
                   "token_revoked"] | None = None
@@ -331,8 +349,8 @@ class AuditQuery(PageQuery):
                                description="An action, or a prefix ending in ':'.")
     target_type: str | None = Field(None, max_length=32)
     target_id: str | None = Field(None, max_length=200)
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    start: Timestamp | None = None
+    end: Timestamp | None = None
 
 
 class AuditOut(Out):
