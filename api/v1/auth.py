@@ -43,6 +43,7 @@ def needed_role(method: str) -> ApiKeyRole:
 
 def authenticate() -> ResponseReturnValue | None:
     """``before_request`` of the blueprint: the caller's key in ``g.api_key``, or a refusal."""
+    g.pop("api_key", None)  # never a previous request's (an app context can outlive one)
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     header = request.headers.get("Authorization", "")
