@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from flask import Response, g
+
 from api.v1 import apis, clients, docs, history, keys  # noqa: F401 (they add the routes)
 from api.v1.auth import authenticate
 from api.v1.common import PREFIX, bp
@@ -16,13 +18,22 @@ from api.v1.problems import from_domain_error, from_validation_error, problem
 from portal.core.errors import LatchkeyError
 
 if TYPE_CHECKING:
-    from flask import Flask, Response
+    from flask import Flask
     from werkzeug.exceptions import HTTPException
 
 __all__ = ["PREFIX", "bp", "http_problem", "init_app", "wants_problem"]
 
 bp.before_request(authenticate)
-bp.register_error_handler(LatchkeyError, from_domain_error)
+
+
+@bp.errorhandler(LatchkeyError)
+def domain_error(e: LatchkeyError) -> Response:
+    """A refusal undoes whatever the service had flushed: nothing is half-written."""
+    session = g.get("db_session")
+    if session is not None:
+        session.rollback()
+    return from_domain_error(e)
+
 
 
 def wants_problem(path: str) -> bool:
