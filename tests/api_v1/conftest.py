@@ -61,3 +61,10 @@ def viewer(client, viewer_key) -> Caller:
 def new_client_body(**overrides: Any) -> dict[str, Any]:
     return {"name": "billing", "grants": [{"api": API_IDENTIFIER, "scopes": ["read"]}],
             **overrides}
+
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """SQLite: the API adds no SQL of its own beyond the services (tested on both backends)
+    and its pages; test_security.py walks every operation on PostgreSQL too."""
+    return sqlite_url

@@ -36,6 +36,13 @@ BODIES: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Both backends: the walk covers every operation, keyset pages included."""
+    return str(request.getfixturevalue(f"{'sqlite' if request.param == 'sqlite' else 'postgres'}"
+                                       "_url"))
+
+
 def operations(app) -> list[tuple[str, str, dict[str, Any]]]:
     document = app.test_client().get("/api/v1/openapi.json").get_json()
     return [(method.upper(), path, op) for path, item in document["paths"].items()
