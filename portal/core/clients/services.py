@@ -171,6 +171,11 @@ def _new_secret(
     return plaintext, secret
 
 
+def _check_expiry(expires_at: datetime | None, now: datetime) -> None:
+    if expires_at is not None and expires_at <= now:
+        raise ValidationFailed("the expiry must be in the future", field="expires_at")
+
+
 def add_secret(
     session: Session,
     client: Client,
@@ -187,8 +192,7 @@ def add_secret(
         raise SecretLimitReached(
             f"a client can have at most {limit} active secrets; revoke or expire one first"
         )
-    if expires_at is not None and expires_at <= now:
-        raise ValidationFailed("the expiry must be in the future", field="expires_at")
+    _check_expiry(expires_at, now)
     plaintext, secret = _new_secret(session, client, expires_at=expires_at, now=now)
     audit.record(
         session,
@@ -263,8 +267,7 @@ def regenerate_secret(
     """Replace every secret of the client with one new one (a lost secret's remedy);
     returns it in plaintext, shown once. The others are revoked at once."""
     now = now or utcnow()
-    if expires_at is not None and expires_at <= now:
-        raise ValidationFailed("the expiry must be in the future", field="expires_at")
+    _check_expiry(expires_at, now)
     revoked = [s for s in client.secrets if s.revoked_at is None]
     for secret in revoked:
         secret.revoked_at = now
@@ -469,8 +472,7 @@ def set_secret_expiry(
         # Moving the expiry of a dead secret would bring it back to life.
         raise ValidationFailed("only an active secret's expiry can be changed",
                                field="expires_at")
-    if expires_at <= now:
-        raise ValidationFailed("the expiry must be in the future", field="expires_at")
+    _check_expiry(expires_at, now)
     secret.expires_at = expires_at
     audit.record(
         session,
