@@ -105,3 +105,15 @@ def current_org() -> Organization:
     org = get_session().get(Organization, org_id())
     assert org is not None  # noqa: S101 (the key's org: the foreign key cascades)
     return org
+
+
+def refuse_nul() -> ResponseReturnValue | None:
+    """``before_request``: a NUL character anywhere in the path, the query or the body is
+    refused (400) before it can reach PostgreSQL, which cannot store one."""
+    body = request.get_data(cache=True)
+    if "\x00" in request.path or b"\x00" in request.query_string \
+            or b"%00" in request.query_string or b"\x00" in body \
+            or b"\\u0000" in body.lower():
+        return problem(400, code="validation_failed", detail="NUL characters are not allowed",
+                       errors=[{"field": "body", "message": "NUL characters are not allowed"}])
+    return None

@@ -132,3 +132,16 @@ def test_unknown_routes_and_methods_are_problems(client, admin):
     wrong = admin("PUT", "/clients")
     assert wrong.status_code == 405 and "GET" in wrong.headers["Allow"]
     assert wrong.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("GET", "/clients?name=a%00b", None),
+    ("GET", "/clients/lkc_%00", None),
+    ("DELETE", "/tokens/a%00b", None),
+    ("POST", "/clients", {"name": "a\u0000b", "grants": [{"api": "https://x.example"}]}),
+    ("GET", "/audit?actor=%00", None),
+])
+def test_nul_characters_are_400_on_every_backend(admin, method, path, body):
+    response = admin(method, path, body)
+    assert response.status_code == 400, response.get_json()
+    assert response.mimetype == "application/problem+json"
