@@ -118,7 +118,8 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_response(served)
                      "negative_data_rejection",
          "--generation-database", "none", "--seed", "15", "--no-shrink",
          "--request-timeout", "10"],
-        capture_output=True, text=True, timeout=180, check=False)
+        capture_output=True, text=True, timeout=180, check=False,
+        cwd=server.deployment.workdir)  # its cache directory goes there, not in the tree
     report = result.stdout[-6000:] + result.stderr[-2000:]
     assert result.returncode == 0, report + "\n" + tail(server.logs[-1])
     assert "Tested: 26" in result.stdout, report  # every operation of the document
