@@ -46,8 +46,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         db.engine_of(app).dispose()
     signing_keys.init_app(app)
 
-    from api import oauth_bp, wellknown_bp
+    from api import oauth_bp, v1_bp, wellknown_bp
     from api.oauth import init_app as init_protocol
+    from api.v1 import init_app as init_management_api
     from api.wellknown import init_app as init_wellknown
     from portal import cli as latchkey_cli
     from portal.views import bp as portal_bp
@@ -71,6 +72,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     extensions.csrf.exempt(wellknown_bp)
     app.register_blueprint(oauth_bp)
     app.register_blueprint(wellknown_bp)
+    extensions.csrf.exempt(v1_bp)  # Bearer API keys only, never the session cookie
+    init_management_api(app)
     app.register_blueprint(portal_bp)
     init_views(app)
     latchkey_cli.register(app)
@@ -183,9 +186,13 @@ def _wants_json() -> bool:
 
 
 def _register_error_handlers(app: Flask) -> None:
+    from api import v1 as management_api
+
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> ResponseReturnValue:
         code = e.code or 500
+        if management_api.wants_problem(request.path):
+            return management_api.http_problem(e)
         if _wants_json():
             oauth_codes = {413: "invalid_request", 405: "invalid_request", 404: "not_found"}
             body = {
@@ -207,6 +214,9 @@ def _register_error_handlers(app: Flask) -> None:
         if session is not None:
             session.rollback()  # teardown closes it; the error page may still read the user
         log.exception("unhandled error (request id %s)", request_id)
+        if management_api.wants_problem(request.path):
+            return management_api.problem(500, code="server_error",
+                                          detail=f"Internal error; request id {request_id}.")
         if _wants_json():
             response = jsonify(
                 {"error": "server_error",

@@ -202,6 +202,32 @@ def create_client(org_slug: str, name: str, scopes: str, audiences: tuple[str, .
         click.echo("(the secret is shown only now; store it safely)", err=True)
 
 
+@click.command("create-api-key")
+@click.option("--org", "org_slug", required=True, help="Slug of the org the key acts for.")
+@click.option("--name", required=True, help="What uses it, e.g. terraform-ci.")
+@click.option("--role", type=click.Choice(["introspect", "viewer", "admin"]),
+              default="introspect", show_default=True,
+              help="introspect: introspection and revocation; viewer: also every read of "
+                   "/api/v1; admin: also its changes.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"api_key": ...} only.')
+@domain_command
+def create_api_key(org_slug: str, name: str, role: str, as_json: bool) -> None:
+    """Create an org API key; it is printed once and never stored in plaintext."""
+    from portal.core.api_keys import services as api_keys
+    from portal.core.orgs import services as orgs
+
+    session = get_session()
+    org = orgs.get_org(session, org_slug)
+    plaintext, key = api_keys.create_api_key(session, org=org, name=name, role=role,
+                                             actor=ACTOR)
+    session.commit()
+    if as_json:
+        click.echo(json.dumps({"api_key": plaintext, "name": key.name, "role": key.role.value}))
+        return
+    click.echo(f"api_key: {plaintext}")
+    click.echo(f"(role {key.role.value}; the key is shown only now; store it safely)", err=True)
+
+
 def _api_json(api: Any) -> dict[str, Any]:
     return {"id": api.public_id, "identifier": api.identifier, "name": api.name,
             "org": api.org.slug if api.org is not None else None,
@@ -650,8 +676,9 @@ def seed_demo() -> None:
     )
 
 
-COMMANDS = [db_group, create_org, create_user, create_client, create_api, update_api, delete_api,
-            grant, check, rotate_signing_key, prune, serve, seed_demo, rotate_kek]
+COMMANDS = [db_group, create_org, create_user, create_client, create_api_key, create_api,
+            update_api, delete_api, grant, check, rotate_signing_key, prune, serve, seed_demo,
+            rotate_kek]
 
 
 def register(app: Flask) -> None:

@@ -63,6 +63,9 @@ class Defaults:
     # Rate limits (Flask-Limiter syntax). Failed client authentication is
     # counted per source address; successful requests are never counted.
     TOKEN_FAILURE_RATE_LIMIT = "60/minute"  # noqa: S105 (a limit)
+    # Requests per org API key to the management API (/api/v1), every worker counted
+    # together (the database's or Redis's counters): 429 with Retry-After past it.
+    API_RATE_LIMIT = "600/minute"
     RATELIMIT_ENABLED = True
     RATELIMIT_HEADERS_ENABLED = False
 

@@ -1,7 +1,7 @@
 """Domain errors, each with a stable ``code`` that the edges translate.
 
 The portal shows ``message`` as a form error or flash, ``/api/v1`` answers
-``{"error": {"code", "message"}}`` and the CLI prints it on one line.
+an RFC 9457 problem (``api.v1.problems``) and the CLI prints it on one line.
 """
 
 from __future__ import annotations

@@ -17,10 +17,12 @@ from wtforms import DateField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional
 
+from portal.core.errors import ValidationFailed
+from portal.core.usage import services as usage
 from portal.core.usage.models import UsageKind
 
-MAX_RANGE_DAYS = 400
-MAX_HOURLY_DAYS = 31  # beyond this an hourly chart has too many bars to read
+MAX_RANGE_DAYS = usage.MAX_RANGE_DAYS
+MAX_HOURLY_DAYS = usage.MAX_HOURLY_DAYS
 AUTO_HOURLY_DAYS = 2  # the automatic bucket is an hour up to two days, then a day
 EARLIEST_YEAR, LATEST_YEAR = 1970, 9000
 
@@ -125,15 +127,11 @@ class UsageFilterForm(DateRangeForm):
         if not valid:
             return False
         window = self.window(datetime.now(UTC))
-        days = (window.end - window.start) / timedelta(days=1)
-        if days > MAX_RANGE_DAYS:
-            self.end.errors = [*self.end.errors,
-                               f"Choose at most {MAX_RANGE_DAYS} days at a time."]
-            return False
-        if self.bucket.data == "hour" and days > MAX_HOURLY_DAYS:
-            self.bucket.errors = [*self.bucket.errors,
-                                  f"Hourly charts cover at most {MAX_HOURLY_DAYS} days; "
-                                  "choose Day for a longer range."]
+        try:
+            usage.check_window(window.start, window.end, window.bucket)
+        except ValidationFailed as e:
+            field = self.bucket if e.field == "bucket" else self.end
+            field.errors = [*field.errors, e.message]
             return False
         return True
 

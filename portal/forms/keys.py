@@ -28,5 +28,10 @@ class ApiKeyForm(FlaskForm):
 
     name = StringField("Name", validators=[
         InputRequired(message="Give the key a name, e.g. what uses it."), Length(max=200)])
+    role = SelectField("Role", default="introspect", choices=[
+        SelectChoice("introspect", "introspect: token introspection and revocation only"),
+        SelectChoice("viewer", "viewer: also every read of the management API"),
+        SelectChoice("admin", "admin: also every change of the management API"),
+    ])
     nonce = HiddenField()
 

@@ -15,6 +15,7 @@ from flask_login import login_required
 
 from portal.core import settings
 from portal.core.api_keys import services as api_keys
+from portal.core.api_keys.models import ApiKeyRole
 from portal.core.db import get_session
 from portal.core.errors import NotFound, ValidationFailed
 from portal.core.types import utcnow
@@ -32,7 +33,8 @@ def _render(form: ApiKeyForm, status: int = 200) -> ResponseReturnValue:
     if can_manage() and not form.nonce.data:
         form.nonce.data = issue_nonce(NEW_KEY_NONCE)
     keys = api_keys.list_api_keys(get_session(), org_id=current_org().id)
-    return render_template("portal/api_keys/index.html", form=form, keys=keys), status
+    return render_template("portal/api_keys/index.html", form=form, keys=keys,
+                           issuer=settings.issuer()), status
 
 
 def _introspect_snippet(plaintext: str) -> Snippet:
@@ -41,6 +43,13 @@ def _introspect_snippet(plaintext: str) -> Snippet:
                    f"curl -s {shlex.quote(url)} \\\n"
                    f"  -H {shlex.quote('Authorization: Bearer ' + plaintext)} \\\n"
                    '  -d token="$TOKEN"')
+
+
+def _management_snippet(plaintext: str) -> Snippet:
+    url = settings.issuer() + "/api/v1/clients"
+    return Snippet("snippet-management", "List your clients with this key",
+                   f"curl -s {shlex.quote(url)} \\\n"
+                   f"  -H {shlex.quote('Authorization: Bearer ' + plaintext)}")
 
 
 @bp.get("/api-keys", endpoint="api_keys")
@@ -62,17 +71,21 @@ def api_keys_create() -> ResponseReturnValue:
             return redirect(url_for("portal.api_keys"))
         try:
             plaintext, key = api_keys.create_api_key(
-                session, org=current_org(), name=form.name.data or "", actor=actor(),
+                session, org=current_org(), name=form.name.data or "",
+                role=form.role.data or "", actor=actor(),
                 source_ip=request_source_ip())
         except ValidationFailed as e:
             session.rollback()
-            form.name.errors = [*form.name.errors, sentence(e.message)]
+            field = form.role if e.field == "role" else form.name
+            field.errors = [*field.errors, sentence(e.message)]
             form.nonce.data = ""  # spent: _render issues a new one
         else:
             session.commit()
             return no_store(render_template("portal/api_keys/created.html", key=key,
                                             plaintext=plaintext,
-                                            snippet=_introspect_snippet(plaintext)))
+                                            snippet=(_introspect_snippet(plaintext)
+                                                     if key.role is ApiKeyRole.INTROSPECT
+                                                     else _management_snippet(plaintext))))
     return _render(form, status=400)
 
 

@@ -7,10 +7,7 @@ chunks so a long history does not sit in memory.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from flask import Response, render_template, request
@@ -23,15 +20,10 @@ from portal.core.clients.services import list_clients
 from portal.core.db import autocommit, get_session, new_session
 from portal.core.types import utcnow
 from portal.core.usage import services as usage
+from portal.core.usage.export import CSV_CHUNK, CSV_MAX_ROWS, csv_lines
 from portal.forms.history import UsageFilterForm, Window
 from portal.views import bp, current_org
 from portal.views.pagination import paginate
-
-#: The most rows one CSV export holds; a last row says when it stopped there.
-CSV_MAX_ROWS = 100_000
-CSV_CHUNK = 1000
-#: A cell starting with one of these is a formula to spreadsheet software.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _filters() -> tuple[UsageFilterForm, dict[str, Client]]:
@@ -80,31 +72,6 @@ def usage_history() -> ResponseReturnValue:
                            args=form.query_args(), chosen=clients.get(form.client.data or ""))
 
 
-def csv_cell(value: str) -> str:
-    """A cell that spreadsheet software shows as text, never runs as a formula (OWASP)."""
-    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
-
-
-def _csv_lines(rows: Iterator[tuple[datetime, *tuple[str, ...]]]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(usage.EXPORT_COLUMNS)
-    count = 0
-    for occurred_at, *cells in rows:
-        count += 1
-        if count > CSV_MAX_ROWS:
-            writer.writerow([f"# export stopped at {CSV_MAX_ROWS} rows: narrow the filters "
-                             "or the dates to get the rest"])
-            break
-        writer.writerow([occurred_at.isoformat().replace("+00:00", "Z"),
-                         *(csv_cell(c) for c in cells)])
-        if count % CSV_CHUNK == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
-
-
 @bp.get("/usage.csv", endpoint="usage_csv")
 @login_required
 def usage_csv() -> ResponseReturnValue:
@@ -126,8 +93,8 @@ def usage_csv() -> ResponseReturnValue:
     def body() -> Iterator[str]:
         try:
             autocommit(session)
-            yield from _csv_lines(usage.export_rows(session, **scope, limit=CSV_MAX_ROWS + 1,
-                                                    chunk=CSV_CHUNK))
+            yield from csv_lines(usage.export_rows(session, **scope, limit=CSV_MAX_ROWS + 1,
+                                                   chunk=CSV_CHUNK), max_rows=CSV_MAX_ROWS)
         finally:
             session.close()
 

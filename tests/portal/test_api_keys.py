@@ -180,3 +180,24 @@ def test_posts_without_csrf_token_are_refused(owner, session, org):
     assert key_count(session) == 1
     session.expire_all()
     assert session.get(ApiKey, key.id).revoked_at is None
+
+
+def test_create_picks_the_role_and_the_page_shows_it_with_a_curl_example(owner, session):
+    response = owner.form_post("/api-keys", {"name": "terraform", "role": "admin"})
+
+    assert response.status_code == 200
+    plaintext = shown_key(response)
+    page = html.unescape(response.get_data(as_text=True))
+    assert "/api/v1/clients" in page and f"Authorization: Bearer {plaintext}" in page
+    key = session.scalar(select(ApiKey))
+    assert key.role.value == "admin"
+    listing = owner.get("/api-keys").get_data(as_text=True)
+    assert '<span class="badge">admin</span>' in listing
+    assert 'id="api-key-curl"' in listing and "/api/v1/clients" in listing
+    assert 'href="/api/v1/docs"' in listing
+
+
+def test_an_unknown_role_is_a_form_error(owner, session):
+    response = owner.form_post("/api-keys", {"name": "x", "role": "owner"})
+    assert response.status_code == 400
+    assert key_count(session) == 0

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.core import crypto, settings
-from portal.core.api_keys.models import ApiKey
+from portal.core.api_keys.models import ApiKey, ApiKeyRole
 from portal.core.audit import services as audit
 from portal.core.errors import NotFound, ValidationFailed
 from portal.core.orgs.models import Organization
@@ -20,21 +20,28 @@ def create_api_key(
     *,
     org: Organization,
     name: str,
+    role: str = ApiKeyRole.INTROSPECT.value,
     actor: str,
     source_ip: str = "",
     now: datetime | None = None,
 ) -> tuple[str, ApiKey]:
-    """Create an API key for the org; returns it in plaintext (shown once) with its row."""
+    """Create an API key for the org; returns it in plaintext (shown once) with its row.
+
+    ``role``: ``introspect`` (introspection and revocation), ``viewer`` (also every
+    read of the management API) or ``admin`` (also its changes).
+    """
     now = now or utcnow()
     name = (name or "").strip()
     if not name or len(name) > 200:
         raise ValidationFailed("name is required (at most 200 characters)", field="name")
+    key_role = check_role(role)
     plaintext = crypto.new_secret(crypto.API_KEY_PREFIX)
     key = ApiKey(
         org_id=org.id,
         name=name,
         key_hash=crypto.hmac_digest(settings.hmac_key(), plaintext),
         hint=crypto.secret_hint(plaintext),
+        role=key_role,
         created_by=actor,
         created_at=now,
     )
@@ -42,8 +49,18 @@ def create_api_key(
     session.flush()
     audit.record(session, org_id=org.id, actor=actor, action="api_key:created",
                  target_type="api_key", target_id=str(key.id),
-                 details={"name": name, "hint": key.hint}, source_ip=source_ip, now=now)
+                 details={"name": name, "hint": key.hint, "role": key_role.value},
+                 source_ip=source_ip, now=now)
     return plaintext, key
+
+
+def check_role(role: str | None) -> ApiKeyRole:
+    """An API key role by name (``ValidationFailed`` on ``role`` otherwise)."""
+    try:
+        return ApiKeyRole(role or "")
+    except ValueError as e:
+        raise ValidationFailed(
+            "role must be one of " + ", ".join(r.value for r in ApiKeyRole), field="role") from e
 
 
 def authenticate_api_key(session: Session, presented: str) -> ApiKey | None:

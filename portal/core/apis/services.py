@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -173,6 +173,11 @@ def list_apis(session: Session, *, org_id: int) -> list[Api]:
     stmt = (select(Api).where(_visible_to(org_id))
             .order_by(Api.org_id.is_(None), func.lower(Api.name), Api.id))
     return list(session.scalars(stmt))
+
+
+def apis_query(*, org_id: int) -> Select[Any]:
+    """The APIs the org sees (its own and the deployment's), newest first."""
+    return select(Api).where(_visible_to(org_id)).order_by(Api.id.desc())
 
 
 def list_deployment_apis(session: Session) -> list[Api]:
@@ -414,6 +419,32 @@ def remove_scope(session: Session, api: Api, *, acting_org_id: int | None, scope
            details={"scope": scope.name, "clients": len(affected)})
     session.flush()
     return affected
+
+
+def set_scopes(session: Session, api: Api, *, acting_org_id: int | None,
+               scopes: Iterable[tuple[str, str]], actor: Actor,
+               now: datetime | None = None) -> bool:
+    """Make the API's scopes exactly ``scopes``: new ones added, descriptions updated,
+    missing ones removed (and from every grant, as :func:`remove_scope`). Returns whether
+    anything changed."""
+    _require_changeable(api, acting_org_id)
+    wanted = dict(_check_scopes(scopes))
+    changed = False
+    for scope in list(api.scopes):
+        if scope.name not in wanted:
+            remove_scope(session, api, acting_org_id=acting_org_id, scope_id=scope.id,
+                         actor=actor, now=now)
+            changed = True
+        elif wanted[scope.name] != scope.description:
+            changed |= update_scope(session, api, acting_org_id=acting_org_id,
+                                    scope_id=scope.id, description=wanted[scope.name],
+                                    actor=actor, now=now)
+    for name, description in wanted.items():
+        if name not in api.scope_names:
+            add_scope(session, api, acting_org_id=acting_org_id, name=name,
+                      description=description, actor=actor, now=now)
+            changed = True
+    return changed
 
 
 # -- grants -------------------------------------------------------------------------------

@@ -171,6 +171,11 @@ def _new_secret(
     return plaintext, secret
 
 
+def _check_expiry(expires_at: datetime | None, now: datetime) -> None:
+    if expires_at is not None and expires_at <= now:
+        raise ValidationFailed("the expiry must be in the future", field="expires_at")
+
+
 def add_secret(
     session: Session,
     client: Client,
@@ -187,8 +192,7 @@ def add_secret(
         raise SecretLimitReached(
             f"a client can have at most {limit} active secrets; revoke or expire one first"
         )
-    if expires_at is not None and expires_at <= now:
-        raise ValidationFailed("the expiry must be in the future", field="expires_at")
+    _check_expiry(expires_at, now)
     plaintext, secret = _new_secret(session, client, expires_at=expires_at, now=now)
     audit.record(
         session,
@@ -249,6 +253,53 @@ def get_client(session: Session, *, org_id: int, client_id: str) -> Client:
     if client is None:
         raise NotFound("no such client")
     return client
+
+
+def regenerate_secret(
+    session: Session,
+    client: Client,
+    *,
+    expires_at: datetime | None = None,
+    actor: str,
+    source_ip: str = "",
+    now: datetime | None = None,
+) -> tuple[str, ClientSecret]:
+    """Replace every secret of the client with one new one (a lost secret's remedy);
+    returns it in plaintext, shown once. The others are revoked at once."""
+    now = now or utcnow()
+    _check_expiry(expires_at, now)
+    revoked = [s for s in client.secrets if s.revoked_at is None]
+    for secret in revoked:
+        secret.revoked_at = now
+    plaintext, secret = _new_secret(session, client, expires_at=expires_at, now=now)
+    audit.record(
+        session,
+        org_id=client.org_id,
+        actor=actor,
+        action="client:secret:regenerated",
+        target_type="client",
+        target_id=client.client_id,
+        details={"secret_id": secret.id, "hint": secret.hint,
+                 "revoked": [s.hint for s in revoked]},
+        source_ip=source_ip,
+        now=now,
+    )
+    return plaintext, secret
+
+
+def clients_query(
+    *, org_id: int, kind: str | None = None, enabled: bool | None = None,
+    name: str | None = None,
+) -> Select[Any]:
+    """The org's clients, newest first; ``name`` matches part of the name, ignoring case."""
+    stmt = select(Client).where(Client.org_id == org_id)
+    if kind is not None:
+        stmt = stmt.where(Client.kind == ClientKind(kind))
+    if enabled is not None:
+        stmt = stmt.where(Client.enabled.is_(enabled))
+    if name:
+        stmt = stmt.where(func.lower(Client.name).contains(name.lower(), autoescape=True))
+    return stmt.order_by(Client.id.desc())
 
 
 def list_clients(session: Session, *, org_id: int) -> list[Client]:
@@ -421,8 +472,7 @@ def set_secret_expiry(
         # Moving the expiry of a dead secret would bring it back to life.
         raise ValidationFailed("only an active secret's expiry can be changed",
                                field="expires_at")
-    if expires_at <= now:
-        raise ValidationFailed("the expiry must be in the future", field="expires_at")
+    _check_expiry(expires_at, now)
     secret.expires_at = expires_at
     audit.record(
         session,

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from portal.core.api_keys.models import ApiKey
 from portal.core.clients.models import Client
 from portal.core.db import table_of
+from portal.core.errors import ValidationFailed
 from portal.core.tokens.models import IssuedToken
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageHourly, UsageKind
@@ -159,6 +160,21 @@ class Bucket:
     @property
     def failed(self) -> int:
         return self.counts.get(UsageKind.TOKEN_FAILED, 0)
+
+
+MAX_RANGE_DAYS = 400
+MAX_HOURLY_DAYS = 31  # beyond this an hourly chart has too many bars to read
+
+
+def check_window(start: datetime, end: datetime, bucket: str) -> None:
+    """A history window the portal and the API accept: at most :data:`MAX_RANGE_DAYS`,
+    and hourly buckets over at most :data:`MAX_HOURLY_DAYS`."""
+    days = (end - start) / timedelta(days=1)
+    if days > MAX_RANGE_DAYS:
+        raise ValidationFailed(f"Choose at most {MAX_RANGE_DAYS} days at a time.", field="end")
+    if bucket == "hour" and days > MAX_HOURLY_DAYS:
+        raise ValidationFailed(f"Hourly charts cover at most {MAX_HOURLY_DAYS} days; "
+                               "choose Day for a longer range.", field="bucket")
 
 
 def bucket_start(moment: datetime, bucket: str) -> datetime:
