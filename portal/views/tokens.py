@@ -111,8 +111,10 @@ def mint() -> ResponseReturnValue:
             session.rollback()
             if isinstance(e, Refused) and e.error in (INVALID_SCOPE, INVALID_TARGET):
                 picker.errors.append(sentence(e.message))
-            elif not (isinstance(e, ValidationFailed) and attach_error(form, e)):
-                form.form_errors.append(e.message)
+            elif isinstance(e, ValidationFailed):
+                attach_error(form, e)
+            else:
+                form.form_errors.append(sentence(e.message))
             form.nonce.data = issue_nonce(MINT_NONCE)  # the old one is spent
         else:
             session.commit()

@@ -38,8 +38,8 @@ def sign_in(portal: Portal, email: str, password: str = PASSWORD, **kwargs):
 def test_signin_page_labels_its_fields_and_hides_signup_when_off(client):
     html = client.get("/signin").get_data(as_text=True)
 
-    assert '<label for="email">Email</label>' in html
-    assert '<label for="password">Password</label>' in html
+    assert '<label for="email">Email <span class="required-mark">(required)</span></label>' in html
+    assert '<label for="password">Password <span class="required-mark">(required)</span></label>' in html
     assert 'autocomplete="current-password"' in html
     assert "/signup" not in html
 
@@ -115,7 +115,7 @@ def test_eleventh_attempt_for_one_account_in_a_minute_is_refused_even_with_the_p
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     html = response.get_data(as_text=True)
     assert "Too many sign-in attempts. Wait a minute, then try again." in html
-    assert '<label for="email">Email</label>' in html  # the form is still there
+    assert '<label for="email">Email <span class="required-mark">(required)</span></label>' in html  # the form is still there
     assert not signed_in(portal)
 
 
@@ -218,7 +218,7 @@ class TestSignUp:
 
         for name, label in [("org_name", "Organisation name"), ("email", "Your email"),
                             ("password", "Password"), ("confirm", "Confirm password")]:
-            assert f'<label for="{name}">{label}</label>' in html
+            assert f'<label for="{name}">{label} <span class="required-mark">(required)</span></label>' in html
 
     def test_creates_the_org_and_its_owner_and_signs_in(self, app, session):
         portal = fresh(app)

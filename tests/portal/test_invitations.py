@@ -76,7 +76,7 @@ def test_the_page_offers_both_ways_and_says_nothing_about_the_email(app, session
         assert f"Join {org.name}" in html and email in html
         assert "Sign in to accept" in html
         assert "Create account and join" in html
-        assert '<label for="password">Password</label>' in html
+        assert '<label for="password">Password <span class="required-mark">(required)</span></label>' in html
 
 
 @pytest.mark.parametrize("query", [

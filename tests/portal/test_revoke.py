@@ -48,7 +48,7 @@ def field_error(response) -> str:
 def test_page_has_a_labelled_field(owner):
     page = owner.get("/tokens/revoke").get_data(as_text=True)
 
-    assert '<label for="token">Access token or jti</label>' in page
+    assert '<label for="token">Access token or jti <span class="required-mark">(required)</span></label>' in page
     assert "Revoke token" in page
 
 
