@@ -22,7 +22,7 @@ from portal.core.clients.models import Client
 from portal.core.db import get_session
 from portal.core.errors import LatchkeyError, ValidationFailed
 from portal.core.tokens import services as tokens
-from portal.core.tokens.exchange import INVALID_SCOPE, INVALID_TARGET, Refused, TokenRequest
+from portal.core.tokens.exchange import TokenRequest
 from portal.core.tokens.models import TokenSource
 from portal.core.types import utcnow
 from portal.forms import attach_error, sentence
@@ -93,7 +93,19 @@ def mint() -> ResponseReturnValue:
         return _render_form(form, clients, client, picker)
 
     picker.read(request.form)
-    if form.validate_on_submit():
+    if not form.validate_on_submit():
+        # The form's own errors, and in the same round the rules' about what it could read.
+        asked = TokenRequest(
+            scopes=tuple(picker.scopes() or ()) or None,
+            audiences=tuple(picker.audiences() or ()) or None,
+            ttl=form.ttl.data if not form.ttl.errors else None,
+            extra_claims=(form.claims() or None) if not form.custom_claims.errors else None)
+        try:
+            tokens.check_mint(session, org_id=current_org().id,
+                              client_public_id=client.client_id, wanted=asked)
+        except ValidationFailed as e:
+            _mint_errors(form, picker, e)
+    else:
         if not consume_nonce(MINT_NONCE, form.nonce.data):
             flash(ALREADY_MINTED, "warning")
             return redirect(url_for("portal.mint", client=client.client_id))
@@ -109,10 +121,8 @@ def mint() -> ResponseReturnValue:
                                  actor=Actor(actor(), request_source_ip()))
         except LatchkeyError as e:
             session.rollback()
-            if isinstance(e, Refused) and e.error in (INVALID_SCOPE, INVALID_TARGET):
-                picker.errors.append(sentence(e.message))
-            elif isinstance(e, ValidationFailed):
-                attach_error(form, e)
+            if isinstance(e, ValidationFailed):
+                _mint_errors(form, picker, e)
             else:
                 form.form_errors.append(sentence(e.message))
             form.nonce.data = issue_nonce(MINT_NONCE)  # the old one is spent
@@ -120,6 +130,11 @@ def mint() -> ResponseReturnValue:
             session.commit()
             return no_store(_render_minted(client, issued))
     return _render_form(form, clients, client, picker, status=400)
+
+
+def _mint_errors(form: MintForm, picker: AudiencePicker, error: ValidationFailed) -> None:
+    """The token service's refusals, each next to its field (APIs and scopes: the picker)."""
+    attach_error(form, error, elsewhere={"audience": picker.errors, "scope": picker.errors})
 
 
 def _render_minted(client: Client, issued: tokens.Issued) -> str:
