@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from datetime import UTC, datetime
 
 import jwt
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -151,6 +152,11 @@ def _render_minted(client: Client, issued: tokens.Issued) -> str:
         expires_in=issued.expires_in,
         header_json=json.dumps(jwt.get_unverified_header(token), indent=2),
         claims_json=json.dumps(issued.claims, indent=2),
+        claims=issued.claims,
+        # exp / iat / nbf are seconds since 1970: shown beside them as UTC times.
+        timestamps={name: datetime.fromtimestamp(issued.claims[name], UTC)
+                    for name in ("exp", "iat", "nbf")
+                    if isinstance(issued.claims.get(name), int)},
         snippets=snippets,
     )
 

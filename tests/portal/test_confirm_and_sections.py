@@ -16,6 +16,7 @@ from portal.core.tokens.models import IssuedToken
 from portal.core.types import utcnow
 from portal.core.users.models import Membership
 from tests.factories import issue, make_api_key, make_client, make_user
+from tests.portal.conftest import hidden_fields
 
 
 def confirmation_form(page: str, action: str) -> str:
@@ -186,3 +187,30 @@ def test_api_keys_page_promises_only_what_ships(owner, session, org):
     assert "management API" not in page
     assert "introspect" in page
     assert session.scalar(select(ApiKey.id)) is not None
+
+
+def test_mint_note_about_empty_choices_only_when_something_starts_unticked(owner, session, org):
+    one, _ = make_client(session, org, name="one api")
+    two, _ = make_client(session, org, name="two apis",
+                         audiences=["https://a.example.test", "https://b.example.test"])
+
+    single = owner.get(f"/tokens/mint?client={one.client_id}").get_data(as_text=True)
+    double = owner.get(f"/tokens/mint?client={two.client_id}").get_data(as_text=True)
+
+    assert "no scope ticked" not in single
+    assert "Every granted API and scope is ticked" in single
+    assert "no scope ticked on a ticked API: every scope granted there" in double
+
+
+def test_minted_token_shows_exp_iat_nbf_as_utc_times(owner, session, org):
+    c, _ = make_client(session, org)
+    page = owner.get(f"/tokens/mint?client={c.client_id}").get_data(as_text=True)
+    grant = c.grants[0]
+
+    minted = owner.http.post("/tokens/mint", data={
+        **hidden_fields(page), "audience": [grant.api.identifier], "ttl": "600",
+        "custom_claims": ""}).get_data(as_text=True)
+
+    for name in ("iat", "nbf", "exp"):
+        assert re.search(rf"<dt><code>{name}</code> \d{{10}}</dt><dd>[a-z ]+ <time "
+                         rf"datetime=\"[^\"]+\">\d{{4}}-\d\d-\d\d \d\d:\d\d UTC</time>", minted)
