@@ -20,10 +20,6 @@ from tests.factories import PASSWORD, make_org, make_user
 CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
-#: What the label of a required field ends with (templates/portal/_macros.html ``label_of``).
-REQUIRED = ' <span class="required-mark">(required)</span>'
-
-
 def csrf_token(html: str) -> str:
     match = CSRF_INPUT.search(html)
     assert match, "the page has no CSRF token"

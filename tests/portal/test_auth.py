@@ -13,7 +13,7 @@ from portal.core.audit.models import AuditEntry
 from portal.core.orgs.models import Organization
 from portal.core.users.models import Membership, Role, User
 from tests.factories import PASSWORD, make_org, make_user
-from tests.portal.conftest import REQUIRED, Portal, csrf_token
+from tests.portal.conftest import Portal, csrf_token
 
 
 def fresh(app) -> Portal:
@@ -38,8 +38,8 @@ def sign_in(portal: Portal, email: str, password: str = PASSWORD, **kwargs):
 def test_signin_page_labels_its_fields_and_hides_signup_when_off(client):
     html = client.get("/signin").get_data(as_text=True)
 
-    assert f'<label for="email">Email{REQUIRED}</label>' in html
-    assert f'<label for="password">Password{REQUIRED}</label>' in html
+    assert '<label for="email">Email</label>' in html
+    assert '<label for="password">Password</label>' in html
     assert 'autocomplete="current-password"' in html
     assert "/signup" not in html
 
@@ -115,7 +115,7 @@ def test_eleventh_attempt_for_one_account_in_a_minute_is_refused_even_with_the_p
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     html = response.get_data(as_text=True)
     assert "Too many sign-in attempts. Wait a minute, then try again." in html
-    assert f'<label for="email">Email{REQUIRED}</label>' in html  # the form is still there
+    assert '<label for="email">Email</label>' in html  # the form is still there
     assert not signed_in(portal)
 
 
@@ -218,7 +218,7 @@ class TestSignUp:
 
         for name, label in [("org_name", "Organisation name"), ("email", "Your email"),
                             ("password", "Password"), ("confirm", "Confirm password")]:
-            assert f'<label for="{name}">{label}{REQUIRED}</label>' in html
+            assert f'<label for="{name}">{label}</label>' in html
 
     def test_creates_the_org_and_its_owner_and_signs_in(self, app, session):
         portal = fresh(app)
