@@ -62,7 +62,7 @@ class FormReader(HTMLParser):
         a = dict(attrs)
         if tag == "form":
             target = a.get("action") or self.page  # no action: the page's own URL
-            self.inside = target.split("#")[0] == self.action and a.get("method") == "post"
+            self.inside = target == self.action and a.get("method") == "post"
         if not self.inside:
             return
         name = a.get("name")

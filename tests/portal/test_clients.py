@@ -42,8 +42,7 @@ class _HiddenInputs(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         if tag == "form":
-            # The action may carry the section to land on (…/secrets#secrets).
-            self.inside = (a.get("action") or "").split("#")[0] == self.action
+            self.inside = a.get("action") == self.action
         elif tag == "input" and self.inside and a.get("type") == "hidden" and a.get("name"):
             self.fields[a["name"]] = a.get("value") or ""
 

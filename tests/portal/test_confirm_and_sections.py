@@ -138,7 +138,7 @@ def test_a_past_expiry_keeps_the_date_typed_and_lands_at_secrets(owner, session,
     assert response.status_code == 400
     page = response.get_data(as_text=True)
     assert 'value="2001-01-01T10:00"' in page
-    assert f'action="/clients/{c.client_id}/secrets#secrets"' in page
+    assert '<div class="error-summary" id="secrets-errors" tabindex="-1" autofocus' in page
     assert '<a href="#new-secret-expiry">Expires: The expiry must be in the future.</a>' in page
 
 
