@@ -2,6 +2,7 @@
 // - an error summary (data-error-summary) takes focus when the page loads, for
 //   browsers that ignore autofocus on a non-input, and its links move focus to
 //   the field they name;
+// - the client form's "Acts for" field shows only for a user client;
 // - a destructive action (a form with data-confirm-post) asks with a dialog and
 //   posts at once; without JavaScript the same button opens the confirmation page.
 (function () {
@@ -49,9 +50,23 @@
     });
   }
 
+  // The client form's "Acts for" shows only while Kind is User.
+  function setUpActsFor() {
+    var field = document.querySelector(".acts-for");
+    var kinds = document.querySelectorAll("input[name='kind']");
+    if (!field || !kinds.length) return;
+    var sync = function () {
+      var chosen = document.querySelector("input[name='kind']:checked");
+      field.hidden = !(chosen && chosen.value === "user");
+    };
+    kinds.forEach(function (radio) { radio.addEventListener("change", sync); });
+    sync();
+  }
+
   function start() {
     setUpErrorSummary();
     setUpConfirmPosts();
+    setUpActsFor();
   }
 
   if (document.readyState === "loading") {

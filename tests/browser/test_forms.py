@@ -72,6 +72,15 @@ def test_new_client_shows_every_error_at_once(contexts, live_server, owner, scre
     sign_in(page, live_server, owner.email)
     page.goto(live_server + "/clients/new")
     expect(page.get_by_label("Name", exact=True)).to_have_attribute("aria-required", "true")
+    acts_for = page.get_by_label("Acts for (user clients only)")
+    if javascript:  # shown only while Kind is User
+        expect(acts_for).to_be_hidden()
+        page.get_by_label(re.compile("^User")).check()
+        expect(acts_for).to_be_visible()
+        page.get_by_label(re.compile("^Organisation")).check()
+        expect(acts_for).to_be_hidden()
+    else:
+        expect(acts_for).to_be_visible()
     page.get_by_label("Description").fill("kept as typed")
     page.get_by_label("Token lifetime (seconds)").fill("99999999")
     page.get_by_label("Custom claims (JSON object)").fill('{"iss": "me"}')
