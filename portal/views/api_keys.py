@@ -93,7 +93,7 @@ def _confirm_revoke(key_id: int) -> Confirmation:
 @login_required
 @confirm_first(_confirm_revoke, allowed=can_manage)
 def api_keys_revoke(key_id: int) -> ResponseReturnValue:
-    """Revoke an API key: token introspection refuses it from now on."""
+    """Revoke an API key: introspection and revocation refuse it from now on."""
     session = get_session()
     now = utcnow()
     try:
