@@ -6,7 +6,12 @@ an RFC 9457 problem (``api.v1.problems``) and the CLI prints it on one line.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class LatchkeyError(Exception):
@@ -25,14 +30,67 @@ class NotFound(LatchkeyError):
     http_status = 404
 
 
+@dataclass(frozen=True)
+class FieldError:
+    """One broken rule: the input it is about (None: the whole request) and what is wrong."""
+
+    field: str | None
+    message: str
+
+
 class ValidationFailed(LatchkeyError):
-    """Input that breaks a rule; ``field`` names the input when there is one."""
+    """Input that breaks one rule or several; ``field`` names the (first) input.
+
+    ``errors`` lists every broken rule: a service that checks several inputs
+    collects them all (:class:`Checks`) so the portal shows every error at once
+    and the CLI prints every message.
+    """
 
     code = "validation_failed"
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None,
+                 errors: Iterable[FieldError] | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.errors: list[FieldError] = list(errors) if errors else [FieldError(field, message)]
+
+    @classmethod
+    def of(cls, errors: list[FieldError]) -> ValidationFailed:
+        """Several broken rules as one error; its message joins theirs."""
+        return cls("; ".join(e.message for e in errors), field=errors[0].field, errors=errors)
+
+
+class Checks:
+    """Run every check of a request and raise all their failures together.
+
+    ``value = checks.run(check_name, name)`` returns the check's result, or None
+    when it failed (the failure is kept); ``checks.done()`` raises them: the one
+    failure as it was raised (its subclass and ``code`` kept), several as one
+    :class:`ValidationFailed` whose ``errors`` lists each.
+    """
+
+    def __init__(self) -> None:
+        self.failures: list[ValidationFailed] = []
+
+    def run(self, check: Callable[..., T], *args: object, **kwargs: object) -> T | None:
+        try:
+            return check(*args, **kwargs)
+        except ValidationFailed as e:
+            self.failures.append(e)
+            return None
+
+    def add(self, failure: ValidationFailed) -> None:
+        self.failures.append(failure)
+
+    def failed(self, field: str) -> bool:
+        """True when a check about ``field`` failed already."""
+        return any(e.field == field for f in self.failures for e in f.errors)
+
+    def done(self) -> None:
+        if len(self.failures) == 1:
+            raise self.failures[0]
+        if self.failures:
+            raise ValidationFailed.of([e for f in self.failures for e in f.errors])
 
 
 class ReservedClaim(ValidationFailed):

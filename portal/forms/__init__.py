@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flask_wtf import FlaskForm
 from wtforms import HiddenField
 
@@ -23,11 +25,32 @@ def sentence(message: str) -> str:
     return message if message.endswith((".", "!", "?")) else message + "."
 
 
-def attach_error(form: FlaskForm, error: ValidationFailed) -> bool:
-    """Show a domain error next to the field it names; False when the form has no such field."""
-    name = error.field or ""
-    field = form._fields.get(name) or form._fields.get(FIELD_ALIASES.get(name, ""))
-    if field is None or isinstance(field, HiddenField):
-        return False
-    field.errors = [*field.errors, sentence(error.message)]
-    return True
+def attach_error(form: FlaskForm, error: ValidationFailed,
+                 elsewhere: Mapping[str, list[str]] | None = None) -> bool:
+    """Show each of a domain error's failures next to the field it names.
+
+    ``elsewhere`` maps names that are not fields of ``form`` (a picker's
+    ``grants``) to the error list that shows them. A failure with no place goes
+    to ``form.form_errors`` (shown in the error summary). A field that already
+    shows the same message does not get it twice. True when every failure
+    found a field.
+    """
+    placed_all = True
+    for failure in error.errors:
+        message = sentence(failure.message)
+        name = failure.field or ""
+        target: list[str] | None = None
+        if elsewhere is not None and name in elsewhere:
+            target = elsewhere[name]
+        else:
+            field = form._fields.get(name) or form._fields.get(FIELD_ALIASES.get(name, ""))
+            if field is not None and not isinstance(field, HiddenField):
+                if not isinstance(field.errors, list):
+                    field.errors = list(field.errors)
+                target = field.errors
+        if target is None:
+            placed_all = False
+            target = form.form_errors
+        if message not in target:
+            target.append(message)
+    return placed_all

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, abort, redirect, request, session, url_for
+from flask import Blueprint, Flask, abort, flash, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
@@ -121,6 +121,20 @@ def end_read() -> None:
     db = get_session()
     if db.in_transaction():
         db.commit()
+
+
+def flash_at(message: str, category: str, section: str) -> None:
+    """Flash a message meant for one section of a long page (shown there, not at the top).
+
+    The page lists the sections that show their messages in ``flash_sections``;
+    on any other page the message shows at the top as usual.
+    """
+    flash(message, f"{category}#{section}")
+
+
+def redirect_to_section(url: str, section: str) -> ResponseReturnValue:
+    """Back to the section of a long page that was acted on (its id is ``section``)."""
+    return redirect(f"{url}#{section}")
 
 
 def no_store(response: ResponseReturnValue) -> Any:

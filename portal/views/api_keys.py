@@ -23,6 +23,7 @@ from portal.forms import sentence
 from portal.forms.keys import ApiKeyForm
 from portal.views import actor, bp, can_manage, consume_nonce, current_org, issue_nonce, no_store
 from portal.views import source_ip as request_source_ip
+from portal.views.confirm import Confirmation, confirm_first
 from portal.views.snippets import Snippet
 
 NEW_KEY_NONCE = "api_key:new"
@@ -89,10 +90,23 @@ def api_keys_create() -> ResponseReturnValue:
     return _render(form, status=400)
 
 
-@bp.post("/api-keys/<int:key_id>/revoke", endpoint="api_keys_revoke")
+def _confirm_revoke(key_id: int) -> Confirmation:
+    key = next((k for k in api_keys.list_api_keys(get_session(), org_id=current_org().id)
+                if k.id == key_id), None)
+    if key is None:
+        abort(404)
+    return Confirmation(
+        title=f"Revoke API key {key.name} (…{key.hint})?",
+        consequence="Anything using it is refused from now on. This cannot be undone: "
+                    "create a new key to replace it.",
+        button="Revoke API key", back=url_for("portal.api_keys"))
+
+
+@bp.route("/api-keys/<int:key_id>/revoke", methods=["GET", "POST"], endpoint="api_keys_revoke")
 @login_required
+@confirm_first(_confirm_revoke, allowed=can_manage)
 def api_keys_revoke(key_id: int) -> ResponseReturnValue:
-    """Revoke an API key: the management API and introspection refuse it from now on."""
+    """Revoke an API key: introspection and revocation refuse it from now on."""
     session = get_session()
     now = utcnow()
     try:

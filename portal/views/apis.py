@@ -53,8 +53,7 @@ def _detail_url(api: Api) -> str:
 
 
 def _form_error(form: FlaskForm, error: ValidationFailed) -> None:
-    if not attach_error(form, error):
-        form.form_errors.append(sentence(error.message))
+    attach_error(form, error)
 
 
 @bp.get("/apis", endpoint="apis")

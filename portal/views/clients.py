@@ -14,6 +14,7 @@ from datetime import timedelta
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
+from wtforms import Field
 from wtforms.fields.choices import SelectChoice
 
 from portal.core import settings
@@ -27,6 +28,7 @@ from portal.core.tokens import services as tokens
 from portal.core.types import utcnow
 from portal.core.usage import services as usage
 from portal.core.users import services as users
+from portal.core.users.models import User
 from portal.forms import attach_error, sentence
 from portal.forms.apis import GrantPicker
 from portal.forms.clients import (
@@ -35,6 +37,7 @@ from portal.forms.clients import (
     ClientSettingsForm,
     DeleteClientForm,
     NewClientForm,
+    parse_claims,
     parse_expiry,
 )
 from portal.views import (
@@ -43,10 +46,13 @@ from portal.views import (
     can_manage,
     consume_nonce,
     current_org,
+    flash_at,
     issue_nonce,
     no_store,
+    redirect_to_section,
     source_ip,
 )
+from portal.views.confirm import Confirmation, confirm_first
 from portal.views.pagination import paginate
 from portal.views.snippets import (
     export_token_snippet,
@@ -97,11 +103,36 @@ def _picker() -> GrantPicker:
 
 
 def _domain_error(form: ClientSettingsForm, picker: GrantPicker, error: ValidationFailed) -> None:
-    """A service's error, next to its field (grants: on the picker)."""
-    if error.field in ("grants", "default_api"):
-        picker.errors.append(sentence(error.message))
-    elif not attach_error(form, error):
-        form.form_errors.append(sentence(error.message))
+    """A service's errors, each next to its field (grants: on the picker)."""
+    attach_error(form, error, elsewhere={"grants": picker.errors, "default_api": picker.errors})
+
+
+def _rule_errors(form: ClientSettingsForm, picker: GrantPicker, *,
+                 client: Client | None = None, kind: str | None = None,
+                 user: User | None = None) -> None:
+    """A form that failed its own checks also shows the service's rules, in the same round.
+
+    Only what could be read is checked (a TTL that is not a number is not
+    checked against its bounds); the rules are the service's
+    (``check_client_settings``), the same ones create and update apply.
+    """
+    def readable(field: Field) -> bool:
+        return not field.errors
+
+    try:
+        clients.check_client_settings(
+            get_session(), org=current_org(), client=client,
+            name=form.name.data if readable(form.name) else None,
+            ttl=form.ttl.data if readable(form.ttl) else None,
+            custom_claims=(parse_claims(form.custom_claims.data)
+                           if readable(form.custom_claims) else None),
+            auth_methods=list(form.auth_methods.data or []) if readable(form.auth_methods)
+            else None,
+            grants=None if picker.errors else picker.grants(),
+            default_api=None if picker.errors else picker.default_api(),
+            kind=kind, user=user)
+    except ValidationFailed as e:
+        _domain_error(form, picker, e)
 
 
 def _show_secret(client: Client, plaintext: str, *, secret: ClientSecret | None,
@@ -156,8 +187,14 @@ def clients_new() -> ResponseReturnValue:
         form.nonce.data = issue_nonce(NEW_CLIENT_NONCE)
     else:
         picker.read(request.form)
-    # Every error at once: the form's and the picker's.
-    if request.method == "POST" and (form.validate_on_submit() & picker.check()):
+    # Every error at once: the form's, the picker's and the service's rules.
+    valid = request.method == "POST" and (form.validate_on_submit() & picker.check())
+    if request.method == "POST" and not valid:
+        kind = "" if form.kind.errors else (form.kind.data or "")
+        chosen = members.get(form.user.data or "") if kind == ClientKind.USER.value else None
+        _rule_errors(form, picker, kind=kind or None,
+                     user=chosen.user if chosen else None)
+    if valid:
         if not consume_nonce(NEW_CLIENT_NONCE, form.nonce.data):
             flash(ALREADY_SUBMITTED, "warning")
             return redirect(url_for("portal.clients"))
@@ -188,7 +225,9 @@ def clients_new() -> ResponseReturnValue:
 
 def _render_detail(client: Client, *, status: int = 200,
                    expiry_errors: dict[int, str] | None = None,
-                   add_error: str | None = None) -> ResponseReturnValue:
+                   add_error: str | None = None,
+                   typed: str = "") -> ResponseReturnValue:
+    """The client page; after a refused secret change, with the error and what was typed."""
     session = get_session()
     now = utcnow()
     token_page = paginate(session, tokens.active_tokens_query(client=client, now=now),
@@ -214,6 +253,7 @@ def _render_detail(client: Client, *, status: int = 200,
         secret_nonce=issue_nonce(_secret_nonce(client)) if can_manage() else "",
         expiry_errors=expiry_errors or {},
         add_error=add_error,
+        typed=typed,
     ), status
 
 
@@ -246,7 +286,10 @@ def clients_edit(client_id: str) -> ResponseReturnValue:
         form = ClientSettingsForm()
         picker.read(request.form)
     form.auth_methods.choices = _auth_method_choices(client)
-    if request.method == "POST" and (form.validate_on_submit() & picker.check()):
+    valid = request.method == "POST" and (form.validate_on_submit() & picker.check())
+    if request.method == "POST" and not valid:
+        _rule_errors(form, picker, client=client)
+    if valid:
         try:
             changed = clients.update_client(session, client, actor=actor(),
                                             source_ip=source_ip(), grants=picker.grants(),
@@ -282,19 +325,20 @@ def clients_add_secret(client_id: str) -> ResponseReturnValue:
     session = get_session()
     client = _client(client_id)
     if not consume_nonce(_secret_nonce(client), request.form.get("nonce")):
-        flash(ALREADY_SUBMITTED, "warning")
-        return redirect(_detail_url(client))
+        flash_at(ALREADY_SUBMITTED, "warning", "secrets")
+        return redirect_to_section(_detail_url(client), "secrets")
+    typed = (request.form.get("expires_at") or "")[:40]
     try:
-        expires_at = parse_expiry(request.form.get("expires_at"))
+        expires_at = parse_expiry(typed)
         plaintext, secret = clients.add_secret(session, client, expires_at=expires_at,
                                                actor=actor(), source_ip=source_ip())
     except SecretLimitReached as e:
         session.rollback()
-        flash(sentence(e.message), "error")
-        return redirect(_detail_url(client))
+        flash_at(sentence(e.message), "error", "secrets")
+        return redirect_to_section(_detail_url(client), "secrets")
     except ValidationFailed as e:
         session.rollback()
-        return _render_detail(client, status=400, add_error=sentence(e.message))
+        return _render_detail(client, status=400, add_error=sentence(e.message), typed=typed)
     session.commit()
     return _show_secret(client, plaintext, secret=secret, created=False)
 
@@ -305,8 +349,9 @@ def clients_secret_expiry(client_id: str, secret_id: int) -> ResponseReturnValue
     """Set or move the expiry of an active secret."""
     session = get_session()
     client = _client(client_id)
+    typed = (request.form.get("expires_at") or "")[:40]
     try:
-        expires_at = parse_expiry(request.form.get("expires_at"))
+        expires_at = parse_expiry(typed)
         if expires_at is None:
             raise ValidationFailed("choose the date and time the secret expires",
                                    field="expires_at")
@@ -318,14 +363,28 @@ def clients_secret_expiry(client_id: str, secret_id: int) -> ResponseReturnValue
     except ValidationFailed as e:
         session.rollback()
         return _render_detail(client, status=400,
-                              expiry_errors={secret_id: sentence(e.message)})
+                              expiry_errors={secret_id: sentence(e.message)}, typed=typed)
     session.commit()
-    flash(f"Secret …{secret.hint} now expires {expires_at:%Y-%m-%d %H:%M} UTC.", "success")
-    return redirect(_detail_url(client))
+    flash_at(f"Secret …{secret.hint} now expires {expires_at:%Y-%m-%d %H:%M} UTC.", "success",
+             "secrets")
+    return redirect_to_section(_detail_url(client), "secrets")
 
 
-@bp.post("/clients/<client_id>/secrets/<int:secret_id>/revoke")
+def _confirm_revoke_secret(client_id: str, secret_id: int) -> Confirmation:
+    client = _client(client_id)
+    secret = next((s for s in client.secrets if s.id == secret_id and not s.revoked_at), None)
+    if secret is None:
+        abort(404)
+    return Confirmation(
+        title=f"Revoke secret …{secret.hint} of {client.name}?",
+        consequence="Anything still using this secret gets invalid_client from now on. "
+                    "The client's other active secrets keep working. This cannot be undone.",
+        button="Revoke secret", back=_detail_url(client) + "#secrets")
+
+
+@bp.route("/clients/<client_id>/secrets/<int:secret_id>/revoke", methods=["GET", "POST"])
 @login_required
+@confirm_first(_confirm_revoke_secret, allowed=can_manage)
 def clients_revoke_secret(client_id: str, secret_id: int) -> ResponseReturnValue:
     """Revoke a secret: the token endpoint refuses it from now on."""
     session = get_session()
@@ -336,15 +395,26 @@ def clients_revoke_secret(client_id: str, secret_id: int) -> ResponseReturnValue
     except NotFound:
         abort(404)
     session.commit()
-    flash(f"Secret …{secret.hint} revoked.", "success")
-    return redirect(_detail_url(client))
+    flash_at(f"Secret …{secret.hint} revoked.", "success", "secrets")
+    return redirect_to_section(_detail_url(client), "secrets")
 
 
 # -- tokens ---------------------------------------------------------------------------
 
 
-@bp.post("/clients/<client_id>/tokens/<jti>/revoke")
+def _confirm_revoke_token(client_id: str, jti: str) -> Confirmation:
+    client = _client(client_id)
+    return Confirmation(
+        title=f"Revoke token {jti[:64]} of {client.name}?",
+        consequence="It introspects inactive from now on; the service using it needs a new "
+                    "token. Resource servers that only check the signature accept it until "
+                    "it expires.",
+        button="Revoke token", back=_detail_url(client) + "#tokens")
+
+
+@bp.route("/clients/<client_id>/tokens/<jti>/revoke", methods=["GET", "POST"])
 @login_required
+@confirm_first(_confirm_revoke_token, allowed=can_manage)
 def clients_revoke_token(client_id: str, jti: str) -> ResponseReturnValue:
     """Revoke one of this client's tokens (another client's token is 404)."""
     session = get_session()
@@ -353,24 +423,35 @@ def clients_revoke_token(client_id: str, jti: str) -> ResponseReturnValue:
     if record is None or record.client_id != client.id:
         abort(404)
     if tokens.revoke_from_portal(session, record, by=actor(), source_ip=source_ip()):
-        flash(f"Token {record.jti} revoked; it introspects inactive from now on.", "success")
+        flash_at(f"Token {record.jti} revoked; it introspects inactive from now on.", "success",
+                 "tokens")
     else:
-        flash(f"Token {record.jti} was already revoked.", "info")
+        flash_at(f"Token {record.jti} was already revoked.", "info", "tokens")
     session.commit()
-    return redirect(_detail_url(client))
+    return redirect_to_section(_detail_url(client), "tokens")
 
 
-@bp.post("/clients/<client_id>/tokens/revoke-all")
+def _confirm_revoke_all(client_id: str) -> Confirmation:
+    client = _client(client_id)
+    return Confirmation(
+        title=f"Revoke every active token of {client.name}?",
+        consequence="Every token it holds introspects inactive from now on; its services "
+                    "need new tokens (its secrets keep working). This cannot be undone.",
+        button="Revoke all tokens", back=_detail_url(client) + "#tokens")
+
+
+@bp.route("/clients/<client_id>/tokens/revoke-all", methods=["GET", "POST"])
 @login_required
+@confirm_first(_confirm_revoke_all, allowed=can_manage)
 def clients_revoke_all(client_id: str) -> ResponseReturnValue:
     """Revoke every active token of this client."""
     session = get_session()
     client = _client(client_id)
     count = tokens.revoke_all_for_client(session, client, by=actor(), source_ip=source_ip())
     session.commit()
-    flash(f"Revoked {count} active token{'' if count == 1 else 's'} of {client.name}.",
-          "success")
-    return redirect(_detail_url(client))
+    flash_at(f"Revoked {count} active token{'' if count == 1 else 's'} of {client.name}.",
+             "success", "tokens")
+    return redirect_to_section(_detail_url(client), "tokens")
 
 
 # -- enabling, disabling, deleting ----------------------------------------------------
@@ -382,15 +463,25 @@ def _set_enabled(client_id: str, *, enabled: bool) -> ResponseReturnValue:
     clients.set_enabled(session, client, enabled=enabled, actor=actor(), source_ip=source_ip())
     session.commit()
     if enabled:
-        flash(f"{client.name} enabled: it can get tokens again.", "success")
+        flash_at(f"{client.name} enabled: it can get tokens again.", "success", "settings")
     else:
-        flash(f"{client.name} disabled: it gets no tokens and its tokens are inactive.",
-              "success")
-    return redirect(_detail_url(client))
+        flash_at(f"{client.name} disabled: it gets no tokens and its tokens are inactive.",
+                 "success", "settings")
+    return redirect_to_section(_detail_url(client), "settings")
 
 
-@bp.post("/clients/<client_id>/disable")
+def _confirm_disable(client_id: str) -> Confirmation:
+    client = _client(client_id)
+    return Confirmation(
+        title=f"Disable {client.name}?",
+        consequence="It gets no new tokens (the token endpoint answers unauthorized_client) "
+                    "and its tokens stop introspecting as active. You can enable it again.",
+        button="Disable client", back=_detail_url(client))
+
+
+@bp.route("/clients/<client_id>/disable", methods=["GET", "POST"])
 @login_required
+@confirm_first(_confirm_disable, allowed=can_manage)
 def clients_disable(client_id: str) -> ResponseReturnValue:
     """Disable a client: no new tokens, and its tokens introspect inactive."""
     return _set_enabled(client_id, enabled=False)

@@ -17,7 +17,8 @@ from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.types import utcnow
 from portal.forms import sentence
 from portal.forms.keys import RotateKeyForm
-from portal.views import actor, bp, current_org, source_ip
+from portal.views import actor, bp, can_manage, current_org, source_ip
+from portal.views.confirm import Confirmation, confirm_first
 
 #: Signing first, then the key that signs next, then the retired ones.
 STATE_ORDER = {KeyState.ACTIVE: 0, KeyState.NEXT: 1, KeyState.RETIRED: 2}
@@ -49,8 +50,19 @@ def keys_index() -> ResponseReturnValue:
     return _render(form, keys)
 
 
-@bp.post("/keys/rotate", endpoint="keys_rotate")
+def _confirm_rotate() -> Confirmation:
+    return Confirmation(
+        title="Rotate the signing key now?",
+        consequence="The next key starts signing new tokens at once and the active key "
+                    "retires; tokens it signed stay valid until they expire. Resource servers "
+                    "that cache the JWKS must know the next key (it has been published).",
+        button="Rotate signing key", back=url_for("portal.keys"),
+        carry={"alg": tuple(signing_keys.SUPPORTED_ALGS)})
+
+
+@bp.route("/keys/rotate", methods=["GET", "POST"], endpoint="keys_rotate")
 @login_required
+@confirm_first(_confirm_rotate, allowed=can_manage)
 def keys_rotate() -> ResponseReturnValue:
     """Rotate now: ``next`` starts signing, ``active`` retires, a new ``next`` is published."""
     session = get_session()

@@ -26,6 +26,7 @@ from portal.views import (
     no_store,
     owner_required,
 )
+from portal.views.confirm import Confirmation, confirm_first
 
 NONCE = "member:new"
 RESET_NONCE = "member:reset"
@@ -100,9 +101,21 @@ def members_add() -> ResponseReturnValue:
         link=url_for("portal.invitation", token=token, _external=True)))
 
 
-@bp.post("/members/invitations/<int:invitation_id>/revoke")
+def _confirm_invitation_revoke(invitation_id: int) -> Confirmation:
+    found = next((i for i in invitations.list_pending(get_session(), org_id=current_org().id)
+                  if i.id == invitation_id), None)
+    if found is None:
+        abort(404)
+    return Confirmation(
+        title=f"Revoke the invitation for {found.email}?",
+        consequence="Its link stops working. You can invite the same email again.",
+        button="Revoke invitation", back=url_for("portal.members") + "#pending-invitations")
+
+
+@bp.route("/members/invitations/<int:invitation_id>/revoke", methods=["GET", "POST"])
 @login_required
 @owner_required
+@confirm_first(_confirm_invitation_revoke)
 def invitation_revoke(invitation_id: int) -> ResponseReturnValue:
     """Make a pending invitation's link stop working."""
     db = get_session()
@@ -143,9 +156,20 @@ def members_role(member_id: int) -> ResponseReturnValue:
     return redirect(url_for("portal.members"))
 
 
-@bp.post("/members/<int:member_id>/remove")
+def _confirm_remove(member_id: int) -> Confirmation:
+    membership = _member_or_404(member_id)
+    return Confirmation(
+        title=f"Remove {membership.user.email} from {current_org().name}?",
+        consequence="They can no longer sign in to this organisation, and the tokens of "
+                    "user clients acting for them are revoked. Their account and any other "
+                    "organisation they belong to stay.",
+        button="Remove member", back=url_for("portal.members"))
+
+
+@bp.route("/members/<int:member_id>/remove", methods=["GET", "POST"])
 @login_required
 @owner_required
+@confirm_first(_confirm_remove)
 def members_remove(member_id: int) -> ResponseReturnValue:
     """Take a member out of the org; their account and other memberships stay.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from datetime import UTC, datetime
 
 import jwt
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -22,7 +23,7 @@ from portal.core.clients.models import Client
 from portal.core.db import get_session
 from portal.core.errors import LatchkeyError, ValidationFailed
 from portal.core.tokens import services as tokens
-from portal.core.tokens.exchange import INVALID_SCOPE, INVALID_TARGET, Refused, TokenRequest
+from portal.core.tokens.exchange import TokenRequest
 from portal.core.tokens.models import TokenSource
 from portal.core.types import utcnow
 from portal.forms import attach_error, sentence
@@ -93,7 +94,19 @@ def mint() -> ResponseReturnValue:
         return _render_form(form, clients, client, picker)
 
     picker.read(request.form)
-    if form.validate_on_submit():
+    if not form.validate_on_submit():
+        # The form's own errors, and in the same round the rules' about what it could read.
+        asked = TokenRequest(
+            scopes=tuple(picker.scopes() or ()) or None,
+            audiences=tuple(picker.audiences() or ()) or None,
+            ttl=form.ttl.data if not form.ttl.errors else None,
+            extra_claims=(form.claims() or None) if not form.custom_claims.errors else None)
+        try:
+            tokens.check_mint(session, org_id=current_org().id,
+                              client_public_id=client.client_id, wanted=asked)
+        except ValidationFailed as e:
+            _mint_errors(form, picker, e)
+    else:
         if not consume_nonce(MINT_NONCE, form.nonce.data):
             flash(ALREADY_MINTED, "warning")
             return redirect(url_for("portal.mint", client=client.client_id))
@@ -109,15 +122,20 @@ def mint() -> ResponseReturnValue:
                                  actor=Actor(actor(), request_source_ip()))
         except LatchkeyError as e:
             session.rollback()
-            if isinstance(e, Refused) and e.error in (INVALID_SCOPE, INVALID_TARGET):
-                picker.errors.append(sentence(e.message))
-            elif not (isinstance(e, ValidationFailed) and attach_error(form, e)):
-                form.form_errors.append(e.message)
+            if isinstance(e, ValidationFailed):
+                _mint_errors(form, picker, e)
+            else:
+                form.form_errors.append(sentence(e.message))
             form.nonce.data = issue_nonce(MINT_NONCE)  # the old one is spent
         else:
             session.commit()
             return no_store(_render_minted(client, issued))
     return _render_form(form, clients, client, picker, status=400)
+
+
+def _mint_errors(form: MintForm, picker: AudiencePicker, error: ValidationFailed) -> None:
+    """The token service's refusals, each next to its field (APIs and scopes: the picker)."""
+    attach_error(form, error, elsewhere={"audience": picker.errors, "scope": picker.errors})
 
 
 def _render_minted(client: Client, issued: tokens.Issued) -> str:
@@ -133,6 +151,11 @@ def _render_minted(client: Client, issued: tokens.Issued) -> str:
         expires_in=issued.expires_in,
         header_json=json.dumps(jwt.get_unverified_header(token), indent=2),
         claims_json=json.dumps(issued.claims, indent=2),
+        claims=issued.claims,
+        # exp / iat / nbf are seconds since 1970: shown beside them as UTC times.
+        timestamps={name: datetime.fromtimestamp(issued.claims[name], UTC)
+                    for name in ("exp", "iat", "nbf")
+                    if isinstance(issued.claims.get(name), int)},
         snippets=snippets,
     )
 

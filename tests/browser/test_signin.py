@@ -39,6 +39,6 @@ def test_wrong_password_shows_form_error(browser, live_server, session, screensh
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Sign in").click()
 
-    expect(page.get_by_text("Email or password is incorrect.")).to_be_visible()
+    expect(page.locator("#password-error")).to_have_text("Email or password is incorrect.")
     screenshot(page, "error")
     page.close()

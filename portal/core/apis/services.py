@@ -450,8 +450,26 @@ def set_scopes(session: Session, api: Api, *, acting_org_id: int | None,
 # -- grants -------------------------------------------------------------------------------
 
 
+def check_grants(org_id: int, grants: Sequence[tuple[Api, Sequence[str]]],
+                 default: Api | None = None) -> None:
+    """The grants a client of ``org_id`` is given on its form: at least one API, known
+    scopes, a default among them (checked before anything is written)."""
+    if not grants:
+        raise ValidationFailed("choose at least one API the client may get tokens for",
+                               field="grants")
+    for api, scopes in grants:
+        _check_grant_of(org_id, api, scopes)
+    if default is not None and default.id not in {api.id for api, _ in grants}:
+        raise ValidationFailed("the default API must be one of the APIs granted",
+                               field="default_api")
+
+
 def _check_grant(client: Client, api: Api, scopes: Sequence[str]) -> list[str]:
-    if api.org_id is not None and api.org_id != client.org_id:
+    return _check_grant_of(client.org_id, api, scopes)
+
+
+def _check_grant_of(org_id: int, api: Api, scopes: Sequence[str]) -> list[str]:
+    if api.org_id is not None and api.org_id != org_id:
         raise NotFound("no such API")  # another org's API is never grantable, nor visible
     unknown = [s for s in scopes if s not in api.scope_names]
     if unknown:

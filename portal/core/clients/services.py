@@ -19,7 +19,7 @@ from portal.core.apis.grants import check_ttl
 from portal.core.apis.models import Api
 from portal.core.audit import services as audit
 from portal.core.clients.models import AuthMethod, Client, ClientKind, ClientSecret
-from portal.core.errors import NotFound, SecretLimitReached, ValidationFailed
+from portal.core.errors import Checks, NotFound, SecretLimitReached, ValidationFailed
 from portal.core.orgs.models import Organization
 from portal.core.tokens.claims import check_custom_claims
 from portal.core.tokens.models import IssuedToken
@@ -73,6 +73,75 @@ def check_auth_methods(methods: list[str], *, jwks: dict[str, Any] | None) -> li
     return clean
 
 
+def _check_kind(kind: str) -> ClientKind:
+    try:
+        return ClientKind(kind)
+    except ValueError as e:
+        raise ValidationFailed("kind must be one of org, user, service", field="kind") from e
+
+
+def _check_acts_for(session: Session, org: Organization, kind: ClientKind,
+                    user: User | None) -> None:
+    """A user client acts for a member of its org; no other kind acts for anyone."""
+    if kind is ClientKind.USER:
+        if user is None:
+            raise ValidationFailed("a user client needs the user it acts for", field="user")
+        member = session.scalar(
+            select(Membership).where(Membership.org_id == org.id, Membership.user_id == user.id)
+        )
+        if member is None:
+            raise ValidationFailed("that user is not a member of this organisation", field="user")
+    elif user is not None:
+        raise ValidationFailed("only user clients act for a user", field="user")
+
+
+def _check_settings(checks: Checks, *, org_id: int, name: str | None,
+                    grants: Sequence[tuple[Api, Sequence[str]]], default_api: Api | None,
+                    ttl: object, custom_claims: dict[str, Any] | None,
+                    jwks: Any, auth_methods: list[str]) -> dict[str, Any]:
+    """Every setting of a new or changed client checked, each failure kept in ``checks``."""
+    clean_jwks = checks.run(check_jwks, jwks)
+    return {
+        "name": checks.run(check_name, name),
+        "token_ttl": checks.run(check_ttl, ttl),
+        "custom_claims": checks.run(check_custom_claims, custom_claims),
+        "jwks": clean_jwks,
+        "auth_methods": (None if checks.failed("jwks")
+                         else checks.run(check_auth_methods, auth_methods, jwks=clean_jwks)),
+        "grants": checks.run(apis.check_grants, org_id, grants, default_api),
+    }
+
+
+def check_client_settings(session: Session, *, org: Organization, client: Client | None = None,
+                          name: str | None = None, kind: str | None = None,
+                          user: User | None = None,
+                          grants: Sequence[tuple[Api, Sequence[str]]] | None = None,
+                          default_api: Api | None = None, ttl: int | None = None,
+                          custom_claims: dict[str, Any] | None = None,
+                          auth_methods: list[str] | None = None) -> None:
+    """Raise every rule the given settings break (None: not given, not checked).
+
+    For a form whose own checks failed: the portal still shows the rules' errors
+    on the fields that could be read, all in one round. Writes nothing.
+    """
+    checks = Checks()
+    if name is not None:
+        checks.run(check_name, name)
+    if ttl is not None:
+        checks.run(check_ttl, ttl)
+    if custom_claims is not None:
+        checks.run(check_custom_claims, custom_claims)
+    if auth_methods:
+        checks.run(check_auth_methods, auth_methods, jwks=client.jwks if client else None)
+    if grants is not None:
+        checks.run(apis.check_grants, org.id, grants, default_api)
+    if kind is not None:
+        client_kind = checks.run(_check_kind, kind)
+        if client_kind is not None:
+            checks.run(_check_acts_for, session, org, client_kind, user)
+    checks.done()
+
+
 def create_client(
     session: Session,
     *,
@@ -99,36 +168,30 @@ def create_client(
     only with ``private_key_jwt`` gets no secret.
     """
     now = now or utcnow()
-    name = check_name(name)
-    try:
-        client_kind = ClientKind(kind)
-    except ValueError as e:
-        raise ValidationFailed("kind must be one of org, user, service", field="kind") from e
-    if client_kind is ClientKind.USER:
-        if user is None:
-            raise ValidationFailed("a user client needs the user it acts for", field="user")
-        member = session.scalar(
-            select(Membership).where(Membership.org_id == org.id, Membership.user_id == user.id)
-        )
-        if member is None:
-            raise ValidationFailed("that user is not a member of this organisation", field="user")
-    elif user is not None:
-        raise ValidationFailed("only user clients act for a user", field="user")
     _low, default_ttl, _high = settings.ttl_bounds()
-    jwks = check_jwks(jwks)
-    methods = check_auth_methods(
-        auth_methods if auth_methods is not None else list(DEFAULT_AUTH_METHODS), jwks=jwks
-    )
+    checks = Checks()
+    clean = _check_settings(checks, org_id=org.id, name=name, grants=grants,
+                            default_api=default_api,
+                            ttl=ttl if ttl is not None else default_ttl,
+                            custom_claims=custom_claims, jwks=jwks,
+                            auth_methods=(auth_methods if auth_methods is not None
+                                          else list(DEFAULT_AUTH_METHODS)))
+    client_kind = checks.run(_check_kind, kind)
+    if client_kind is not None:
+        checks.run(_check_acts_for, session, org, client_kind, user)
+    checks.done()
+    assert client_kind is not None  # noqa: S101 (checks.done() raised otherwise)
+    jwks, methods = clean["jwks"], clean["auth_methods"]
     client = Client(
         org_id=org.id,
         client_id=crypto.new_public_id(crypto.CLIENT_ID_PREFIX, 16),
-        name=name,
+        name=clean["name"],
         description=(description or "").strip(),
         kind=client_kind,
         user_id=user.id if user is not None else None,
         auth_methods=methods,
-        token_ttl=check_ttl(ttl if ttl is not None else default_ttl),
-        custom_claims=check_custom_claims(custom_claims),
+        token_ttl=clean["token_ttl"],
+        custom_claims=clean["custom_claims"],
         jwks=jwks,
         enabled=True,
         created_at=now,
@@ -416,12 +479,17 @@ def update_client(
     here. Nothing changed means no audit entry.
     """
     now = now or utcnow()
+    checks = Checks()
+    clean = _check_settings(checks, org_id=client.org_id, name=name, grants=grants,
+                            default_api=default_api, ttl=ttl, custom_claims=custom_claims,
+                            jwks=client.jwks, auth_methods=auth_methods)
+    checks.done()
     values: dict[str, Any] = {
-        "name": check_name(name),
+        "name": clean["name"],
         "description": (description or "").strip(),
-        "token_ttl": check_ttl(ttl),
-        "custom_claims": check_custom_claims(custom_claims),
-        "auth_methods": check_auth_methods(auth_methods, jwks=client.jwks),
+        "token_ttl": clean["token_ttl"],
+        "custom_claims": clean["custom_claims"],
+        "auth_methods": clean["auth_methods"],
     }
     changed = [field for field, value in values.items() if getattr(client, field) != value]
     grant_change = apis.replace_grants(session, client, grants, default=default_api)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from portal.core.apis.grants import GrantedApi, resolve
+from portal.core.apis.grants import GrantedApi, check_ttl, resolve
 from portal.core.clients.models import AuthMethod, ClientKind, secret_is_active
 from portal.core.errors import AudienceNotAllowed, ScopeNotAllowed, ValidationFailed
 from portal.core.tokens.claims import audience_claim, check_custom_claims
@@ -183,24 +183,41 @@ def check_may_get_tokens(client: ClientSnapshot) -> None:
 def grant(client: ClientSnapshot, request: TokenRequest, bounds: TtlBounds) -> Grant:
     """What the client gets for ``request``: the APIs asked for (its default API when
     none is) and the scopes it is granted on them (all of them when none are asked for),
-    its lifetime and its claims; the grants' rule is :func:`portal.core.apis.grants.resolve`."""
+    its lifetime and its claims; the grants' rule is :func:`portal.core.apis.grants.resolve`.
+
+    A request that breaks several rules is refused with the first (what the
+    token endpoint answers); its ``errors`` list every one, so the portal's mint
+    shows them all at once.
+    """
     check_may_get_tokens(client)
+    refusals: list[Refused] = []
+    ttl_bounds = (bounds.low, bounds.default, bounds.high)
     try:
         resolved = resolve(client.granted, client.default_audience, scopes=request.scopes,
                            audiences=request.audiences, client_ttl=client.token_ttl,
-                           ttl=request.ttl, ttl_bounds=(bounds.low, bounds.default, bounds.high))
+                           ttl=request.ttl, ttl_bounds=ttl_bounds)
     except AudienceNotAllowed as e:
-        raise Refused(INVALID_TARGET, e.message, client=client, field="audience") from e
+        refusals.append(Refused(INVALID_TARGET, e.message, client=client, field="audience"))
     except ScopeNotAllowed as e:
-        raise Refused(INVALID_SCOPE, e.message, client=client, field="scope") from e
+        refusals.append(Refused(INVALID_SCOPE, e.message, client=client, field="scope"))
     except ValidationFailed as e:
-        raise Refused(INVALID_REQUEST, e.message, client=client, field=e.field) from e
+        refusals.append(Refused(INVALID_REQUEST, e.message, client=client, field=e.field))
+    if refusals and refusals[0].field != "ttl" and request.ttl is not None:
+        try:  # the lifetime asked for, which resolve did not reach
+            check_ttl(request.ttl, bounds=ttl_bounds)
+        except ValidationFailed as e:
+            refusals.append(Refused(INVALID_REQUEST, e.message, client=client, field=e.field))
     extra = request.extra_claims
     try:
         custom = {**client.custom_claims, **check_custom_claims(dict(extra))} if extra \
             else client.custom_claims
     except ValidationFailed as e:
-        raise Refused(INVALID_REQUEST, e.message, client=client, field="custom_claims") from e
+        refusals.append(Refused(INVALID_REQUEST, e.message, client=client,
+                                field="custom_claims"))
+    if refusals:
+        first = refusals[0]
+        first.errors = [failure for refusal in refusals for failure in refusal.errors]
+        raise first
     return Grant(scopes=tuple(resolved.scopes), audiences=tuple(resolved.audiences),
                  ttl=resolved.lifetime, custom_claims=custom)
 

@@ -120,6 +120,20 @@ def mint(
     return issued
 
 
+def check_mint(session: Session, *, org_id: int, client_public_id: str,
+                wanted: TokenRequest) -> None:
+    """Judge a mint as :func:`mint` would, issuing and writing nothing.
+
+    For a mint form whose own checks failed: the rules' refusals (every one,
+    in ``errors``) show in the same round.
+    """
+    client = token_store().client(session_connection(session), public_id=client_public_id,
+                                  org_id=org_id)
+    if client is None:
+        raise NotFound("no such client")
+    exchange.grant(client, wanted, TtlBounds(*settings.ttl_bounds()))
+
+
 def verified_claims(
     token: UnverifiedToken | None, *, kid: str | None, keys: KeyRing, issuer: str, now: datetime,
 ) -> tuple[dict[str, Any] | None, int | None]:
