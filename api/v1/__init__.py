@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from flask import Response, g
 
 from api.v1 import apis, clients, docs, history, keys  # noqa: F401 (they add the routes)
-from api.v1.auth import authenticate, refuse_nul
+from api.v1.auth import authenticate, empty_body_is_an_empty_object, refuse_nul
 from api.v1.common import PREFIX, bp
 from api.v1.problems import from_domain_error, from_validation_error, problem
 from portal.core.errors import LatchkeyError
@@ -25,6 +25,7 @@ __all__ = ["PREFIX", "bp", "http_problem", "init_app", "wants_problem"]
 
 bp.before_request(authenticate)
 bp.before_request(refuse_nul)
+bp.before_request(empty_body_is_an_empty_object)
 
 
 @bp.errorhandler(LatchkeyError)

@@ -107,6 +107,14 @@ def current_org() -> Organization:
     return org
 
 
+def empty_body_is_an_empty_object() -> None:
+    """``before_request``: a change sent with no body at all (``curl -X PUT …/secret``)
+    is read as ``{}``: an operation whose fields are all optional then takes its
+    defaults, and one with required fields names them, instead of refusing the body."""
+    if request.method in ("POST", "PUT", "PATCH") and not request.get_data(cache=True):
+        request._cached_json = ({}, {})  # what get_json() returns, silent or not
+
+
 def refuse_nul() -> ResponseReturnValue | None:
     """``before_request``: a NUL character anywhere in the path, the query or the body is
     refused (400) before it can reach PostgreSQL, which cannot store one."""

@@ -234,3 +234,19 @@ def test_usage_events_name_the_caller_and_the_tokens_client(admin, admin_key, cl
     assert introspected["caller"].startswith("api_key:")
     assert introspected["caller_name"]  # the key's name, as the portal shows it
     assert introspected["scope"] == "read" and introspected["audience"] == API_IDENTIFIER
+
+
+def test_a_change_sent_without_a_body_takes_its_defaults_or_names_what_is_missing(
+        admin, client, orders_api):
+    created = create(admin)
+
+    regenerated = admin("PUT", f"/clients/{created['client_id']}/secret")  # no body at all
+    minted = admin("POST", f"/clients/{created['client_id']}/tokens")
+    refused = admin("POST", "/clients")
+
+    assert regenerated.status_code == 200, regenerated.get_json()
+    assert token_status(client, created["client_id"],
+                        regenerated.get_json()["client_secret"]) == 200
+    assert minted.status_code == 201, minted.get_json()
+    assert refused.status_code == 400
+    assert [e["field"] for e in refused.get_json()["errors"]] == ["name", "grants"]
