@@ -74,4 +74,8 @@ def init_app(app: Flask, connections: RawConnections) -> None:
     app.config["RATELIMIT_STORAGE_OPTIONS"] = storage_options(uri, connections)
     login_manager.init_app(app)
     csrf.init_app(app)
+    # Flask-Limiter merges each app's RATELIMIT_STORAGE_OPTIONS into what an earlier
+    # app left (``dict.update``): a Redis storage after a database one would be handed
+    # the database's ``connections``. Each app starts from its own options.
+    limiter._storage_options = {}
     limiter.init_app(app)

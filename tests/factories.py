@@ -80,9 +80,9 @@ def make_api(session: Session, org: Organization | None, *, identifier: str | No
     return api
 
 
-def make_api_key(session: Session, org: Organization, *,
-                 role: str = "introspect") -> tuple[str, ApiKey]:
-    plaintext, key = api_keys.create_api_key(session, org=org, name=f"{role} key", role=role,
+def make_api_key(session: Session, org: Organization, *, role: str = "introspect",
+                 name: str = "test key") -> tuple[str, ApiKey]:
+    plaintext, key = api_keys.create_api_key(session, org=org, name=name, role=role,
                                              actor="test")
     session.commit()
     return plaintext, key

@@ -45,7 +45,24 @@ def document() -> dict[str, Any]:
     )
     doc: dict[str, Any] = spec.model_dump(mode="json", by_alias=True, exclude_unset=True,
                                           warnings=False)
+    _optional_bodies(doc)
     return doc
+
+
+def _optional_bodies(doc: dict[str, Any]) -> None:
+    """A body whose every field is optional may be left out (it is read as ``{}``:
+    ``auth.empty_body_is_an_empty_object``); say so, so clients need not send ``{}``."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            if not isinstance(body, dict):
+                continue
+            ref = body.get("content", {}).get("application/json", {}) \
+                .get("schema", {}).get("$ref", "")
+            schema = schemas.get(ref.rpartition("/")[2]) if ref else None
+            if schema is not None and not schema.get("required"):
+                body["required"] = False
 
 
 @bp.get("/openapi.json", doc_ui=False)

@@ -27,12 +27,12 @@ def orders_api(session, org):
 
 @pytest.fixture
 def admin_key(session, org) -> str:
-    return make_api_key(session, org, role="admin")[0]
+    return make_api_key(session, org, role="admin", name="admin key")[0]
 
 
 @pytest.fixture
 def viewer_key(session, org) -> str:
-    return make_api_key(session, org, role="viewer")[0]
+    return make_api_key(session, org, role="viewer", name="viewer key")[0]
 
 
 class Caller:

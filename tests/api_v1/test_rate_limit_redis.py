@@ -30,3 +30,15 @@ def test_requests_counted_by_one_process_limit_another(client, session, org, dat
     response = other.test_client().get("/api/v1/clients", headers=bearer(key))
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_a_redis_app_built_after_a_database_one_counts_in_redis(session, org, database_url,
+                                                                app_config, another_app):
+    """Flask-Limiter keeps storage options across apps of a process: the database's
+    connections must not reach the Redis storage of an app built after it."""
+    key, _ = make_api_key(session, org, role="viewer")
+    another_app(base_config(database_url, RATELIMIT_STORAGE_URI=None, REDIS_URL=None))
+
+    on_redis = another_app(base_config(database_url, **app_config)).test_client()
+
+    assert on_redis.get("/api/v1/clients", headers=bearer(key)).status_code == 200

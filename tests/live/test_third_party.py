@@ -97,6 +97,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "LATCHKEY_SECRET_KEY": "sk-" + secrets.token_hex(32),
         "LATCHKEY_CLIENT_SECRET_HMAC_KEY": "hk-" + secrets.token_hex(32),
         "LATCHKEY_KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "LATCHKEY_ACCESS_LOG": "1",  # off by default; the log tests read its lines
         "PYTHONUNBUFFERED": "1",
     })
     run_cli(env, workdir, "db", "upgrade")
@@ -221,7 +222,7 @@ def test_server_log_never_contains_the_client_secret(server):
                                           "client_secret": server.client_secret}, timeout=10)
     requests.post(server.token_url, data={"grant_type": "client_credentials"},
                   auth=(server.client_id, server.client_secret + "x"), timeout=10)
-    time.sleep(0.5)  # let gunicorn write its access log
+    time.sleep(0.5)  # let the server write its access log
     logs = server.logs()
     assert "/oauth/token" in logs, tail(server.stdout_log)  # the access log is really captured
     assert server.client_secret not in logs

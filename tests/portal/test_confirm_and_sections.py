@@ -184,8 +184,11 @@ def test_api_keys_page_promises_only_what_ships(owner, session, org):
 
     page = owner.get("/api-keys").get_data(as_text=True)
 
-    assert "management API" not in page
     assert "introspect" in page
+    # The management API it mentions is there, with its reference.
+    assert "management API" in page and 'href="/api/v1/docs"' in page
+    assert owner.get("/api/v1/docs").status_code == 200
+    assert owner.get("/api/v1/openapi.json").get_json()["openapi"].startswith("3.1")
     assert session.scalar(select(ApiKey.id)) is not None
 
 
