@@ -509,10 +509,13 @@ def rotate_kek() -> None:
 #: ``gthread`` with gunicorn's worker classes of those names, kept for comparison
 #: (``make bench``, the peers benchmark).
 WORKER_CLASSES = ("granian", "sync", "gthread")
-#: Blocking threads per granian worker (see ``SERVE_THREADS``): one runs the protocol
-#: endpoints fastest; a slow portal request (argon2, a large usage page) then holds
-#: its worker's other requests back, which a second thread avoids at some cost.
-DEFAULT_THREADS = {"granian": 1, "gthread": 4, "sync": 1}
+#: Blocking threads per granian worker (see ``SERVE_THREADS``): two. With one, a slow
+#: portal request (argon2 at sign-in, a large usage page) held every other request of
+#: its worker behind it: tokens fell to a tenth of idle while one failed-sign-in loop or
+#: one viewer ran (``make bench-portal-busy``, bench/README.md); with two they stay
+#: within 20 % but for one failed-sign-in loop on PostgreSQL (x0.77: argon2 takes the
+#: cores), at a small cost to an idle server's tokens.
+DEFAULT_THREADS = {"granian": 2, "gthread": 4, "sync": 1}
 
 
 def gunicorn_options(*, bind: str, workers: int, threads: int, worker_class: str) -> dict[str, Any]:
@@ -567,7 +570,7 @@ def granian_options(*, host: str, port: int, workers: int, threads: int,
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes. Default: SERVE_WORKERS (2).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Threads per worker. Default: SERVE_THREADS (granian 1, gthread 4).")
+              help="Threads per worker. Default: SERVE_THREADS (granian 2, gthread 4).")
 @click.option("--worker-class", type=click.Choice(WORKER_CLASSES), default=None,
               help="granian (default: SERVE_WORKER_CLASS), or gunicorn's sync or gthread.")
 @with_appcontext

@@ -82,7 +82,7 @@ class Defaults:
     SERVE_HOST = "127.0.0.1"
     SERVE_PORT = 5000
     SERVE_WORKERS = 2
-    SERVE_THREADS: int | None = None  # per worker; None: granian 1, gthread 4
+    SERVE_THREADS: int | None = None  # per worker; None: granian 2, gthread 4
     SERVE_WORKER_CLASS = "granian"  # or gunicorn's "sync" or "gthread"
     # granian's own line per request, beside the app's (ACCESS_LOG, portal.ops): off
     SERVE_ACCESS_LOG = False
