@@ -55,7 +55,12 @@ def secret_hint(secret: str) -> str:
 
 # -- human passwords ---------------------------------------------------------------
 
-_password_hasher = PasswordHasher()  # argon2id with the library's current parameters
+#: argon2id with RFC 9106's second recommended option's memory and passes (64 MiB, 3),
+#: on one lane: the same cost to an attacker, but a sign-in takes one core instead of
+#: every core (four lanes), so a loop of failed sign-ins leaves the other cores to the
+#: token endpoint (``make bench-portal-busy``). Hashes made with other parameters still
+#: verify and are replaced at the next sign-in (``password_needs_rehash``).
+_password_hasher = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=1)
 
 
 def hash_password(password: str) -> str:
