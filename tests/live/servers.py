@@ -15,16 +15,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 from cryptography.fernet import Fernet
-
-from tests.conftest import POSTGRES_ADMIN_URL, unavailable
 
 LATCHKEY = str(Path(sys.executable).parent / "latchkey")
 AUDIENCE = "https://api.example.com"
@@ -182,21 +178,3 @@ class Server:
                              auth=(client_id, secret), timeout=10)
 
 
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A PostgreSQL database of its own on the test server, dropped afterwards."""
-    import psycopg
-
-    name = f"latchkey_ops_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as e:
-        unavailable("PostgreSQL", str(e).splitlines()[0])
-    base, _, _ = admin.rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -21,14 +21,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REDIS_URL, unavailable
+from tests.conftest import REDIS_URL, postgres_database, unavailable
 from tests.live.servers import (
     AUDIENCE,
     Deployment,
     Server,
     free_port,
     make_deployment,
-    postgres_database,
 )
 
 pytestmark = [pytest.mark.live, pytest.mark.postgres, pytest.mark.redis]

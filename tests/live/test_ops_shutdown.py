@@ -20,7 +20,8 @@ import requests
 from sqlalchemy import create_engine, text
 
 from portal.core.db import normalise_url
-from tests.live.servers import Deployment, Server, free_port, make_deployment, postgres_database
+from tests.conftest import postgres_database
+from tests.live.servers import Deployment, Server, free_port, make_deployment
 
 pytestmark = pytest.mark.live
 

@@ -19,7 +19,6 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.conftest import _wipe, base_config, migrate
-from tests.conftest import unavailable as service_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "deploy.md"
@@ -148,35 +147,26 @@ def test_pg_dump_and_restore_commands_round_trip(tmp_path, postgres_url):
 
     from portal import create_app
     from portal.core.db import get_engine, get_session
-    from tests.conftest import POSTGRES_ADMIN_URL
+    from tests.conftest import postgres_database
     from tests.factories import make_org
 
     app = create_app(base_config(postgres_url))
     with app.app_context():
         make_org(get_session(), slug=f"dumped-{secrets.token_hex(3)}")
         get_session().close()
-    target = f"latchkey_restore_{secrets.token_hex(4)}"
-    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
     try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{target}"')
-    except psycopg.OperationalError as e:
-        service_unavailable("PostgreSQL", str(e).splitlines()[0])
-    restore_url = f"{admin.rpartition('/')[0]}/{target}"
-    env = {**os.environ, "LATCHKEY_DATABASE_URL": postgres_url,
-           "RESTORE_DATABASE_URL": restore_url}
-    try:
-        for pattern in (r"pg_dump .*", r"pg_restore .*"):
-            subprocess.run(["bash", "-c", command(pattern)], cwd=tmp_path, env=env, check=True,
-                           timeout=120)
-        with psycopg.connect(postgres_url) as source, psycopg.connect(restore_url) as copy:
-            query = "SELECT slug, public_id FROM organizations ORDER BY id"
-            assert copy.execute(query).fetchall() == source.execute(query).fetchall()
-            keys = "SELECT kid, private_key_ciphertext FROM signing_keys ORDER BY id"
-            assert copy.execute(keys).fetchall() == source.execute(keys).fetchall()
+        with postgres_database("latchkey_restore") as restore_url:
+            env = {**os.environ, "LATCHKEY_DATABASE_URL": postgres_url,
+                   "RESTORE_DATABASE_URL": restore_url}
+            for pattern in (r"pg_dump .*", r"pg_restore .*"):
+                subprocess.run(["bash", "-c", command(pattern)], cwd=tmp_path, env=env,
+                               check=True, timeout=120)
+            with psycopg.connect(postgres_url) as source, psycopg.connect(restore_url) as copy:
+                query = "SELECT slug, public_id FROM organizations ORDER BY id"
+                assert copy.execute(query).fetchall() == source.execute(query).fetchall()
+                keys = "SELECT kid, private_key_ciphertext FROM signing_keys ORDER BY id"
+                assert copy.execute(keys).fetchall() == source.execute(keys).fetchall()
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
         with app.app_context():
             _wipe(get_engine())  # the suite's shared database: leave it as found
             get_engine().dispose()

@@ -3,8 +3,6 @@ database that already has users, on SQLite and PostgreSQL, up and down."""
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +12,7 @@ from sqlalchemy import inspect, text
 from portal import create_app
 from portal.core.db import get_engine
 from portal.migrate import alembic_config
-from tests.conftest import POSTGRES_ADMIN_URL, base_config, unavailable
+from tests.conftest import base_config, postgres_database
 
 REVISION = "0002_accounts"
 
@@ -25,18 +23,8 @@ def empty_database(request, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'migrate.db'}"
         return
-    import psycopg
-
-    name = f"latchkey_migrate_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as e:
-        unavailable("PostgreSQL", str(e).splitlines()[0])
-    yield f"{admin.rpartition('/')[0]}/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database("latchkey_migrate") as url:
+        yield url
 
 
 def test_existing_users_keep_their_password_and_sessions_and_it_goes_down_again(

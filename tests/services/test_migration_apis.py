@@ -9,8 +9,6 @@ deployment API, reported by the migration and by ``latchkey check``.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -32,7 +30,7 @@ from portal.core.clients.models import Client
 from portal.core.db import get_engine, get_session
 from portal.core.signing_keys.services import ensure_org_keys
 from portal.migrate import alembic_config, upgrade
-from tests.conftest import POSTGRES_ADMIN_URL, base_config, unavailable
+from tests.conftest import base_config, postgres_database
 from tests.factories import basic
 
 SHARED = "https://shared.example.com"
@@ -56,18 +54,8 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'migrate.db'}"
         return
-    import psycopg
-
-    name = f"latchkey_migrate_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as e:
-        unavailable("PostgreSQL", str(e).splitlines()[0])
-    yield f"{admin.rpartition('/')[0]}/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database("latchkey_migrate") as url:
+        yield url
 
 
 @pytest.fixture
