@@ -59,6 +59,13 @@ class Defaults:
     # Usage events of the protocol endpoints are written in batches this often (0: each
     # with its request). A crash can lose this much of the usage history, never a token.
     USAGE_WRITE_DELAY_MS = 100
+    # The protocol endpoints' writes (token records, their usage events, failure counters,
+    # used assertions) wait for the disk at each commit: SQLite synchronous=FULL,
+    # PostgreSQL synchronous_commit as the server has it. Off: committed before each
+    # answer, so safe from any crash of Latchkey, but a crash of the database server or
+    # the machine may lose the last moments of them (SQLite synchronous=NORMAL,
+    # PostgreSQL synchronous_commit=off for these connections only).
+    DURABLE_TOKEN_WRITES = False
 
     # Rate limits (Flask-Limiter syntax). Failed client authentication is
     # counted per source address; successful requests are never counted.

@@ -184,6 +184,16 @@ class RawConnections:
     checkpointed by a thread every ``CHECKPOINT_SECONDS`` instead of by whichever
     request's commit crosses ``wal_autocheckpoint`` (an fsync of 10–20 ms on the
     request's time), and kept short (:meth:`checkpoint`).
+
+    Durability (``durable``, the ``DURABLE_TOKEN_WRITES`` setting): every write here
+    is committed before the request is answered, so it survives any crash of Latchkey.
+    Not durable (the default), a crash of the database server or of the machine may
+    lose the last moments of them: SQLite's WAL with ``synchronous=NORMAL`` (no sync
+    at each commit), PostgreSQL's ``synchronous_commit=off`` (the WAL writer flushes
+    within three ``wal_writer_delay``, 0.6 s by default) — so PostgreSQL, like SQLite,
+    does not wait for a disk flush per token. Durable: SQLite ``synchronous=FULL``,
+    PostgreSQL the server's ``synchronous_commit``. The portal's writes (audit,
+    revocations, clients) always use the server's setting.
     """
 
     CHECKPOINT_SECONDS = 0.25
@@ -191,9 +201,10 @@ class RawConnections:
     RESTART_FRAMES = 2000
     CHECKPOINT_WAIT_MS = 50
 
-    def __init__(self, engine: Engine, *, keep: int = 8) -> None:
+    def __init__(self, engine: Engine, *, keep: int = 8, durable: bool = False) -> None:
         self.engine = engine
         self.keep = keep
+        self.durable = durable
         self.sqlite = engine.dialect.name == "sqlite"
         self.lock_path = f"{engine.url.database}-hotwrite.lock" if self.sqlite else None
         self._idle: list[RawConnection] = []
@@ -220,9 +231,13 @@ class RawConnections:
         if self.sqlite:
             driver.isolation_level = None  # set by the connect hook too; explicit here
             driver.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
+            if self.durable:
+                driver.execute("PRAGMA synchronous=FULL")
             self._start_checkpointer()
         else:
             driver.autocommit = True
+            if not self.durable:
+                driver.execute("SET synchronous_commit TO off")
         return RawConnection(driver, self.lock_path)
 
     @contextlib.contextmanager

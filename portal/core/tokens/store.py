@@ -124,10 +124,11 @@ def _touch(table: Any) -> Any:
 class TokenStore:
     """The compiled statements and the connections of one engine."""
 
-    def __init__(self, engine: Engine, *, event_delay: float = 0.0) -> None:
+    def __init__(self, engine: Engine, *, event_delay: float = 0.0,
+                 durable: bool = False) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self.connections = RawConnections(engine)
+        self.connections = RawConnections(engine, durable=durable)
         self.integrity_error: type[Exception] = engine.dialect.dbapi.IntegrityError  # type: ignore[union-attr]
         clients, secrets = table_of(Client), table_of(ClientSecret)
         orgs, users, members = table_of(Organization), table_of(User), table_of(Membership)
@@ -468,6 +469,6 @@ def _call(method: weakref.WeakMethod[Any]) -> None:
 
 def init_app(app: Any, engine: Engine) -> TokenStore:
     store = TokenStore(engine, event_delay=float(app.config.get("USAGE_WRITE_DELAY_MS") or 0)
-                       / 1000)
+                       / 1000, durable=bool(app.config.get("DURABLE_TOKEN_WRITES")))
     app.extensions[EXTENSION_KEY] = store
     return store
