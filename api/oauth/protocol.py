@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -302,6 +304,14 @@ class Protocol:
         self.observer: Observer = observer or NoOpObserver()
         self.database_errors = store.connections.database_errors
         self._settings: tuple[tuple[Any, ...], Settings] | None = None
+        # On SQLite a protocol request's database work is local I/O that releases the
+        # GIL many times (each statement, the writers' lock file): two of a worker's
+        # threads in it at once only hand the GIL back and forth at each of those
+        # points. One at a time per process, the other thread stays free for the
+        # portal (make bench: ~15-20 % more tokens a second). On PostgreSQL the waits
+        # are the server's, and overlapping them is worth it.
+        self._one_at_a_time: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if store.connections.sqlite else contextlib.nullcontext())
 
     @property
     def settings(self) -> Settings:
@@ -374,7 +384,7 @@ class Protocol:
     def token(self, request: HttpRequest) -> HttpResponse:
         """Issue an access token (RFC 6749 §4.4, client credentials)."""
         try:
-            with self.store.connections.connection() as connection:
+            with self._one_at_a_time, self.store.connections.connection() as connection:
                 return self._token(connection, request)
         except self.database_errors:
             return self._unavailable()
@@ -471,7 +481,7 @@ class Protocol:
     def introspect(self, request: HttpRequest) -> HttpResponse:
         """RFC 7662: whether a token is active, for a client or API key of the same org."""
         try:
-            with self.store.connections.connection() as connection:
+            with self._one_at_a_time, self.store.connections.connection() as connection:
                 return self._introspect(connection, request)
         except self.database_errors:
             return self._unavailable()
@@ -523,7 +533,7 @@ class Protocol:
         """
         now = utcnow()
         try:
-            with self.store.connections.connection() as connection:
+            with self._one_at_a_time, self.store.connections.connection() as connection:
                 params = self._read(connection, request)
                 value = params.data.get("token")
                 token = read_token(value) if value else None
