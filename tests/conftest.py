@@ -246,6 +246,16 @@ def another_app() -> Iterator[Callable[[dict[str, Any]], Flask]]:
 
 
 @pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    """The test's app over real HTTP (a werkzeug thread on 127.0.0.1, a free port): its base
+    URL, which is also the app's ``ISSUER`` (:func:`tests.live.servers.serving`)."""
+    from tests.live.servers import serving
+
+    with serving(app) as base:
+        yield base
+
+
+@pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
 

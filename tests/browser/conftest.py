@@ -1,14 +1,12 @@
-"""Playwright against a live server thread, in Debian's headless Chromium."""
+"""Playwright against a live server thread (``live_server``, tests/conftest.py), in Debian's
+headless Chromium."""
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 CHROMIUM = os.environ.get("LATCHKEY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -22,16 +20,6 @@ SCREENSHOTS = Path(os.environ.get("LATCHKEY_TEST_OUTPUT", "test-results")) / "sc
 def database_url(sqlite_url: str) -> str:
     """Browser journeys run on SQLite only; the backends are covered by the API suites."""
     return sqlite_url
-
-
-@pytest.fixture
-def live_server(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")
