@@ -12,7 +12,9 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, NamedTuple
 
 import pytest
 from cryptography.fernet import Fernet
@@ -22,7 +24,7 @@ from sqlalchemy import text
 
 from portal import create_app
 from portal.core.db import Base, get_engine, get_session, in_read_transaction
-from portal.core.models import Organization  # noqa: F401  (loads every model)
+from portal.core.models import Client, Organization, User  # (and loads every model)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -269,3 +271,80 @@ def runner(app: Flask) -> Any:
 def session(app: Flask) -> Any:
     """The app's session for arranging data; factories commit what they make."""
     return get_session()
+
+
+# -- two tenants --------------------------------------------------------------------------
+
+
+@dataclass
+class Tenant:
+    """One org of :func:`tenants`. Its org, an admin of it and a client of it (with the
+    secret's plaintext) are each made by tests/factories.py on first use, so a test pays
+    only for what it reads."""
+
+    session: Any
+    name: str
+
+    @cached_property
+    def org(self) -> Organization:
+        from tests.factories import make_org
+
+        return make_org(self.session, name=self.name, slug=self.name.lower())
+
+    @cached_property
+    def admin(self) -> User:
+        from tests.factories import make_user
+
+        return make_user(self.session, org=self.org, role="admin")
+
+    @cached_property
+    def _client_and_secret(self) -> tuple[Client, str]:
+        from tests.factories import make_client
+
+        return make_client(self.session, self.org)
+
+    @property
+    def client(self) -> Client:
+        """Granted ``read write`` of its org's default API (tests/factories.py)."""
+        return self._client_and_secret[0]
+
+    @property
+    def secret(self) -> str:
+        return self._client_and_secret[1]
+
+
+class Tenants(NamedTuple):
+    ours: Tenant
+    theirs: Tenant
+
+
+@pytest.fixture
+def tenants(session: Any) -> Tenants:
+    """The one pair of orgs of the suite (hydra's ``t1, t2``): ``ours`` (Acme, slug
+    ``acme``) and ``theirs`` (Globex, ``globex``). Isolation tests check both ways: ours
+    cannot see or change theirs, and theirs cannot see or change ours."""
+    return Tenants(Tenant(session, "Acme"), Tenant(session, "Globex"))
+
+
+@pytest.fixture
+def org(tenants: Tenants) -> Organization:
+    """Our org (``tenants.ours.org``)."""
+    return tenants.ours.org
+
+
+@pytest.fixture
+def other_org(tenants: Tenants) -> Organization:
+    """Their org (``tenants.theirs.org``), for isolation tests."""
+    return tenants.theirs.org
+
+
+@pytest.fixture
+def acme(tenants: Tenants) -> Organization:
+    """Our org by its name, where the suites call it that (tests/api's ``acme`` is a client)."""
+    return tenants.ours.org
+
+
+@pytest.fixture
+def globex(tenants: Tenants) -> Organization:
+    """Their org by its name."""
+    return tenants.theirs.org

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import get_token, make_client, make_org
+from tests.factories import get_token, make_client
 
 BACKEND_DOORS = [
     pytest.param(("sqlite", "wsgi"), id="sqlite-wsgi"),
@@ -47,17 +47,6 @@ def extra_config() -> dict[str, Any]:
 @pytest.fixture
 def app_config(door: str, extra_config: dict[str, Any]) -> dict[str, Any]:
     return {"PROTOCOL_DOOR": door == "wsgi", **extra_config}
-
-
-@pytest.fixture
-def org(session):
-    return make_org(session)
-
-
-@pytest.fixture
-def other_org(session):
-    """A second tenant, for isolation tests."""
-    return make_org(session)
 
 
 @pytest.fixture

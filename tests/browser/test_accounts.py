@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from portal.core.users import services as users
-from tests.factories import PASSWORD, make_client, make_org, make_user
+from tests.factories import PASSWORD, make_client, make_user
 
 pytestmark = pytest.mark.browser
 
@@ -40,8 +40,9 @@ def invite(page: Page, base: str, email: str, role: str) -> str:
 
 
 @pytest.fixture
-def acme(session):
-    org = make_org(session, name="Acme Journeys")
+def acme(session, tenants):
+    """Our org of the pair (``tenants.ours``), with an owner and a client."""
+    org = tenants.ours.org
     owner = make_user(session, org=org, role="owner", email="owner@acme.test")
     make_client(session, org, name="acme-billing")
     return org, owner
@@ -59,7 +60,7 @@ def test_invited_person_chooses_a_password_and_joins(browser, live_server, acme,
 
     page = new_page(browser, javascript)
     page.goto(link)
-    expect(page.get_by_role("heading", level=1)).to_have_text("Join Acme Journeys")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Join Acme")
     expect(page.get_by_role("link", name="Sign in to accept")).to_be_visible()
     page.get_by_label("Password", exact=True).fill("too short")
     page.get_by_label("Confirm password").fill("too short")
@@ -71,7 +72,7 @@ def test_invited_person_chooses_a_password_and_joins(browser, live_server, acme,
     screenshot(page, "choosing-a-password")
     page.get_by_role("button", name="Create account and join").click()
 
-    expect(page.get_by_text("You joined Acme Journeys as admin.")).to_be_visible()
+    expect(page.get_by_text("You joined Acme as admin.")).to_be_visible()
     expect(page.get_by_role("cell", name="acme-billing")).to_be_visible()
     screenshot(page, "joined")
     owners_page.goto(live_server + "/members")
@@ -87,9 +88,9 @@ def test_invited_person_chooses_a_password_and_joins(browser, live_server, acme,
 
 
 def test_an_existing_account_signs_in_through_the_link_and_accepts(
-        browser, live_server, acme, session, screenshot):
+        browser, live_server, acme, tenants, session, screenshot):
     _org, owner = acme
-    elsewhere = make_org(session, name="Elsewhere Ltd")
+    elsewhere = tenants.theirs.org
     existing = make_user(session, org=elsewhere, role="owner", email="known@elsewhere.test")
     make_client(session, elsewhere, name="elsewhere-sync")
     owners_page = new_page(browser)
@@ -103,11 +104,11 @@ def test_an_existing_account_signs_in_through_the_link_and_accepts(
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     # Signed in, the account is back on the invitation.
-    expect(page.get_by_role("button", name="Accept and join Acme Journeys")).to_be_visible()
+    expect(page.get_by_role("button", name="Accept and join Acme")).to_be_visible()
     screenshot(page, "accept")
-    page.get_by_role("button", name="Accept and join Acme Journeys").click()
+    page.get_by_role("button", name="Accept and join Acme").click()
 
-    expect(page.get_by_text("You joined Acme Journeys as viewer.")).to_be_visible()
+    expect(page.get_by_text("You joined Acme as viewer.")).to_be_visible()
     expect(page.get_by_role("cell", name="acme-billing")).to_be_visible()
     expect(page.get_by_label("Organisation")).to_have_value(_org.public_id)
     screenshot(page, "joined-second-org")
@@ -151,10 +152,10 @@ def test_a_reset_password_must_be_changed_before_anything_else(
 
 
 @JS
-def test_a_user_in_two_orgs_switches_from_the_top_bar(browser, live_server, acme, session,
-                                                      screenshot, javascript):
+def test_a_user_in_two_orgs_switches_from_the_top_bar(browser, live_server, acme, tenants,
+                                                      session, screenshot, javascript):
     org, _owner = acme
-    globex = make_org(session, name="Globex Journeys")
+    globex = tenants.theirs.org
     make_client(session, globex, name="globex-sync")
     user = make_user(session, org=org, role="admin", email="both@journeys.test")
     users.add_membership(session, org=globex, user=user, role="viewer", actor="test")
@@ -164,13 +165,13 @@ def test_a_user_in_two_orgs_switches_from_the_top_bar(browser, live_server, acme
     sign_in(page, live_server, user.email)
     expect(page.get_by_role("heading", level=1)).to_have_text("Choose an organisation")
     screenshot(page, "choose")
-    page.get_by_role("button", name="Work in Acme Journeys").click()
+    page.get_by_role("button", name="Work in Acme").click()
     expect(page.get_by_role("cell", name="acme-billing")).to_be_visible()
     expect(page.get_by_role("cell", name="globex-sync")).to_have_count(0)
 
-    page.get_by_label("Organisation").select_option(label="Globex Journeys (viewer)")
+    page.get_by_label("Organisation").select_option(label="Globex (viewer)")
     page.get_by_role("button", name="Switch").click()
-    expect(page.get_by_text("You are working in Globex Journeys as viewer.")).to_be_visible()
+    expect(page.get_by_text("You are working in Globex as viewer.")).to_be_visible()
     expect(page.get_by_role("cell", name="globex-sync")).to_be_visible()
     expect(page.get_by_role("cell", name="acme-billing")).to_have_count(0)
     screenshot(page, "switched")
@@ -189,7 +190,7 @@ def test_account_page_changes_the_password_and_signs_out_the_other_browser(
 
     page.get_by_role("link", name=re.compile(r"careful@acme\.test")).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Your account")
-    expect(page.get_by_role("rowheader", name="Acme Journeys")).to_be_visible()
+    expect(page.get_by_role("rowheader", name="Acme")).to_be_visible()
     page.get_by_label("Current password").fill(PASSWORD)
     page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
     page.get_by_label("Confirm new password").fill(NEW_PASSWORD)

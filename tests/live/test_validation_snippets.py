@@ -21,7 +21,7 @@ from portal.core.actor import Actor
 from portal.core.apis import services as apis
 from portal.core.errors import ValidationFailed
 from tests.conftest import unavailable
-from tests.factories import PASSWORD, basic, make_api, make_client, make_org, make_user
+from tests.factories import PASSWORD, basic, make_api, make_client
 from tests.live.test_curl_snippet import snippet_text
 
 pytestmark = pytest.mark.live
@@ -50,10 +50,11 @@ def jose_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def world(session, live_server) -> dict[str, Any]:
-    """acme (two APIs, a client granted both), beta (an API, a client), a deployment API
-    both clients are granted; an admin of acme to read the pages."""
-    acme, beta = make_org(session, name="Acme"), make_org(session, name="Beta")
+def world(session, tenants, live_server) -> dict[str, Any]:
+    """acme (``tenants.ours``: two APIs, a client granted both), beta (``tenants.theirs``:
+    an API, a client), a deployment API both clients are granted; an admin of acme to read
+    the pages."""
+    acme, beta = tenants.ours.org, tenants.theirs.org
     orders = make_api(session, acme, identifier=ORDERS, name="Orders",
                       scopes=("orders:read", "orders:write"))
     reports = make_api(session, acme, identifier=REPORTS, name="Reports", scopes=("reports:read",))
@@ -64,11 +65,9 @@ def world(session, live_server) -> dict[str, Any]:
         (orders, ["orders:read"]), (reports, ["reports:read"]), (platform, ["platform:use"])])
     beta_client, beta_secret = make_client(session, beta, grants=[
         (beta_api, ["beta:read"]), (platform, ["platform:use"])])
-    admin = make_user(session, org=acme, role="admin")
-    session.commit()
     return {"acme": acme, "beta": beta, "orders": orders, "platform": platform,
             "clients": {"acme": (acme_client, acme_secret), "beta": (beta_client, beta_secret)},
-            "admin": admin}
+            "admin": tenants.ours.admin}
 
 
 def signed_in(live_server: str, email: str) -> requests.Session:

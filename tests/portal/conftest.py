@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.factories import PASSWORD, make_org, make_user
+from tests.factories import PASSWORD, make_user
 
 CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
@@ -83,16 +83,6 @@ class Portal:
 @pytest.fixture
 def database_url(sqlite_url: str) -> str:
     return sqlite_url
-
-
-@pytest.fixture
-def org(session):
-    return make_org(session, name="Acme")
-
-
-@pytest.fixture
-def other_org(session):
-    return make_org(session, name="Globex")
 
 
 def _portal_for(app: Flask, session: Any, org: Any, role: str) -> Portal:
