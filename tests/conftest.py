@@ -326,25 +326,19 @@ def tenants(session: Any) -> Tenants:
     return Tenants(Tenant(session, "Acme"), Tenant(session, "Globex"))
 
 
-@pytest.fixture
-def org(tenants: Tenants) -> Organization:
-    """Our org (``tenants.ours.org``)."""
-    return tenants.ours.org
+def _tenant_org(name: str, side: str, doc: str) -> Any:
+    """A fixture ``name`` returning ``tenants.<side>.org``."""
+
+    def the_org(tenants: Tenants) -> Organization:
+        return getattr(tenants, side).org  # type: ignore[no-any-return]
+
+    the_org.__doc__ = doc
+    return pytest.fixture(name=name)(the_org)
 
 
-@pytest.fixture
-def other_org(tenants: Tenants) -> Organization:
-    """Their org (``tenants.theirs.org``), for isolation tests."""
-    return tenants.theirs.org
-
-
-@pytest.fixture
-def acme(tenants: Tenants) -> Organization:
-    """Our org by its name, where the suites call it that (tests/api's ``acme`` is a client)."""
-    return tenants.ours.org
-
-
-@pytest.fixture
-def globex(tenants: Tenants) -> Organization:
-    """Their org by its name."""
-    return tenants.theirs.org
+org = _tenant_org("org", "ours", "Our org (``tenants.ours.org``).")
+other_org = _tenant_org("other_org", "theirs", "Their org (``tenants.theirs.org``).")
+#: The same orgs by their names, where the suites call them that (tests/api's ``acme`` is
+#: a client of ours instead).
+acme = _tenant_org("acme", "ours", "Our org by its name.")
+globex = _tenant_org("globex", "theirs", "Their org by its name.")

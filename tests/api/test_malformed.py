@@ -105,6 +105,11 @@ JWKS_DOCUMENT = Expect(HTTPStatus.OK, member="keys")
 METADATA_DOCUMENT = Expect(HTTPStatus.OK, member="issuer")
 
 
+def token_with(headers: Any) -> Any:
+    """A client_credentials token request with the headers ``headers(c)``."""
+    return lambda c: post(TOKEN, data={"grant_type": "client_credentials"}, headers=headers(c))
+
+
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
@@ -258,36 +263,26 @@ CASES: list[Any] = [
                                 headers=c.auth),
                  bad_request(), id="token-deeply-nested-json"),
     # -- Basic credentials -----------------------------------------------------------
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Basic " + b64(c.client_id.encode())}),
+    pytest.param(token_with(lambda c: {"Authorization": "Basic " + b64(c.client_id.encode())}),
                  UNAUTHORIZED, id="basic-without-colon"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Basic !!not*base64!!"}),
+    pytest.param(token_with(lambda c: {"Authorization": "Basic !!not*base64!!"}),
                  UNAUTHORIZED, id="basic-bad-base64"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Basic " + b64(b"\xff\xfe:\xc3\x28")}),
+    pytest.param(token_with(lambda c: {"Authorization": "Basic " + b64(b"\xff\xfe:\xc3\x28")}),
                  UNAUTHORIZED, id="basic-non-utf8-inside-base64"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": ""}),
+    pytest.param(token_with(lambda c: {"Authorization": ""}),
                  UNAUTHORIZED, id="basic-empty-header"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Basic"}),
+    pytest.param(token_with(lambda c: {"Authorization": "Basic"}),
                  UNAUTHORIZED, id="basic-scheme-alone"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Digest " + b64(b"a:b")}),
+    pytest.param(token_with(lambda c: {"Authorization": "Digest " + b64(b"a:b")}),
                  UNAUTHORIZED, id="wrong-auth-scheme"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Basic "
-                                         + b64(f"{c.client_id}:".encode())}),
+    pytest.param(token_with(lambda c: {"Authorization": "Basic "
+                                       + b64(f"{c.client_id}:".encode())}),
                  UNAUTHORIZED, id="basic-only-client-id"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers=basic(c.client_id + "\x00", c.secret)),
+    pytest.param(token_with(lambda c: basic(c.client_id + "\x00", c.secret)),
                  UNAUTHORIZED, id="basic-nul-in-client-id"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers=basic(c.client_id + "%00", c.secret)),
+    pytest.param(token_with(lambda c: basic(c.client_id + "%00", c.secret)),
                  UNAUTHORIZED, id="basic-percent-encoded-nul-in-client-id"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers=basic("lkc_" + "x" * 5_000, c.secret)),
+    pytest.param(token_with(lambda c: basic("lkc_" + "x" * 5_000, c.secret)),
                  UNAUTHORIZED, id="basic-very-long-client-id"),
     pytest.param(lambda c: post(INTROSPECT, data={"token": c.token},
                                 headers={"Authorization": "Bearer not-an-api-key"}),

@@ -9,24 +9,24 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from portal.core.users import services as users
+from tests.browser.conftest import JS, sign_in
 from tests.factories import PASSWORD, make_client, make_user
 
 pytestmark = pytest.mark.browser
 
 NEW_PASSWORD = "a passphrase of my own"
-JS = pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
 
 
 def new_page(browser: Browser, javascript: bool = True) -> Page:
     return browser.new_context(java_script_enabled=javascript).new_page()
 
 
-def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None:
-    page.goto(base + "/signin")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+def change_password(page: Page, current: str) -> None:
+    """Fill the password form on the page with ``current`` and NEW_PASSWORD, and submit it."""
+    page.get_by_label("Current password").fill(current)
+    page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+    page.get_by_label("Confirm new password").fill(NEW_PASSWORD)
+    page.get_by_role("button", name="Change password").click()
 
 
 def invite(page: Page, base: str, email: str, role: str) -> str:
@@ -138,10 +138,7 @@ def test_a_reset_password_must_be_changed_before_anything_else(
     page.goto(live_server + "/clients")
     expect(page.get_by_role("heading", level=1)).to_have_text("Choose a new password")
     screenshot(page, "forced")
-    page.get_by_label("Current password").fill(temporary)
-    page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
-    page.get_by_label("Confirm new password").fill(NEW_PASSWORD)
-    page.get_by_role("button", name="Change password").click()
+    change_password(page, temporary)
 
     expect(page.get_by_text("Password changed.")).to_be_visible()
     page.goto(live_server + "/clients")
@@ -191,10 +188,7 @@ def test_account_page_changes_the_password_and_signs_out_the_other_browser(
     page.get_by_role("link", name=re.compile(r"careful@acme\.test")).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Your account")
     expect(page.get_by_role("rowheader", name="Acme")).to_be_visible()
-    page.get_by_label("Current password").fill(PASSWORD)
-    page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
-    page.get_by_label("Confirm new password").fill(NEW_PASSWORD)
-    page.get_by_role("button", name="Change password").click()
+    change_password(page, PASSWORD)
     expect(page.get_by_text("Password changed.")).to_be_visible()
     screenshot(page, "changed")
 

@@ -93,28 +93,21 @@ def _portal_for(app: Flask, session: Any, org: Any, role: str) -> Portal:
     return portal
 
 
-@pytest.fixture
-def owner(app, session, org) -> Portal:
-    """Signed in as an owner of ``org``."""
-    return _portal_for(app, session, org, "owner")
+def _signed_in(name: str, role: str, org_fixture: str) -> Any:
+    """A fixture ``name``: a :class:`Portal` signed in as a new ``role`` of ``org_fixture``
+    (``org``: ours of ``tenants``; ``other_org``: theirs)."""
+
+    def portal(app: Flask, session: Any, request: pytest.FixtureRequest) -> Portal:
+        return _portal_for(app, session, request.getfixturevalue(org_fixture), role)
+
+    portal.__doc__ = f"Signed in as a new {role} of ``{org_fixture}``."
+    return pytest.fixture(name=name)(portal)
 
 
-@pytest.fixture
-def admin(app, session, org) -> Portal:
-    """Signed in as an admin of ``org``."""
-    return _portal_for(app, session, org, "admin")
-
-
-@pytest.fixture
-def viewer(app, session, org) -> Portal:
-    """Signed in as a viewer of ``org``."""
-    return _portal_for(app, session, org, "viewer")
-
-
-@pytest.fixture
-def outsider(app, session, other_org) -> Portal:
-    """Signed in as an owner of another org."""
-    return _portal_for(app, session, other_org, "owner")
+owner = _signed_in("owner", "owner", "org")
+admin = _signed_in("admin", "admin", "org")
+viewer = _signed_in("viewer", "viewer", "org")
+outsider = _signed_in("outsider", "owner", "other_org")  # an owner of another org
 
 
 # -- one of each org-owned object, for the route walkers (tests/portal/test_security.py,
