@@ -12,7 +12,9 @@ import base64
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from portal.core.usage.models import UsageEvent, UsageKind
 from tests.factories import basic, get_token, make_client
 
 # A header nested deeper than the JSON parser recurses (once a 500).
@@ -77,3 +79,10 @@ def wrong_secrets_then_the_right_one_elsewhere(http: Any, other: Any, c: Any, se
         http.post("/oauth/token", data=grant, headers=basic(c.client_id, "wrong"))
     return other.test_client().post("/oauth/token", data=grant,
                                     headers=basic(c.client_id, secret))
+
+
+def only_usage_event(session: Any, kind: UsageKind) -> UsageEvent:
+    """The usage event of ``kind``, asserting it is the only one."""
+    events = session.scalars(select(UsageEvent).where(UsageEvent.kind == kind)).all()
+    assert len(events) == 1, events
+    return events[0]

@@ -15,7 +15,7 @@ from portal.core.clients import services as clients
 from portal.core.tokens import services as tokens
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageKind
-from tests.api.conftest import NOT_TOKENS
+from tests.api.conftest import NOT_TOKENS, only_usage_event
 from tests.factories import basic, bearer, get_token, issue, make_api_key, make_client
 
 INTROSPECT = "/oauth/introspect"
@@ -156,23 +156,6 @@ def test_revoked_api_key_is_invalid_client(client, session, org, token):
                                    "error_description": "Invalid API key."}
 
 
-def test_missing_token_parameter_is_invalid_request(client, acme):
-    c, secret = acme
-    response = client.post(INTROSPECT, data={}, headers=basic(c.client_id, secret))
-    assert response.status_code == HTTPStatus.BAD_REQUEST
-    assert response.get_json() == {"error": "invalid_request",
-                                   "error_description": "Missing token parameter."}
-
-
-def test_disabled_clients_tokens_are_inactive(client, session, org, acme, token):
-    c, _secret = acme
-    key, _row = make_api_key(session, org)
-    clients.set_enabled(session, c, enabled=False, actor="test")
-    session.commit()
-    response = introspect(client, token, bearer(key))
-    assert response.get_json() == INACTIVE
-
-
 def test_disabled_client_may_not_introspect(client, session, acme, token):
     c, secret = acme
     clients.set_enabled(session, c, enabled=False, actor="test")
@@ -183,10 +166,19 @@ def test_disabled_client_may_not_introspect(client, session, acme, token):
                                    "error_description": "This client is disabled."}
 
 
-def test_deleted_clients_tokens_are_inactive(client, session, org, acme, token):
+#: What can happen to a client after it got a token.
+CLIENT_CHANGES = {
+    "disabled": lambda session, c: clients.set_enabled(session, c, enabled=False, actor="test"),
+    "deleted": lambda session, c: clients.delete_client(session, c, actor="test", now=utcnow()),
+}
+
+
+@pytest.mark.parametrize("change", CLIENT_CHANGES)
+def test_tokens_of_a_disabled_or_deleted_client_are_inactive(client, session, org, acme, token,
+                                                             change):
     c, _secret = acme
     key, _row = make_api_key(session, org)
-    clients.delete_client(session, c, actor="test", now=utcnow())
+    CLIENT_CHANGES[change](session, c)
     session.commit()
     response = introspect(client, token, bearer(key))
     assert response.status_code == HTTPStatus.OK
@@ -196,10 +188,7 @@ def test_deleted_clients_tokens_are_inactive(client, session, org, acme, token):
 def test_introspection_records_usage_event(client, session, acme, token):
     c, secret = acme
     introspect(client, token, basic(c.client_id, secret))
-    events = session.scalars(
-        select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED)).all()
-    assert len(events) == 1
-    event = events[0]
+    event = only_usage_event(session, UsageKind.TOKEN_INTROSPECTED)
     assert event.org_id == c.org_id and event.client_id == c.id
     assert event.jti == claims_of(token)["jti"] and event.reason == "active"
     assert event.client_ref == f"client:{c.client_id}" and event.source_ip == "127.0.0.1"

@@ -21,6 +21,14 @@ def new_page(browser: Browser, javascript: bool = True) -> Page:
     return browser.new_context(java_script_enabled=javascript).new_page()
 
 
+def signed_in(browser: Browser, base: str, email: str, *, password: str = PASSWORD,
+              javascript: bool = True) -> Page:
+    """A page of a new browser context, signed in as ``email``."""
+    page = new_page(browser, javascript)
+    sign_in(page, base, email, password)
+    return page
+
+
 def change_password(page: Page, current: str) -> None:
     """Fill the password form on the page with ``current`` and NEW_PASSWORD, and submit it."""
     page.get_by_label("Current password").fill(current)
@@ -52,8 +60,7 @@ def acme(session, tenants):
 def test_invited_person_chooses_a_password_and_joins(browser, live_server, acme, screenshot,
                                                      javascript):
     _org, owner = acme
-    owners_page = new_page(browser, javascript)
-    sign_in(owners_page, live_server, owner.email)
+    owners_page = signed_in(browser, live_server, owner.email, javascript=javascript)
     link = invite(owners_page, live_server, "new.hire@acme.test", "admin")
     assert link.startswith(live_server + "/invitation?token=lk_invite_")
     screenshot(owners_page, "link-shown-once")
@@ -93,8 +100,7 @@ def test_an_existing_account_signs_in_through_the_link_and_accepts(
     elsewhere = tenants.theirs.org
     existing = make_user(session, org=elsewhere, role="owner", email="known@elsewhere.test")
     make_client(session, elsewhere, name="elsewhere-sync")
-    owners_page = new_page(browser)
-    sign_in(owners_page, live_server, owner.email)
+    owners_page = signed_in(browser, live_server, owner.email)
     link = invite(owners_page, live_server, existing.email, "viewer")
 
     page = new_page(browser)
@@ -121,8 +127,7 @@ def test_a_reset_password_must_be_changed_before_anything_else(
         browser, live_server, acme, session, screenshot, javascript):
     org, owner = acme
     member = make_user(session, org=org, role="admin", email="forgetful@acme.test")
-    owners_page = new_page(browser, javascript)
-    sign_in(owners_page, live_server, owner.email)
+    owners_page = signed_in(browser, live_server, owner.email, javascript=javascript)
     owners_page.goto(live_server + "/members")
     owners_page.get_by_role("link", name=f"Reset password of {member.email}").click()
     expect(owners_page.get_by_role("heading", level=1)).to_have_text(
@@ -131,8 +136,7 @@ def test_a_reset_password_must_be_changed_before_anything_else(
     temporary = owners_page.locator("#temporary-password").input_value()
     screenshot(owners_page, "temporary-password")
 
-    page = new_page(browser, javascript)
-    sign_in(page, live_server, member.email, temporary)
+    page = signed_in(browser, live_server, member.email, password=temporary, javascript=javascript)
     expect(page.get_by_role("heading", level=1)).to_have_text("Choose a new password")
     expect(page.get_by_role("navigation", name="Portal")).to_have_count(0)
     page.goto(live_server + "/clients")
@@ -180,10 +184,8 @@ def test_account_page_changes_the_password_and_signs_out_the_other_browser(
         browser, live_server, acme, session, screenshot, javascript):
     org, _owner = acme
     user = make_user(session, org=org, role="viewer", email="careful@acme.test")
-    other = new_page(browser, javascript)
-    sign_in(other, live_server, user.email)
-    page = new_page(browser, javascript)
-    sign_in(page, live_server, user.email)
+    other = signed_in(browser, live_server, user.email, javascript=javascript)
+    page = signed_in(browser, live_server, user.email, javascript=javascript)
 
     page.get_by_role("link", name=re.compile(r"careful@acme\.test")).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Your account")

@@ -7,6 +7,7 @@ both in tests/services.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from html import unescape
 from typing import Any
 
@@ -110,6 +111,12 @@ viewer = _signed_in("viewer", "viewer", "org")
 outsider = _signed_in("outsider", "owner", "other_org")  # an owner of another org
 
 
+@pytest.fixture(params=["owner", "admin"])
+def editor(request: pytest.FixtureRequest) -> Portal:
+    """Each role that may change the org's settings in turn: the ``owner``, then an ``admin``."""
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+
+
 # -- one of each org-owned object, for the route walkers (tests/portal/test_security.py,
 #    tests/portal/test_a11y.py) ----------------------------------------------------------
 
@@ -143,6 +150,16 @@ class OrgObjects:
         except Exception as e:  # report every broken route, not only the first
             problems.append(f"{where}: raised {type(e).__name__}: {e}"[:500])
             return None
+
+    def pages(self, app: Flask, portal: Portal, problems: list[str]) -> Iterator[tuple[str, Any]]:
+        """``(url, response)`` of every GET route of the portal, fetched by ``portal`` with
+        redirects followed; a request that raised is noted in ``problems`` and skipped."""
+        for rule in self.rules(app, "GET"):
+            url = self.url(rule)
+            response = self.request(
+                problems, lambda url=url: portal.get(url, follow_redirects=True), f"GET {url}")
+            if response is not None:
+                yield url, response
 
     def url(self, rule: Any) -> str:
         unknown = sorted(set(rule.arguments) - set(self.params))
