@@ -12,7 +12,9 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, NamedTuple
 
 import pytest
 from cryptography.fernet import Fernet
@@ -22,7 +24,7 @@ from sqlalchemy import text
 
 from portal import create_app
 from portal.core.db import Base, get_engine, get_session, in_read_transaction
-from portal.core.models import Organization  # noqa: F401  (loads every model)
+from portal.core.models import Client, Organization, User  # (and loads every model)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -246,6 +248,16 @@ def another_app() -> Iterator[Callable[[dict[str, Any]], Flask]]:
 
 
 @pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    """The test's app over real HTTP (a werkzeug thread on 127.0.0.1, a free port): its base
+    URL, which is also the app's ``ISSUER`` (:func:`tests.live.servers.serving`)."""
+    from tests.live.servers import serving
+
+    with serving(app) as base:
+        yield base
+
+
+@pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
@@ -259,3 +271,74 @@ def runner(app: Flask) -> Any:
 def session(app: Flask) -> Any:
     """The app's session for arranging data; factories commit what they make."""
     return get_session()
+
+
+# -- two tenants --------------------------------------------------------------------------
+
+
+@dataclass
+class Tenant:
+    """One org of :func:`tenants`. Its org, an admin of it and a client of it (with the
+    secret's plaintext) are each made by tests/factories.py on first use, so a test pays
+    only for what it reads."""
+
+    session: Any
+    name: str
+
+    @cached_property
+    def org(self) -> Organization:
+        from tests.factories import make_org
+
+        return make_org(self.session, name=self.name, slug=self.name.lower())
+
+    @cached_property
+    def admin(self) -> User:
+        from tests.factories import make_user
+
+        return make_user(self.session, org=self.org, role="admin")
+
+    @cached_property
+    def _client_and_secret(self) -> tuple[Client, str]:
+        from tests.factories import make_client
+
+        return make_client(self.session, self.org)
+
+    @property
+    def client(self) -> Client:
+        """Granted ``read write`` of its org's default API (tests/factories.py)."""
+        return self._client_and_secret[0]
+
+    @property
+    def secret(self) -> str:
+        return self._client_and_secret[1]
+
+
+class Tenants(NamedTuple):
+    ours: Tenant
+    theirs: Tenant
+
+
+@pytest.fixture
+def tenants(session: Any) -> Tenants:
+    """The one pair of orgs of the suite (hydra's ``t1, t2``): ``ours`` (Acme, slug
+    ``acme``) and ``theirs`` (Globex, ``globex``). Isolation tests check both ways: ours
+    cannot see or change theirs, and theirs cannot see or change ours."""
+    return Tenants(Tenant(session, "Acme"), Tenant(session, "Globex"))
+
+
+def _tenant_org(name: str, side: str, doc: str) -> Any:
+    """A fixture ``name`` returning ``tenants.<side>.org``."""
+
+    def the_org(tenants: Tenants) -> Organization:
+        return getattr(tenants, side).org  # type: ignore[no-any-return]
+
+    the_org.__doc__ = doc
+    return pytest.fixture(name=name)(the_org)
+
+
+org = _tenant_org("org", "ours", "Our org (``tenants.ours.org``).")
+other_org = _tenant_org("other_org", "theirs", "Their org (``tenants.theirs.org``).")
+#: The same orgs by their names, where the suites call them that (tests/api's ``acme`` is
+#: a client of ours instead).
+acme = _tenant_org("acme", "ours", "Our org by its name.")
+globex = _tenant_org("globex", "theirs", "Their org by its name.")

@@ -8,11 +8,19 @@ so the Flask door on PostgreSQL would repeat the same database work).
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from tests.factories import get_token, make_client, make_org
+from portal.core.usage.models import UsageEvent, UsageKind
+from tests.factories import basic, get_token, make_client
+
+# A header nested deeper than the JSON parser recurses (once a 500).
+NESTED_HEADER = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=") + ".e30.c2ln"
+#: Strings that are no token of ours, for introspection and revocation.
+NOT_TOKENS = ["", "garbage", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", NESTED_HEADER]
 
 BACKEND_DOORS = [
     pytest.param(("sqlite", "wsgi"), id="sqlite-wsgi"),
@@ -50,17 +58,6 @@ def app_config(door: str, extra_config: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def org(session):
-    return make_org(session)
-
-
-@pytest.fixture
-def other_org(session):
-    """A second tenant, for isolation tests."""
-    return make_org(session)
-
-
-@pytest.fixture
 def acme(session, org):
     """``(client, secret)``: scopes ``read write``, audience ``https://api.example.com``."""
     return make_client(session, org)
@@ -70,3 +67,22 @@ def acme(session, org):
 def token(client, acme):
     c, secret = acme
     return get_token(client, c, secret)
+
+
+def wrong_secrets_then_the_right_one_elsewhere(http: Any, other: Any, c: Any, secret: str,
+                                               failures: int = 3) -> Any:
+    """``failures`` token requests with a wrong secret through ``http``, then one with the
+    right ``secret`` through ``other`` (a second app: another worker or machine); the
+    second app's response."""
+    grant = {"grant_type": "client_credentials"}
+    for _ in range(failures):
+        http.post("/oauth/token", data=grant, headers=basic(c.client_id, "wrong"))
+    return other.test_client().post("/oauth/token", data=grant,
+                                    headers=basic(c.client_id, secret))
+
+
+def only_usage_event(session: Any, kind: UsageKind) -> UsageEvent:
+    """The usage event of ``kind``, asserting it is the only one."""
+    events = session.scalars(select(UsageEvent).where(UsageEvent.kind == kind)).all()
+    assert len(events) == 1, events
+    return events[0]

@@ -3,7 +3,8 @@
 Org ``beta`` asks for org ``acme``'s API identifier every way (HTTP Basic,
 form body, JSON body, ``private_key_jwt``, each through both doors; the portal's mint), as
 ``audience`` and as ``resource``: each is refused (``invalid_target``, or a form
-error) and no token is recorded as issued. The same doors give ``beta`` tokens
+error) and no token is recorded as issued; nor does ``acme`` get one for ``beta``'s API
+(the pair is ``tenants``, tests/conftest.py). The same doors give ``beta`` tokens
 for its own API and for a deployment API, which carry ``beta``'s ``oid``.
 """
 
@@ -21,7 +22,7 @@ from jwt.algorithms import ECAlgorithm
 from sqlalchemy import func, select
 
 from portal.core.tokens.models import IssuedToken
-from tests.factories import basic, make_api, make_client, make_org
+from tests.factories import basic, make_api, make_client
 
 ACME_API = "https://api.acme.test"
 BETA_API = "https://api.beta.test"
@@ -34,12 +35,14 @@ def beta_key():
 
 
 @pytest.fixture
-def world(session, beta_key) -> dict[str, Any]:
-    """acme with its API; beta with its API and two clients (secret, private_key_jwt),
-    both also granted the deployment API."""
-    acme, beta = make_org(session, name="Acme"), make_org(session, name="Beta")
+def world(session, tenants, beta_key) -> dict[str, Any]:
+    """acme (``tenants.ours``) with its API and a client of it; beta (``tenants.theirs``)
+    with its API and two clients (secret, private_key_jwt), both also granted the
+    deployment API."""
+    acme, beta = tenants.ours.org, tenants.theirs.org
     make_api(session, acme, identifier=ACME_API, scopes=("orders:read", "orders:write"))
-    make_client(session, acme, audiences=[ACME_API], scopes=["orders:read", "orders:write"])
+    acme_client, acme_secret = make_client(session, acme, audiences=[ACME_API],
+                                           scopes=["orders:read", "orders:write"])
     platform = make_api(session, None, identifier=PLATFORM, scopes=("platform:use",))
     beta_api = make_api(session, beta, identifier=BETA_API, scopes=("beta:read",))
     grants = [(beta_api, ["beta:read"]), (platform, ["platform:use"])]
@@ -48,7 +51,7 @@ def world(session, beta_key) -> dict[str, Any]:
     key_client, _ = make_client(session, beta, grants=grants, auth_methods=["private_key_jwt"],
                                 jwks={"keys": [jwk]})
     return {"acme": acme, "beta": beta, "secret_client": secret_client, "secret": secret,
-            "key_client": key_client}
+            "key_client": key_client, "acme_client": acme_client, "acme_secret": acme_secret}
 
 
 def _assertion(client_id: str, key: Any) -> str:
@@ -95,10 +98,14 @@ def w(world, beta_key):
     return {**world, "key": beta_key}
 
 
-def issued_to_beta(session, w) -> int:
+def issued_to(session, org) -> int:
     session.expire_all()
     return session.scalar(select(func.count()).select_from(IssuedToken).where(
-        IssuedToken.org_id == w["beta"].id))
+        IssuedToken.org_id == org.id))
+
+
+def issued_to_beta(session, w) -> int:
+    return issued_to(session, w["beta"])
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -113,6 +120,19 @@ def test_another_orgs_api_is_invalid_target_and_nothing_is_issued(client, sessio
         "error_description": f"audience not granted to this client: {ACME_API}"}
     assert response.headers["Cache-Control"] == "no-store"
     assert issued_to_beta(session, w) == 0
+
+
+@pytest.mark.parametrize("parameter", ["audience", "resource"])
+def test_and_the_other_way_round_acme_gets_nothing_for_betas_api(client, session, w, parameter):
+    response = client.post("/oauth/token", data={"grant_type": "client_credentials",
+                                                 parameter: BETA_API},
+                           headers=basic(w["acme_client"].client_id, w["acme_secret"]))
+
+    assert response.status_code == HTTPStatus.BAD_REQUEST, response.get_json()
+    assert response.get_json() == {
+        "error": "invalid_target",
+        "error_description": f"audience not granted to this client: {BETA_API}"}
+    assert issued_to(session, w["acme"]) == 0
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -157,18 +177,20 @@ def test_a_scope_not_granted_on_the_api_is_invalid_scope(client, session, w, way
 # -- the portal's mint --------------------------------------------------------------------
 
 
-def test_the_portal_mint_refuses_another_orgs_api_and_issues_nothing(app, session, w):
-    from tests.factories import make_user
+def mint_as_betas_admin(app, tenants, w, audience: str) -> Any:
+    """Beta's admin, signed in to the portal, mints for beta's secret client."""
     from tests.portal.conftest import Portal, hidden_fields
 
-    user = make_user(session, org=w["beta"], role="admin")
     portal = Portal(app.test_client())
-    portal.sign_in(user.email)
+    portal.sign_in(tenants.theirs.admin.email)
     target = w["secret_client"]
     page = portal.get(f"/tokens/mint?client={target.client_id}").get_data(as_text=True)
+    return portal.http.post("/tokens/mint", data={
+        **hidden_fields(page), "audience": [audience], "ttl": "900", "custom_claims": ""})
 
-    response = portal.http.post("/tokens/mint", data={
-        **hidden_fields(page), "audience": [ACME_API], "ttl": "900", "custom_claims": ""})
+
+def test_the_portal_mint_refuses_another_orgs_api_and_issues_nothing(app, session, tenants, w):
+    response = mint_as_betas_admin(app, tenants, w, ACME_API)
 
     assert response.status_code == HTTPStatus.BAD_REQUEST
     text = response.get_data(as_text=True)
@@ -177,18 +199,9 @@ def test_the_portal_mint_refuses_another_orgs_api_and_issues_nothing(app, sessio
     assert issued_to_beta(session, w) == 0
 
 
-def test_the_portal_mint_issues_for_the_deployment_api_with_the_orgs_oid(app, session, w):
-    from tests.factories import make_user
-    from tests.portal.conftest import Portal, hidden_fields
-
-    user = make_user(session, org=w["beta"], role="admin")
-    portal = Portal(app.test_client())
-    portal.sign_in(user.email)
-    target = w["secret_client"]
-    page = portal.get(f"/tokens/mint?client={target.client_id}").get_data(as_text=True)
-
-    response = portal.http.post("/tokens/mint", data={
-        **hidden_fields(page), "audience": [PLATFORM], "ttl": "900", "custom_claims": ""})
+def test_the_portal_mint_issues_for_the_deployment_api_with_the_orgs_oid(app, session, tenants,
+                                                                          w):
+    response = mint_as_betas_admin(app, tenants, w, PLATFORM)
 
     assert response.status_code == HTTPStatus.OK
     record = session.scalar(select(IssuedToken).where(IssuedToken.org_id == w["beta"].id))

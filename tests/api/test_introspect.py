@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import timedelta
 from http import HTTPStatus
 
@@ -16,16 +15,23 @@ from portal.core.clients import services as clients
 from portal.core.tokens import services as tokens
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageKind
+from tests.api.conftest import NOT_TOKENS, only_usage_event
 from tests.factories import basic, bearer, get_token, issue, make_api_key, make_client
 
 INTROSPECT = "/oauth/introspect"
 INACTIVE = {"active": False}
-# A header nested deeper than the JSON parser recurses (once a 500).
-NESTED_HEADER = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=") + ".e30.c2ln"
 
 
 def introspect(http, token, headers, **params):
     return http.post(INTROSPECT, data={"token": token, **params}, headers=headers)
+
+
+def assert_inactive(http, acme, token):
+    """Introspected by ``acme``'s client (Basic): 200 and only ``{"active": false}``."""
+    c, secret = acme
+    response = introspect(http, token, basic(c.client_id, secret))
+    assert response.status_code == HTTPStatus.OK
+    assert response.get_json() == INACTIVE
 
 
 def claims_of(token):
@@ -94,21 +100,15 @@ def test_scope_parameter_requires_every_scope_asked_for(client, session, org, as
 
 
 def test_revoked_token_is_inactive(client, session, acme, token, org):
-    c, secret = acme
     record = tokens.find_record(session, org_id=org.id, jti=claims_of(token)["jti"])
     tokens.revoke(session, record, by="test", now=utcnow())
     session.commit()
-    response = introspect(client, token, basic(c.client_id, secret))
-    assert response.status_code == HTTPStatus.OK
-    assert response.get_json() == INACTIVE
+    assert_inactive(client, acme, token)
 
 
 def test_expired_token_is_inactive(client, session, acme):
-    c, secret = acme
-    expired = issue(session, c, now=utcnow() - timedelta(hours=2))
-    response = introspect(client, expired, basic(c.client_id, secret))
-    assert response.status_code == HTTPStatus.OK
-    assert response.get_json() == INACTIVE
+    expired = issue(session, acme[0], now=utcnow() - timedelta(hours=2))
+    assert_inactive(client, acme, expired)
 
 
 def test_token_that_has_not_expired_yet_is_active(client, session, acme):
@@ -118,23 +118,16 @@ def test_token_that_has_not_expired_yet_is_active(client, session, acme):
 
 
 def test_token_forged_with_another_key_is_inactive(client, acme, token):
-    c, secret = acme
     header = jwt.get_unverified_header(token)
     foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode(claims_of(token), foreign, algorithm="RS256",
                         headers={"typ": "at+jwt", "kid": header["kid"]})
-    response = introspect(client, forged, basic(c.client_id, secret))
-    assert response.status_code == HTTPStatus.OK
-    assert response.get_json() == INACTIVE
+    assert_inactive(client, acme, forged)
 
 
-@pytest.mark.parametrize("garbage", ["", "garbage", "a.b.c", "eyJhbGciOiJub25lIn0.e30.",
-                                     NESTED_HEADER])
+@pytest.mark.parametrize("garbage", NOT_TOKENS)
 def test_malformed_token_is_inactive(client, acme, garbage):
-    c, secret = acme
-    response = introspect(client, garbage, basic(c.client_id, secret))
-    assert response.status_code == HTTPStatus.OK
-    assert response.get_json() == INACTIVE
+    assert_inactive(client, acme, garbage)
 
 
 def test_unauthenticated_caller_is_invalid_client(client, token):
@@ -163,23 +156,6 @@ def test_revoked_api_key_is_invalid_client(client, session, org, token):
                                    "error_description": "Invalid API key."}
 
 
-def test_missing_token_parameter_is_invalid_request(client, acme):
-    c, secret = acme
-    response = client.post(INTROSPECT, data={}, headers=basic(c.client_id, secret))
-    assert response.status_code == HTTPStatus.BAD_REQUEST
-    assert response.get_json() == {"error": "invalid_request",
-                                   "error_description": "Missing token parameter."}
-
-
-def test_disabled_clients_tokens_are_inactive(client, session, org, acme, token):
-    c, _secret = acme
-    key, _row = make_api_key(session, org)
-    clients.set_enabled(session, c, enabled=False, actor="test")
-    session.commit()
-    response = introspect(client, token, bearer(key))
-    assert response.get_json() == INACTIVE
-
-
 def test_disabled_client_may_not_introspect(client, session, acme, token):
     c, secret = acme
     clients.set_enabled(session, c, enabled=False, actor="test")
@@ -190,10 +166,19 @@ def test_disabled_client_may_not_introspect(client, session, acme, token):
                                    "error_description": "This client is disabled."}
 
 
-def test_deleted_clients_tokens_are_inactive(client, session, org, acme, token):
+#: What can happen to a client after it got a token.
+CLIENT_CHANGES = {
+    "disabled": lambda session, c: clients.set_enabled(session, c, enabled=False, actor="test"),
+    "deleted": lambda session, c: clients.delete_client(session, c, actor="test", now=utcnow()),
+}
+
+
+@pytest.mark.parametrize("change", CLIENT_CHANGES)
+def test_tokens_of_a_disabled_or_deleted_client_are_inactive(client, session, org, acme, token,
+                                                             change):
     c, _secret = acme
     key, _row = make_api_key(session, org)
-    clients.delete_client(session, c, actor="test", now=utcnow())
+    CLIENT_CHANGES[change](session, c)
     session.commit()
     response = introspect(client, token, bearer(key))
     assert response.status_code == HTTPStatus.OK
@@ -203,10 +188,7 @@ def test_deleted_clients_tokens_are_inactive(client, session, org, acme, token):
 def test_introspection_records_usage_event(client, session, acme, token):
     c, secret = acme
     introspect(client, token, basic(c.client_id, secret))
-    events = session.scalars(
-        select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED)).all()
-    assert len(events) == 1
-    event = events[0]
+    event = only_usage_event(session, UsageKind.TOKEN_INTROSPECTED)
     assert event.org_id == c.org_id and event.client_id == c.id
     assert event.jti == claims_of(token)["jti"] and event.reason == "active"
     assert event.client_ref == f"client:{c.client_id}" and event.source_ip == "127.0.0.1"

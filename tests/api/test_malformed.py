@@ -105,6 +105,19 @@ JWKS_DOCUMENT = Expect(HTTPStatus.OK, member="keys")
 METADATA_DOCUMENT = Expect(HTTPStatus.OK, member="issuer")
 
 
+def token_with(headers: Any) -> Any:
+    """A client_credentials token request with the headers ``headers(c)``."""
+    return lambda c: post(TOKEN, data={"grant_type": "client_credentials"}, headers=headers(c))
+
+
+def asserted(assertion: Callable[[Any], str], kind: str = ASSERTION_TYPE) -> Any:
+    """A client_credentials token request authenticated by the client assertion
+    ``assertion(c)`` of type ``kind``."""
+    return lambda c: post(TOKEN, data={"grant_type": "client_credentials",
+                                       "client_assertion_type": kind,
+                                       "client_assertion": assertion(c)})
+
+
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
@@ -258,36 +271,26 @@ CASES: list[Any] = [
                                 headers=c.auth),
                  bad_request(), id="token-deeply-nested-json"),
     # -- Basic credentials -----------------------------------------------------------
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Basic " + b64(c.client_id.encode())}),
+    pytest.param(token_with(lambda c: {"Authorization": "Basic " + b64(c.client_id.encode())}),
                  UNAUTHORIZED, id="basic-without-colon"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Basic !!not*base64!!"}),
+    pytest.param(token_with(lambda c: {"Authorization": "Basic !!not*base64!!"}),
                  UNAUTHORIZED, id="basic-bad-base64"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Basic " + b64(b"\xff\xfe:\xc3\x28")}),
+    pytest.param(token_with(lambda c: {"Authorization": "Basic " + b64(b"\xff\xfe:\xc3\x28")}),
                  UNAUTHORIZED, id="basic-non-utf8-inside-base64"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": ""}),
+    pytest.param(token_with(lambda c: {"Authorization": ""}),
                  UNAUTHORIZED, id="basic-empty-header"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Basic"}),
+    pytest.param(token_with(lambda c: {"Authorization": "Basic"}),
                  UNAUTHORIZED, id="basic-scheme-alone"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Digest " + b64(b"a:b")}),
+    pytest.param(token_with(lambda c: {"Authorization": "Digest " + b64(b"a:b")}),
                  UNAUTHORIZED, id="wrong-auth-scheme"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Basic "
-                                         + b64(f"{c.client_id}:".encode())}),
+    pytest.param(token_with(lambda c: {"Authorization": "Basic "
+                                       + b64(f"{c.client_id}:".encode())}),
                  UNAUTHORIZED, id="basic-only-client-id"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers=basic(c.client_id + "\x00", c.secret)),
+    pytest.param(token_with(lambda c: basic(c.client_id + "\x00", c.secret)),
                  UNAUTHORIZED, id="basic-nul-in-client-id"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers=basic(c.client_id + "%00", c.secret)),
+    pytest.param(token_with(lambda c: basic(c.client_id + "%00", c.secret)),
                  UNAUTHORIZED, id="basic-percent-encoded-nul-in-client-id"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers=basic("lkc_" + "x" * 5_000, c.secret)),
+    pytest.param(token_with(lambda c: basic("lkc_" + "x" * 5_000, c.secret)),
                  UNAUTHORIZED, id="basic-very-long-client-id"),
     pytest.param(lambda c: post(INTROSPECT, data={"token": c.token},
                                 headers={"Authorization": "Bearer not-an-api-key"}),
@@ -340,26 +343,15 @@ CASES: list[Any] = [
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "urn:ietf:params:oauth:grant-type:"
                                              "jwt-bearer"}, headers=c.auth),
                  bad_request("unsupported_grant_type"), id="token-unknown-grant-type"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials",
-                                             "client_assertion_type": ASSERTION_TYPE,
-                                             "client_assertion": "not.a.jwt"}),
+    pytest.param(asserted(lambda c: "not.a.jwt"),
                  bad_request("invalid_client"), id="token-client-assertion-garbage"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials",
-                                             "client_assertion_type": ASSERTION_TYPE,
-                                             "client_assertion": alg_none_token(c)}),
+    pytest.param(asserted(alg_none_token),
                  bad_request("invalid_client"), id="token-client-assertion-alg-none"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials",
-                                             "client_assertion_type": ASSERTION_TYPE,
-                                             "client_assertion": unsigned_assertion(
-                                                 c.client_id + "\x00")}),
+    pytest.param(asserted(lambda c: unsigned_assertion(c.client_id + "\x00")),
                  bad_request("invalid_client"), id="token-client-assertion-sub-with-nul"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials",
-                                             "client_assertion_type": ASSERTION_TYPE,
-                                             "client_assertion": ""}),
+    pytest.param(asserted(lambda c: ""),
                  bad_request("invalid_client"), id="token-client-assertion-empty"),
-    pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials",
-                                             "client_assertion_type": "urn:example:saml",
-                                             "client_assertion": c.token}),
+    pytest.param(asserted(lambda c: c.token, kind="urn:example:saml"),
                  bad_request("invalid_client"), id="token-client-assertion-type-wrong"),
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials",
                                              "scope": 'read "write"'}, headers=c.auth),
@@ -420,3 +412,12 @@ def test_malformed_request_gets_clean_json_answer(client, ctx, build: Build, exp
     expect.check(json.loads(text))
     if path.startswith("/oauth/"):
         assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("path", [INTROSPECT, REVOKE])
+def test_missing_token_parameter_is_invalid_request(client, acme, path):
+    c, secret = acme
+    response = client.post(path, data={}, headers=basic(c.client_id, secret))
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.get_json() == {"error": "invalid_request",
+                                   "error_description": "Missing token parameter."}

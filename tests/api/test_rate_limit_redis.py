@@ -6,6 +6,7 @@ from http import HTTPStatus
 
 import pytest
 
+from tests.api.conftest import wrong_secrets_then_the_right_one_elsewhere
 from tests.conftest import REDIS_URL, base_config, unavailable
 from tests.factories import basic, make_client, make_org
 
@@ -36,14 +37,11 @@ def app_config(redis_url):
 def test_failures_counted_by_one_process_limit_another(app, client, session, database_url,
                                                        app_config, another_app):
     c, secret = make_client(session, make_org(session))
-    for _ in range(3):
-        client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "wrong"))
-
     # A second app is what a second gunicorn worker or machine would be: it
     # builds its own storage connection, so only Redis can carry the count.
     other = another_app(base_config(database_url, **app_config))
-    response = other.test_client().post("/oauth/token", data=GRANT,
-                                        headers=basic(c.client_id, secret))
+
+    response = wrong_secrets_then_the_right_one_elsewhere(client, other, c, secret)
 
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     assert response.get_json()["error"] == "invalid_request"

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.core.ratelimit.models import RateLimitCounter
-from tests.api.conftest import BACKEND_DOORS
+from tests.api.conftest import BACKEND_DOORS, wrong_secrets_then_the_right_one_elsewhere
 from tests.conftest import base_config
 from tests.factories import basic, make_client, make_org
 
@@ -32,14 +32,11 @@ def extra_config():
 def test_failures_counted_by_one_process_limit_another(app, client, session, database_url,
                                                        another_app):
     c, secret = make_client(session, make_org(session))
-    for _ in range(3):
-        client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "wrong"))
-
     # A second app is what a second worker or machine would be: only the database
     # can carry the count between them.
     other = another_app(base_config(database_url, **SHARED))
-    response = other.test_client().post("/oauth/token", data=GRANT,
-                                        headers=basic(c.client_id, secret))
+
+    response = wrong_secrets_then_the_right_one_elsewhere(client, other, c, secret)
 
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     assert response.get_json()["error"] == "invalid_request"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from http import HTTPStatus
 
 import jwt
@@ -11,13 +10,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
 from portal.core.audit.models import AuditEntry
-from portal.core.usage.models import UsageEvent, UsageKind
+from portal.core.usage.models import UsageKind
+from tests.api.conftest import NOT_TOKENS, only_usage_event
 from tests.factories import basic, bearer, get_token, make_api_key, make_client
 
 REVOKE = "/oauth/revoke"
 INTROSPECT = "/oauth/introspect"
-# A header nested deeper than the JSON parser recurses (once a 500).
-NESTED_HEADER = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=") + ".e30.c2ln"
 
 
 @pytest.fixture
@@ -63,8 +61,7 @@ def test_revoking_leaves_other_tokens_of_the_client_active(client, acme, token, 
     assert is_active(client, other, org_key) is True
 
 
-@pytest.mark.parametrize("garbage", ["garbage", "a.b.c", "", "eyJhbGciOiJub25lIn0.e30.",
-                                     NESTED_HEADER])
+@pytest.mark.parametrize("garbage", NOT_TOKENS)
 def test_unknown_token_answers_200(client, acme, garbage):
     c, secret = acme
     response = revoke(client, garbage, basic(c.client_id, secret))
@@ -105,19 +102,9 @@ def test_org_api_key_revokes_any_token_of_its_org(client, session, org, token, o
 def test_revocation_records_usage_event(client, session, acme, token):
     c, secret = acme
     revoke(client, token, basic(c.client_id, secret))
-    events = session.scalars(
-        select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_REVOKED)).all()
-    assert len(events) == 1
-    assert events[0].jti == jti_of(token) and events[0].client_id == c.id
-    assert events[0].org_id == c.org_id and events[0].client_ref == f"client:{c.client_id}"
-
-
-def test_missing_token_parameter_is_invalid_request(client, acme):
-    c, secret = acme
-    response = client.post(REVOKE, data={}, headers=basic(c.client_id, secret))
-    assert response.status_code == HTTPStatus.BAD_REQUEST
-    assert response.get_json() == {"error": "invalid_request",
-                                   "error_description": "Missing token parameter."}
+    event = only_usage_event(session, UsageKind.TOKEN_REVOKED)
+    assert event.jti == jti_of(token) and event.client_id == c.id
+    assert event.org_id == c.org_id and event.client_ref == f"client:{c.client_id}"
 
 
 def test_unauthenticated_caller_is_invalid_client(client, token, org_key):

@@ -6,17 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import API_IDENTIFIER, bearer, make_api, make_api_key, make_org
-
-
-@pytest.fixture
-def org(session):
-    return make_org(session)
-
-
-@pytest.fixture
-def other_org(session):
-    return make_org(session)
+from tests.factories import API_IDENTIFIER, bearer, make_api, make_api_key
 
 
 @pytest.fixture

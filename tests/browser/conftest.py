@@ -1,20 +1,26 @@
-"""Playwright against a live server thread, in Debian's headless Chromium."""
+"""Playwright against a live server thread (``live_server``, tests/conftest.py), in Debian's
+headless Chromium."""
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
+from playwright.sync_api import Page, expect
+
+from tests.factories import PASSWORD, make_api, make_org, make_user
 
 CHROMIUM = os.environ.get("LATCHKEY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
+#: Run a test with JavaScript on and off (``javascript``).
+JS = pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+#: The one API of :func:`user_of_an_org_with_orders`'s org.
+ORDERS = "https://orders.example.com"
 SCREENSHOTS = Path(os.environ.get("LATCHKEY_TEST_OUTPUT", "test-results")) / "screenshots"
 
 
@@ -22,16 +28,6 @@ SCREENSHOTS = Path(os.environ.get("LATCHKEY_TEST_OUTPUT", "test-results")) / "sc
 def database_url(sqlite_url: str) -> str:
     """Browser journeys run on SQLite only; the backends are covered by the API suites."""
     return sqlite_url
-
-
-@pytest.fixture
-def live_server(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +53,20 @@ def screenshot(request):
         return path
 
     return take
+
+
+def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None:
+    """Through the sign-in form, until the page offers to sign out."""
+    page.goto(base + "/signin")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+def user_of_an_org_with_orders(session: Any, org_name: str, role: str) -> Any:
+    """A new ``role`` of a new org ``org_name`` that has one API to grant, Orders (ORDERS)."""
+    org = make_org(session, name=org_name)
+    make_api(session, org, identifier=ORDERS, name="Orders",
+             scopes=("orders:read", "orders:write"))
+    return make_user(session, org=org, role=role)

@@ -9,24 +9,32 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from portal.core.users import services as users
-from tests.factories import PASSWORD, make_client, make_org, make_user
+from tests.browser.conftest import JS, sign_in
+from tests.factories import PASSWORD, make_client, make_user
 
 pytestmark = pytest.mark.browser
 
 NEW_PASSWORD = "a passphrase of my own"
-JS = pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
 
 
 def new_page(browser: Browser, javascript: bool = True) -> Page:
     return browser.new_context(java_script_enabled=javascript).new_page()
 
 
-def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None:
-    page.goto(base + "/signin")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+def signed_in(browser: Browser, base: str, email: str, *, password: str = PASSWORD,
+              javascript: bool = True) -> Page:
+    """A page of a new browser context, signed in as ``email``."""
+    page = new_page(browser, javascript)
+    sign_in(page, base, email, password)
+    return page
+
+
+def change_password(page: Page, current: str) -> None:
+    """Fill the password form on the page with ``current`` and NEW_PASSWORD, and submit it."""
+    page.get_by_label("Current password").fill(current)
+    page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+    page.get_by_label("Confirm new password").fill(NEW_PASSWORD)
+    page.get_by_role("button", name="Change password").click()
 
 
 def invite(page: Page, base: str, email: str, role: str) -> str:
@@ -40,8 +48,9 @@ def invite(page: Page, base: str, email: str, role: str) -> str:
 
 
 @pytest.fixture
-def acme(session):
-    org = make_org(session, name="Acme Journeys")
+def acme(session, tenants):
+    """Our org of the pair (``tenants.ours``), with an owner and a client."""
+    org = tenants.ours.org
     owner = make_user(session, org=org, role="owner", email="owner@acme.test")
     make_client(session, org, name="acme-billing")
     return org, owner
@@ -51,15 +60,14 @@ def acme(session):
 def test_invited_person_chooses_a_password_and_joins(browser, live_server, acme, screenshot,
                                                      javascript):
     _org, owner = acme
-    owners_page = new_page(browser, javascript)
-    sign_in(owners_page, live_server, owner.email)
+    owners_page = signed_in(browser, live_server, owner.email, javascript=javascript)
     link = invite(owners_page, live_server, "new.hire@acme.test", "admin")
     assert link.startswith(live_server + "/invitation?token=lk_invite_")
     screenshot(owners_page, "link-shown-once")
 
     page = new_page(browser, javascript)
     page.goto(link)
-    expect(page.get_by_role("heading", level=1)).to_have_text("Join Acme Journeys")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Join Acme")
     expect(page.get_by_role("link", name="Sign in to accept")).to_be_visible()
     page.get_by_label("Password", exact=True).fill("too short")
     page.get_by_label("Confirm password").fill("too short")
@@ -71,7 +79,7 @@ def test_invited_person_chooses_a_password_and_joins(browser, live_server, acme,
     screenshot(page, "choosing-a-password")
     page.get_by_role("button", name="Create account and join").click()
 
-    expect(page.get_by_text("You joined Acme Journeys as admin.")).to_be_visible()
+    expect(page.get_by_text("You joined Acme as admin.")).to_be_visible()
     expect(page.get_by_role("cell", name="acme-billing")).to_be_visible()
     screenshot(page, "joined")
     owners_page.goto(live_server + "/members")
@@ -87,13 +95,12 @@ def test_invited_person_chooses_a_password_and_joins(browser, live_server, acme,
 
 
 def test_an_existing_account_signs_in_through_the_link_and_accepts(
-        browser, live_server, acme, session, screenshot):
+        browser, live_server, acme, tenants, session, screenshot):
     _org, owner = acme
-    elsewhere = make_org(session, name="Elsewhere Ltd")
+    elsewhere = tenants.theirs.org
     existing = make_user(session, org=elsewhere, role="owner", email="known@elsewhere.test")
     make_client(session, elsewhere, name="elsewhere-sync")
-    owners_page = new_page(browser)
-    sign_in(owners_page, live_server, owner.email)
+    owners_page = signed_in(browser, live_server, owner.email)
     link = invite(owners_page, live_server, existing.email, "viewer")
 
     page = new_page(browser)
@@ -103,11 +110,11 @@ def test_an_existing_account_signs_in_through_the_link_and_accepts(
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     # Signed in, the account is back on the invitation.
-    expect(page.get_by_role("button", name="Accept and join Acme Journeys")).to_be_visible()
+    expect(page.get_by_role("button", name="Accept and join Acme")).to_be_visible()
     screenshot(page, "accept")
-    page.get_by_role("button", name="Accept and join Acme Journeys").click()
+    page.get_by_role("button", name="Accept and join Acme").click()
 
-    expect(page.get_by_text("You joined Acme Journeys as viewer.")).to_be_visible()
+    expect(page.get_by_text("You joined Acme as viewer.")).to_be_visible()
     expect(page.get_by_role("cell", name="acme-billing")).to_be_visible()
     expect(page.get_by_label("Organisation")).to_have_value(_org.public_id)
     screenshot(page, "joined-second-org")
@@ -120,8 +127,7 @@ def test_a_reset_password_must_be_changed_before_anything_else(
         browser, live_server, acme, session, screenshot, javascript):
     org, owner = acme
     member = make_user(session, org=org, role="admin", email="forgetful@acme.test")
-    owners_page = new_page(browser, javascript)
-    sign_in(owners_page, live_server, owner.email)
+    owners_page = signed_in(browser, live_server, owner.email, javascript=javascript)
     owners_page.goto(live_server + "/members")
     owners_page.get_by_role("link", name=f"Reset password of {member.email}").click()
     expect(owners_page.get_by_role("heading", level=1)).to_have_text(
@@ -130,17 +136,13 @@ def test_a_reset_password_must_be_changed_before_anything_else(
     temporary = owners_page.locator("#temporary-password").input_value()
     screenshot(owners_page, "temporary-password")
 
-    page = new_page(browser, javascript)
-    sign_in(page, live_server, member.email, temporary)
+    page = signed_in(browser, live_server, member.email, password=temporary, javascript=javascript)
     expect(page.get_by_role("heading", level=1)).to_have_text("Choose a new password")
     expect(page.get_by_role("navigation", name="Portal")).to_have_count(0)
     page.goto(live_server + "/clients")
     expect(page.get_by_role("heading", level=1)).to_have_text("Choose a new password")
     screenshot(page, "forced")
-    page.get_by_label("Current password").fill(temporary)
-    page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
-    page.get_by_label("Confirm new password").fill(NEW_PASSWORD)
-    page.get_by_role("button", name="Change password").click()
+    change_password(page, temporary)
 
     expect(page.get_by_text("Password changed.")).to_be_visible()
     page.goto(live_server + "/clients")
@@ -151,10 +153,10 @@ def test_a_reset_password_must_be_changed_before_anything_else(
 
 
 @JS
-def test_a_user_in_two_orgs_switches_from_the_top_bar(browser, live_server, acme, session,
-                                                      screenshot, javascript):
+def test_a_user_in_two_orgs_switches_from_the_top_bar(browser, live_server, acme, tenants,
+                                                      session, screenshot, javascript):
     org, _owner = acme
-    globex = make_org(session, name="Globex Journeys")
+    globex = tenants.theirs.org
     make_client(session, globex, name="globex-sync")
     user = make_user(session, org=org, role="admin", email="both@journeys.test")
     users.add_membership(session, org=globex, user=user, role="viewer", actor="test")
@@ -164,13 +166,13 @@ def test_a_user_in_two_orgs_switches_from_the_top_bar(browser, live_server, acme
     sign_in(page, live_server, user.email)
     expect(page.get_by_role("heading", level=1)).to_have_text("Choose an organisation")
     screenshot(page, "choose")
-    page.get_by_role("button", name="Work in Acme Journeys").click()
+    page.get_by_role("button", name="Work in Acme").click()
     expect(page.get_by_role("cell", name="acme-billing")).to_be_visible()
     expect(page.get_by_role("cell", name="globex-sync")).to_have_count(0)
 
-    page.get_by_label("Organisation").select_option(label="Globex Journeys (viewer)")
+    page.get_by_label("Organisation").select_option(label="Globex (viewer)")
     page.get_by_role("button", name="Switch").click()
-    expect(page.get_by_text("You are working in Globex Journeys as viewer.")).to_be_visible()
+    expect(page.get_by_text("You are working in Globex as viewer.")).to_be_visible()
     expect(page.get_by_role("cell", name="globex-sync")).to_be_visible()
     expect(page.get_by_role("cell", name="acme-billing")).to_have_count(0)
     screenshot(page, "switched")
@@ -182,18 +184,13 @@ def test_account_page_changes_the_password_and_signs_out_the_other_browser(
         browser, live_server, acme, session, screenshot, javascript):
     org, _owner = acme
     user = make_user(session, org=org, role="viewer", email="careful@acme.test")
-    other = new_page(browser, javascript)
-    sign_in(other, live_server, user.email)
-    page = new_page(browser, javascript)
-    sign_in(page, live_server, user.email)
+    other = signed_in(browser, live_server, user.email, javascript=javascript)
+    page = signed_in(browser, live_server, user.email, javascript=javascript)
 
     page.get_by_role("link", name=re.compile(r"careful@acme\.test")).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Your account")
-    expect(page.get_by_role("rowheader", name="Acme Journeys")).to_be_visible()
-    page.get_by_label("Current password").fill(PASSWORD)
-    page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
-    page.get_by_label("Confirm new password").fill(NEW_PASSWORD)
-    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("rowheader", name="Acme")).to_be_visible()
+    change_password(page, PASSWORD)
     expect(page.get_by_text("Password changed.")).to_be_visible()
     screenshot(page, "changed")
 

@@ -12,7 +12,6 @@ the same rules.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,7 +21,6 @@ from typing import Any
 import jwt
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
-from werkzeug.serving import make_server
 
 from portal import create_app
 from portal.core.actor import Actor
@@ -33,6 +31,7 @@ from portal.core.usage.models import UsageKind
 from portal.core.users.invitations import invite
 from tests.conftest import base_config, migrate
 from tests.factories import PASSWORD, issue, make_client, make_org, make_user
+from tests.live.servers import serving
 from tests.portal.conftest import OrgObjects, make_org_objects
 
 pytestmark = pytest.mark.browser
@@ -113,14 +112,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 if rule.endpoint not in NOT_PAGES]
         urls.append(f"/clients/{emails.pop('busy_client')}")
         get_session().close()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
     caller_id, _, caller_secret = emails.pop("caller").partition(":")
-    yield Site(base, urls, emails, link, (caller_id, caller_secret))
-    server.shutdown()
-    thread.join(timeout=10)
+    with serving(app, issuer=False) as base:  # the pages show http://localhost's URLs
+        yield Site(base, urls, emails, link, (caller_id, caller_secret))
     with app.app_context():
         get_engine().dispose()
 

@@ -13,20 +13,17 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from portal.core.clients import services as clients
-from tests.factories import PASSWORD, issue, make_api, make_client, make_org, make_user
+from tests.browser.conftest import JS, ORDERS, sign_in, user_of_an_org_with_orders
+from tests.factories import PASSWORD, issue, make_client, make_user
 
 pytestmark = pytest.mark.browser
 
-AUDIENCE = "https://orders.example.com"
-JS = pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+AUDIENCE = ORDERS
 
 
 @pytest.fixture
 def owner(session):
-    org = make_org(session, name="Forms Org")
-    make_api(session, org, identifier=AUDIENCE, name="Orders",
-             scopes=("orders:read", "orders:write"))
-    return make_user(session, org=org, role="owner")
+    return user_of_an_org_with_orders(session, "Forms Org", "owner")
 
 
 @pytest.fixture
@@ -43,14 +40,6 @@ def contexts(browser: Browser) -> Iterator[Any]:
     yield open_page
     for context in opened:
         context.close()
-
-
-def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None:
-    page.goto(base + "/signin")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
 def photograph(page: Page, screenshot: Any, name: str) -> None:

@@ -16,19 +16,12 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from tests.factories import PASSWORD, make_api, make_client, make_org, make_user
+from tests.browser.conftest import ORDERS, sign_in, user_of_an_org_with_orders
+from tests.factories import make_client, make_org, make_user
 
 pytestmark = pytest.mark.browser
 
-AUDIENCE = "https://orders.example.com"
-
-
-def sign_in(page: Page, base: str, email: str) -> None:
-    page.goto(base + "/signin")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+AUDIENCE = ORDERS
 
 
 def get_token(base: str, client_id: str, secret: str) -> requests.Response:
@@ -48,10 +41,7 @@ def introspect(base: str, client_id: str, secret: str, token: str) -> dict:
 @pytest.fixture
 def admin(session):
     """An admin of an org that has one API, ``Orders`` (AUDIENCE), to grant."""
-    org = make_org(session, name="Journey Org")
-    make_api(session, org, identifier=AUDIENCE, name="Orders",
-             scopes=("orders:read", "orders:write"))
-    return make_user(session, org=org, role="admin")
+    return user_of_an_org_with_orders(session, "Journey Org", "admin")
 
 
 @pytest.fixture

@@ -22,14 +22,9 @@ from portal.core.types import utcnow
 from portal.core.usage import services as usage
 from portal.core.usage.models import UsageEvent, UsageHourly, UsageKind
 from portal.core.users.models import Membership, Role, User
-from tests.factories import PASSWORD, age_next_key, basic, make_client, make_org, mint
+from tests.factories import PASSWORD, age_next_key, basic, make_client, mint
 
 AUDIENCE = "https://api.example.com"
-
-
-@pytest.fixture
-def acme(session):
-    return make_org(session, name="Acme", slug="acme")
 
 
 def invoke(runner, *args):
@@ -211,16 +206,15 @@ def test_failed_command_changes_nothing(session, runner, acme):
     assert audit_actions(session, action="client:created") == []
 
 
-def test_rotate_signing_key_rotates_every_org(session, runner, acme):
-    other = make_org(session, name="Other")
+def test_rotate_signing_key_rotates_every_org(session, runner, acme, globex):
     nexts = {org.id: next(k.kid for k in signing_keys.org_keys(session, org_id=org.id)
-                          if k.state is KeyState.NEXT) for org in (acme, other)}
+                          if k.state is KeyState.NEXT) for org in (acme, globex)}
     age_next_key(session, acme)
-    age_next_key(session, other)
+    age_next_key(session, globex)
     result = invoke(runner, "rotate-signing-key")
     assert result.exit_code == 0, result.output
     session.expire_all()
-    for org in (acme, other):
+    for org in (acme, globex):
         active = [k for k in signing_keys.org_keys(session, org_id=org.id)
                   if k.state is KeyState.ACTIVE]
         assert [k.kid for k in active] == [nexts[org.id]]
@@ -228,16 +222,15 @@ def test_rotate_signing_key_rotates_every_org(session, runner, acme):
             "signing_key:rotated"]
 
 
-def test_rotate_signing_key_for_one_org(session, runner, acme):
-    other = make_org(session, name="Other")
+def test_rotate_signing_key_for_one_org(session, runner, acme, globex):
     age_next_key(session, acme)
     result = invoke(runner, "rotate-signing-key", "--org", "acme")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("acme: now signing with ")
     assert audit_actions(session, org_id=acme.id, action="signing_key:rotated") == [
         "signing_key:rotated"]
-    assert audit_actions(session, org_id=other.id, action="signing_key:rotated") == []
-    assert {k.state for k in signing_keys.org_keys(session, org_id=other.id)} == {
+    assert audit_actions(session, org_id=globex.id, action="signing_key:rotated") == []
+    assert {k.state for k in signing_keys.org_keys(session, org_id=globex.id)} == {
         KeyState.ACTIVE, KeyState.NEXT}
 
 

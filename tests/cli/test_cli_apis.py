@@ -13,19 +13,9 @@ from portal.core.apis.models import Api
 from portal.core.audit.models import AuditEntry
 from portal.core.clients.models import Client
 from tests.cli.test_cli import invoke, one_error_line
-from tests.factories import basic, make_api, make_client, make_org
+from tests.factories import basic, make_api, make_client
 
 ORDERS = "https://orders.acme.test"
-
-
-@pytest.fixture
-def acme(session):
-    return make_org(session, name="Acme", slug="acme")
-
-
-@pytest.fixture
-def globex(session):
-    return make_org(session, name="Globex", slug="globex")
 
 
 def api_count(session) -> int:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from portal.cli import cli
 from portal.core.signing_keys import services as signing_keys
 from portal.core.signing_keys.models import KeyState
-from tests.factories import age_next_key, make_org
+from tests.factories import age_next_key
 
 
 def invoke(runner, *args):
@@ -20,11 +20,6 @@ def keys(session, org):
     session.expire_all()
     return {k.state: k for k in signing_keys.org_keys(session, org_id=org.id)
             if k.state is not KeyState.RETIRED}
-
-
-@pytest.fixture
-def acme(session):
-    return make_org(session, name="Acme", slug="acme")
 
 
 def test_rotation_too_soon_is_refused_with_when_it_can_happen(session, runner, acme):
@@ -40,8 +35,7 @@ def test_rotation_too_soon_is_refused_with_when_it_can_happen(session, runner, a
     assert keys(session, acme)[KeyState.ACTIVE].kid == before[KeyState.ACTIVE].kid
 
 
-def test_every_org_that_can_rotates_and_the_others_are_named(session, runner, acme):
-    other = make_org(session, name="Other", slug="other")
+def test_every_org_that_can_rotates_and_the_others_are_named(session, runner, acme, globex):
     age_next_key(session, acme)
     upcoming = keys(session, acme)[KeyState.NEXT].kid
 
@@ -49,9 +43,9 @@ def test_every_org_that_can_rotates_and_the_others_are_named(session, runner, ac
 
     assert result.exit_code == 2
     assert f"acme: now signing with {upcoming}" in result.output
-    assert "other: The next key" in result.output
+    assert "globex: The next key" in result.output
     assert keys(session, acme)[KeyState.ACTIVE].kid == upcoming
-    assert keys(session, other)[KeyState.NEXT].state is KeyState.NEXT
+    assert keys(session, globex)[KeyState.NEXT].state is KeyState.NEXT
 
 
 @pytest.mark.parametrize("app_config", [{"JWKS_MAX_AGE": 1, "KEY_CACHE_SECONDS": 0}])

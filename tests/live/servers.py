@@ -1,7 +1,12 @@
-"""``latchkey serve`` as a separate process, for the operations tests (black box).
+"""Every live server of the tests, on 127.0.0.1 and a free port.
 
-Every server writes its standard output and error to files; :data:`SERVER_LOGS`
-lists them all, so that the log audit (``test_ops_log_audit.py``) can read the
+Two kinds: :func:`serving` runs a test's own app (its database, its rows) in a
+werkzeug thread of the test process (the ``live_server`` fixture, tests/conftest.py);
+:class:`Server` runs ``latchkey serve`` as a separate process, for the black-box and
+operations tests, polled by :func:`wait_ready` until it answers.
+
+Every :class:`Server` writes its standard output and error to files; :data:`SERVER_LOGS`
+lists them all, so that the log audit (``test_zz_log_audit.py``) can read the
 logs of every server the live tests started in this run.
 """
 
@@ -14,13 +19,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from cryptography.fernet import Fernet
+from werkzeug.serving import make_server
 
 LATCHKEY = str(Path(sys.executable).parent / "latchkey")
 AUDIENCE = "https://api.example.com"
@@ -39,6 +49,46 @@ def tail(path: Path, lines: int = 40) -> str:
     if not path.exists():
         return "(no log)"
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def serving(app: Any, *, issuer: bool = True) -> Iterator[str]:
+    """``app`` served by a werkzeug thread on 127.0.0.1 and a free port; yields its base URL.
+
+    With ``issuer`` (the default) the app's ``ISSUER`` becomes that URL, so tokens' ``iss``,
+    the metadata and the portal's snippets point at the server that answers them.
+    """
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    base = f"http://127.0.0.1:{server.server_port}"
+    if issuer:
+        app.config["ISSUER"] = base
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield base
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def wait_ready(base: str, *, name: str, alive: Callable[[], int | None], log: Path,
+               path: str = "/healthz", seconds: float = STARTUP_SECONDS) -> None:
+    """Poll ``base + path`` until it answers 200; fail at once if ``alive()`` (a
+    ``Popen.poll``) says the process exited, or after ``seconds``, with ``log``'s tail."""
+    deadline = time.monotonic() + seconds
+    last = ""
+    while time.monotonic() < deadline:
+        if (code := alive()) is not None:
+            pytest.fail(f"{name} exited with {code} during startup\n{tail(log)}", pytrace=False)
+        try:
+            response = requests.get(base + path, timeout=2)
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}"
+        except requests.ConnectionError as e:
+            last = type(e).__name__
+        time.sleep(0.1)
+    pytest.fail(f"{name} not ready after {seconds} s ({last})\n{tail(log)}", pytrace=False)
 
 
 @dataclass
@@ -84,7 +134,11 @@ def make_deployment(workdir: Path, database_url: str, **settings: str) -> Deploy
 
 @dataclass
 class Server:
-    """One ``latchkey serve --workers N`` process (its own process group)."""
+    """One ``latchkey serve --workers N`` process (its own process group).
+
+    ``argv``: the command's arguments after ``latchkey`` instead of
+    ``serve --host 127.0.0.1 --port <port> --workers <workers>`` (a guide's own line).
+    """
 
     deployment: Deployment
     port: int
@@ -93,6 +147,7 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     metrics_dir: Path | None = None
     logs: list[Path] = field(default_factory=list)
+    argv: Sequence[str] = ()
 
     @property
     def base(self) -> str:
@@ -114,34 +169,15 @@ class Server:
                 stale.unlink()
         self.metrics_dir.mkdir(exist_ok=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
+        argv = list(self.argv) or ["serve", "--host", "127.0.0.1", "--port", str(self.port),
+                                   "--workers", str(self.workers)]
         with out.open("wb") as stdout, err.open("wb") as stderr:
             self.process = subprocess.Popen(
-                [LATCHKEY, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--workers", str(self.workers)],
-                env=env, cwd=workdir, stdout=stdout, stderr=stderr, start_new_session=True,
+                [LATCHKEY, *argv], env=env, cwd=workdir, stdout=stdout, stderr=stderr,
+                start_new_session=True,
             )
-        self.wait_ready()
+        wait_ready(self.base, name=self.name, alive=self.process.poll, log=self.logs[-1])
         return self
-
-    def wait_ready(self) -> None:
-        """Poll ``/healthz`` until it answers 200."""
-        assert self.process is not None
-        deadline = time.monotonic() + STARTUP_SECONDS
-        last = ""
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"{self.name} exited with {self.process.returncode} during "
-                            f"startup\n{tail(self.logs[-1])}", pytrace=False)
-            try:
-                response = requests.get(self.base + "/healthz", timeout=2)
-                if response.status_code == 200:
-                    return
-                last = f"HTTP {response.status_code}"
-            except requests.ConnectionError as e:
-                last = type(e).__name__
-            time.sleep(0.1)
-        pytest.fail(f"{self.name} not ready after {STARTUP_SECONDS} s ({last})\n"
-                    f"{tail(self.logs[-1])}", pytrace=False)
 
     def kill(self) -> None:
         """SIGKILL the server and its workers (its process group), as a crash would."""
@@ -164,6 +200,14 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)  # any worker left behind
             except ProcessLookupError:
                 pass
+
+    @contextmanager
+    def running(self) -> Iterator[Server]:
+        """Started, and stopped afterwards whatever happens."""
+        try:
+            yield self.start()
+        finally:
+            self.stop()
 
     def log_text(self) -> str:
         return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())

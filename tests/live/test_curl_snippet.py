@@ -12,14 +12,11 @@ import json
 import re
 import shutil
 import subprocess
-import threading
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from tests.factories import PASSWORD, make_api, make_org, make_user
 
@@ -27,23 +24,6 @@ pytestmark = pytest.mark.live
 
 CURL = shutil.which("curl")
 API_URL = "https://api.curl-org.test"
-
-
-@pytest.fixture
-def database_url(sqlite_url: str) -> str:
-    return sqlite_url
-
-
-@pytest.fixture
-def live_url(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
-    app.config["ISSUER"] = base  # the snippets and the tokens' iss point at this server
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield base
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 class _Form(HTMLParser):
@@ -97,21 +77,21 @@ def run_shell(command: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def created_page(live_url: str, session) -> str:
+def created_page(live_server: str, session) -> str:
     """Sign in as an admin and create a client; the page that shows its secret once."""
     org = make_org(session, name="Curl Org")
     api = make_api(session, org, identifier=API_URL, scopes=("read", "write"))
     user = make_user(session, org=org, role="admin")
     http = requests.Session()
-    signin = http.get(live_url + "/signin", timeout=10).text
+    signin = http.get(live_server + "/signin", timeout=10).text
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', signin)
     assert token
-    signed_in = http.post(live_url + "/signin", timeout=10, data={
+    signed_in = http.post(live_server + "/signin", timeout=10, data={
         "email": user.email, "password": PASSWORD, "csrf_token": token.group(1)})
     assert signed_in.url.endswith("/clients"), signed_in.text[:500]
 
-    form = parse(http.get(live_url + "/clients/new", timeout=10).text, "/clients/new").hidden
-    response = http.post(live_url + "/clients/new", timeout=10, data={
+    form = parse(http.get(live_server + "/clients/new", timeout=10).text, "/clients/new").hidden
+    response = http.post(live_server + "/clients/new", timeout=10, data={
         **form, "name": "curl-check", "api": api.public_id,
         f"scopes-{api.public_id}": ["read", "write"], "ttl": "600", "kind": "org",
         "auth_methods": ["client_secret_basic", "client_secret_post"]})
@@ -121,9 +101,9 @@ def created_page(live_url: str, session) -> str:
 
 
 @pytest.mark.skipif(CURL is None, reason="the curl binary is not installed")
-def test_basic_snippet_gets_a_token_from_the_live_server(live_url, created_page):
+def test_basic_snippet_gets_a_token_from_the_live_server(live_server, created_page):
     command = snippet_text(created_page, "snippet-basic")
-    assert command.startswith(f"curl -s {live_url}/oauth/token")
+    assert command.startswith(f"curl -s {live_server}/oauth/token")
 
     body = run_shell(command)
 
@@ -132,7 +112,7 @@ def test_basic_snippet_gets_a_token_from_the_live_server(live_url, created_page)
 
 
 @pytest.mark.skipif(CURL is None, reason="the curl binary is not installed")
-def test_json_and_form_snippets_get_tokens_too(live_url, created_page):
+def test_json_and_form_snippets_get_tokens_too(live_server, created_page):
     for snippet_id in ("snippet-json", "snippet-form"):
         body = run_shell(snippet_text(created_page, snippet_id))
 
@@ -140,14 +120,14 @@ def test_json_and_form_snippets_get_tokens_too(live_url, created_page):
 
 
 @pytest.mark.skipif(CURL is None, reason="the curl binary is not installed")
-def test_export_then_introspect_snippets_chain(live_url, created_page):
+def test_export_then_introspect_snippets_chain(live_server, created_page):
     script = "\n".join([snippet_text(created_page, "snippet-export"),
                         snippet_text(created_page, "snippet-introspect")])
 
     body = run_shell(script)
 
     assert body["active"] is True and body["scope"] == "read write"
-    assert body["iss"] == live_url
+    assert body["iss"] == live_server
 
 
 def test_call_snippet_calls_the_clients_own_api(created_page):
@@ -157,7 +137,7 @@ def test_call_snippet_calls_the_clients_own_api(created_page):
 
 
 @pytest.mark.skipif(CURL is None, reason="the curl binary is not installed")
-def test_getting_started_steps_get_a_token_from_the_live_server(live_url, created_page):
+def test_getting_started_steps_get_a_token_from_the_live_server(live_server, created_page):
     from portal.views.snippets import quickstart_snippets
 
     client_id = html.unescape(
@@ -165,7 +145,7 @@ def test_getting_started_steps_get_a_token_from_the_live_server(live_url, create
     secret = html.unescape(
         re.search(r'<input id="client-secret"[^>]*value="([^"]+)"', created_page).group(1))
     credentials, token = quickstart_snippets(client_id)
-    assert token.command.endswith(f"{live_url}/oauth/token")
+    assert token.command.endswith(f"{live_server}/oauth/token")
 
     # Step 2 pasted with the secret in its place, then step 3, as a user would.
     body = run_shell(credentials.command.replace("paste the secret here", secret)

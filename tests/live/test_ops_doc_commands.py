@@ -8,14 +8,12 @@ import re
 import secrets
 import shlex
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
-import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.live.servers import LATCHKEY, SERVER_LOGS, free_port, make_deployment, tail
+from tests.live.servers import Server, free_port, make_deployment
 from tests.ops.test_deploy_doc import command
 
 pytestmark = pytest.mark.live
@@ -31,27 +29,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, dict
     deployment.cli("create-org", "--name", "Doc", "--slug", "doc")
     port = free_port()
     serve = command(r"latchkey serve .*").replace("--port 8000", f"--port {port}")
-    (workdir / "metrics").mkdir()
-    env = {**deployment.env, "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics")}
-    out, err = workdir / "doc.out", workdir / "doc.err"
-    SERVER_LOGS.extend([out, err])
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen([LATCHKEY, *shlex.split(serve)[1:]], env=env, cwd=workdir,
-                                   stdout=stdout, stderr=stderr, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, tail(err)
-            time.sleep(0.1)
+    with Server(deployment, port, "doc", argv=shlex.split(serve)[1:]).running():
         yield port, {"LATCHKEY_METRICS_TOKEN": token}
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def run(line: str, port: int, env: dict[str, str]) -> str:

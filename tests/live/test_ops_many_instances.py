@@ -76,15 +76,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         deployment.cli("create-org", "--name", "Pair", "--slug", "pair")
         created = time.monotonic()
         client_id, secret = deployment.create_client("pair")
-        a = Server(deployment, free_port(), "a")
-        b = Server(deployment, free_port(), "b")
-        try:
-            a.start()
-            b.start()
+        with Server(deployment, free_port(), "a").running() as a, \
+                Server(deployment, free_port(), "b").running() as b:
             yield Pair(deployment, a, b, "pair", client_id, secret, created)
-        finally:
-            a.stop()
-            b.stop()
 
 
 def test_both_instances_are_ready_with_redis(pair):

@@ -48,11 +48,8 @@ def _with_client(deployment: Deployment) -> tuple[Deployment, str]:
 
 @pytest.fixture
 def server(deployment) -> Iterator[Server]:
-    server = Server(deployment[0], free_port(), "server")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with Server(deployment[0], free_port(), "server").running() as server:
+        yield server
 
 
 def _raw_token_request(client: str) -> bytes:

@@ -1,131 +1,59 @@
 """Black-box run of real third-party OAuth clients against ``latchkey serve``.
 
-The server runs as a separate process (gunicorn, one worker) on a free port with
-its own SQLite file and secrets, so nothing touches the repository's instance/.
+The server runs as a separate process (:class:`tests.live.servers.Server`, one worker) on a
+free port with its own SQLite file and secrets, so nothing touches the repository's instance/.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import jwt
 import pytest
 import requests
-from cryptography.fernet import Fernet
+
+from tests.live.servers import AUDIENCE, Server, free_port, make_deployment, tail
 
 pytestmark = pytest.mark.live
-
-LATCHKEY = str(Path(sys.executable).parent / "latchkey")
-AUDIENCE = "https://api.example.com"
-STARTUP_SECONDS = 20
 
 
 @dataclass
 class LiveServer:
-    base: str
+    """``latchkey serve`` (one worker, its own SQLite file and secrets) and a client of it."""
+
+    server: Server
     client_id: str
     client_secret: str
-    stdout_log: Path
-    stderr_log: Path
+
+    @property
+    def base(self) -> str:
+        return self.server.base
 
     @property
     def token_url(self) -> str:
         return self.base + "/oauth/token"
 
     def logs(self) -> str:
-        return self.stdout_log.read_text(errors="replace") + self.stderr_log.read_text(
-            errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    if not path.exists():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def run_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([LATCHKEY, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                            timeout=120, check=False)
-    assert result.returncode == 0, (
-        f"latchkey {' '.join(args)} exited {result.returncode}\n{result.stderr[-3000:]}")
-    return result
-
-
-def wait_until_ready(process: subprocess.Popen[bytes], base: str, stderr_log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    last_error = ""
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode} during startup\n"
-                        f"{tail(stderr_log)}", pytrace=False)
-        try:
-            response = requests.get(base + "/.well-known/openid-configuration", timeout=2)
-            if response.status_code == 200:
-                return
-            last_error = f"HTTP {response.status_code}"
-        except requests.ConnectionError as e:
-            last_error = type(e).__name__
-        time.sleep(0.2)
-    pytest.fail(f"server not ready after {STARTUP_SECONDS} s ({last_error})\n{tail(stderr_log)}",
-                pytrace=False)
+        return self.server.log_text()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     workdir = tmp_path_factory.mktemp("live")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LATCHKEY_", "FLASK_"))}
-    env.update({
-        "LATCHKEY_DATABASE_URL": f"sqlite:///{workdir / 'live.db'}",
-        "LATCHKEY_ISSUER": base,
-        "LATCHKEY_SECRET_KEY": "sk-" + secrets.token_hex(32),
-        "LATCHKEY_CLIENT_SECRET_HMAC_KEY": "hk-" + secrets.token_hex(32),
-        "LATCHKEY_KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-        "LATCHKEY_ACCESS_LOG": "1",  # off by default; the log tests read its lines
-        "PYTHONUNBUFFERED": "1",
-    })
-    run_cli(env, workdir, "db", "upgrade")
-    run_cli(env, workdir, "create-org", "--name", "Live", "--slug", "live")
-    created = run_cli(env, workdir, "create-client", "--org", "live", "--name", "e2e",
-                      "--scopes", "read write", "--audience", AUDIENCE, "--json")
+    deployment = make_deployment(workdir, f"sqlite:///{workdir / 'live.db'}")
+    live = Server(deployment, free_port(), "third-party", workers=1)
+    deployment.env["LATCHKEY_ISSUER"] = live.base
+    deployment.cli("create-org", "--name", "Live", "--slug", "live")
+    created = deployment.cli("create-client", "--org", "live", "--name", "e2e",
+                             "--scopes", "read write", "--audience", AUDIENCE, "--json")
     assert len(created.stdout.strip().splitlines()) == 1, created.stdout
     credentials = json.loads(created.stdout)
     assert set(credentials) == {"client_id", "client_secret"}
-
-    stdout_log, stderr_log = workdir / "server.out", workdir / "server.err"
-    with stdout_log.open("wb") as out, stderr_log.open("wb") as err:
-        process = subprocess.Popen(
-            [LATCHKEY, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env=env, cwd=workdir, stdout=out, stderr=err,
-        )
-    try:
-        wait_until_ready(process, base, stderr_log)
-        yield LiveServer(base=base, client_id=credentials["client_id"],
-                         client_secret=credentials["client_secret"],
-                         stdout_log=stdout_log, stderr_log=stderr_log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with live.running():
+        yield LiveServer(live, credentials["client_id"], credentials["client_secret"])
 
 
 @pytest.fixture
@@ -224,6 +152,6 @@ def test_server_log_never_contains_the_client_secret(server):
                   auth=(server.client_id, server.client_secret + "x"), timeout=10)
     time.sleep(0.5)  # let the server write its access log
     logs = server.logs()
-    assert "/oauth/token" in logs, tail(server.stdout_log)  # the access log is really captured
+    assert "/oauth/token" in logs, tail(server.server.logs[0])  # the access log is really captured
     assert server.client_secret not in logs
     assert server.client_secret[len("lk_secret_"):] not in logs

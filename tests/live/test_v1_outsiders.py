@@ -39,11 +39,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
     deployment.create_client("outsiders")  # registers AUDIENCE with scopes read and write
     created = deployment.cli("create-api-key", "--org", "outsiders", "--name", "outsider",
                              "--role", "admin", "--json")
-    server = Server(deployment, free_port(), "v1").start()
-    try:
+    with Server(deployment, free_port(), "v1").running() as server:
         yield server, json.loads(created.stdout)["api_key"]
-    finally:
-        server.stop()
 
 
 def _generate(server: Server, into: Path) -> None:

@@ -11,20 +11,17 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from portal.core.actor import Actor
 from portal.core.apis import services as apis
 from portal.core.errors import ValidationFailed
 from tests.conftest import unavailable
-from tests.factories import PASSWORD, basic, make_api, make_client, make_org, make_user
+from tests.factories import PASSWORD, basic, make_api, make_client
 from tests.live.test_curl_snippet import snippet_text
 
 pytestmark = pytest.mark.live
@@ -33,23 +30,6 @@ ORDERS = "https://orders.acme.test"
 REPORTS = "https://reports.acme.test"
 BETA = "https://api.beta.test"
 PLATFORM = "https://platform.example.com"
-
-
-@pytest.fixture
-def database_url(sqlite_url: str) -> str:
-    return sqlite_url
-
-
-@pytest.fixture
-def live_url(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
-    app.config["ISSUER"] = base
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield base
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +50,11 @@ def jose_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def world(session, live_url) -> dict[str, Any]:
-    """acme (two APIs, a client granted both), beta (an API, a client), a deployment API
-    both clients are granted; an admin of acme to read the pages."""
-    acme, beta = make_org(session, name="Acme"), make_org(session, name="Beta")
+def world(session, tenants, live_server) -> dict[str, Any]:
+    """acme (``tenants.ours``: two APIs, a client granted both), beta (``tenants.theirs``:
+    an API, a client), a deployment API both clients are granted; an admin of acme to read
+    the pages."""
+    acme, beta = tenants.ours.org, tenants.theirs.org
     orders = make_api(session, acme, identifier=ORDERS, name="Orders",
                       scopes=("orders:read", "orders:write"))
     reports = make_api(session, acme, identifier=REPORTS, name="Reports", scopes=("reports:read",))
@@ -84,35 +65,33 @@ def world(session, live_url) -> dict[str, Any]:
         (orders, ["orders:read"]), (reports, ["reports:read"]), (platform, ["platform:use"])])
     beta_client, beta_secret = make_client(session, beta, grants=[
         (beta_api, ["beta:read"]), (platform, ["platform:use"])])
-    admin = make_user(session, org=acme, role="admin")
-    session.commit()
     return {"acme": acme, "beta": beta, "orders": orders, "platform": platform,
             "clients": {"acme": (acme_client, acme_secret), "beta": (beta_client, beta_secret)},
-            "admin": admin}
+            "admin": tenants.ours.admin}
 
 
-def signed_in(live_url: str, email: str) -> requests.Session:
+def signed_in(live_server: str, email: str) -> requests.Session:
     http = requests.Session()
-    page = http.get(live_url + "/signin", timeout=10).text
+    page = http.get(live_server + "/signin", timeout=10).text
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
     assert token
-    response = http.post(live_url + "/signin", timeout=10, data={
+    response = http.post(live_server + "/signin", timeout=10, data={
         "email": email, "password": PASSWORD, "csrf_token": token.group(1)})
     assert response.url.endswith("/clients"), response.text[:300]
     return http
 
 
-def token_for(live_url: str, world: dict[str, Any], org: str, audience: str) -> str:
+def token_for(live_server: str, world: dict[str, Any], org: str, audience: str) -> str:
     client, secret = world["clients"][org]
-    response = requests.post(live_url + "/oauth/token", timeout=10, headers=basic(
+    response = requests.post(live_server + "/oauth/token", timeout=10, headers=basic(
         client.client_id, secret), data={"grant_type": "client_credentials", "audience": audience})
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
 
 
-def snippets(live_url: str, world: dict[str, Any], api: Any) -> tuple[str, str]:
-    http = signed_in(live_url, world["admin"].email)
-    page = http.get(f"{live_url}/apis/{api.public_id}", timeout=10).text
+def snippets(live_server: str, world: dict[str, Any], api: Any) -> tuple[str, str]:
+    http = signed_in(live_server, world["admin"].email)
+    page = http.get(f"{live_server}/apis/{api.public_id}", timeout=10).text
     return snippet_text(page, "snippet-verify-python"), snippet_text(page, "snippet-verify-node")
 
 
@@ -133,13 +112,13 @@ def run_node(code: str, where: Path, *args: str) -> subprocess.CompletedProcess[
     return run([str(shutil.which("node")), str(script), *args], where)
 
 
-def test_python_snippet_accepts_its_apis_token_and_refuses_others(live_url, world, tmp_path):
-    python, _node = snippets(live_url, world, world["orders"])
-    assert f'ISSUER = "{live_url}"' in python and f'AUDIENCE = "{ORDERS}"' in python
+def test_python_snippet_accepts_its_apis_token_and_refuses_others(live_server, world, tmp_path):
+    python, _node = snippets(live_server, world, world["orders"])
+    assert f'ISSUER = "{live_server}"' in python and f'AUDIENCE = "{ORDERS}"' in python
 
-    good = run_python(python, tmp_path, token_for(live_url, world, "acme", ORDERS))
-    other_api = run_python(python, tmp_path, token_for(live_url, world, "acme", REPORTS))
-    other_org = run_python(python, tmp_path, token_for(live_url, world, "beta", BETA))
+    good = run_python(python, tmp_path, token_for(live_server, world, "acme", ORDERS))
+    other_api = run_python(python, tmp_path, token_for(live_server, world, "acme", REPORTS))
+    other_org = run_python(python, tmp_path, token_for(live_server, world, "beta", BETA))
 
     assert good.returncode == 0, good.stderr
     assert "'aud': 'https://orders.acme.test'" in good.stdout
@@ -147,23 +126,23 @@ def test_python_snippet_accepts_its_apis_token_and_refuses_others(live_url, worl
     assert other_org.returncode == 1 and "refused:" in other_org.stderr
 
 
-def test_python_snippet_checks_the_scope(live_url, world, tmp_path):
-    python, _node = snippets(live_url, world, world["orders"])
-    token = token_for(live_url, world, "acme", ORDERS)
+def test_python_snippet_checks_the_scope(live_server, world, tmp_path):
+    python, _node = snippets(live_server, world, world["orders"])
+    token = token_for(live_server, world, "acme", ORDERS)
 
     assert run_python(python, tmp_path, token, "orders:read").returncode == 0
     missing = run_python(python, tmp_path, token, "orders:write")
     assert missing.returncode == 1 and "missing scope orders:write" in missing.stderr
 
 
-def test_node_snippet_accepts_its_apis_token_and_refuses_others(live_url, world, jose_dir):
-    _python, node = snippets(live_url, world, world["orders"])
+def test_node_snippet_accepts_its_apis_token_and_refuses_others(live_server, world, jose_dir):
+    _python, node = snippets(live_server, world, world["orders"])
     assert f'const AUDIENCE = "{ORDERS}";' in node
 
-    good = run_node(node, jose_dir, token_for(live_url, world, "acme", ORDERS))
-    other_api = run_node(node, jose_dir, token_for(live_url, world, "acme", REPORTS))
-    other_org = run_node(node, jose_dir, token_for(live_url, world, "beta", BETA))
-    missing_scope = run_node(node, jose_dir, token_for(live_url, world, "acme", ORDERS),
+    good = run_node(node, jose_dir, token_for(live_server, world, "acme", ORDERS))
+    other_api = run_node(node, jose_dir, token_for(live_server, world, "acme", REPORTS))
+    other_org = run_node(node, jose_dir, token_for(live_server, world, "beta", BETA))
+    missing_scope = run_node(node, jose_dir, token_for(live_server, world, "acme", ORDERS),
                              "orders:write")
 
     assert good.returncode == 0, good.stderr
@@ -174,29 +153,29 @@ def test_node_snippet_accepts_its_apis_token_and_refuses_others(live_url, world,
     assert missing_scope.returncode == 1 and "missing scope orders:write" in missing_scope.stderr
 
 
-def test_deployment_api_snippets_accept_every_orgs_token_and_need_oid(live_url, world,
+def test_deployment_api_snippets_accept_every_orgs_token_and_need_oid(live_server, world,
                                                                        jose_dir, tmp_path):
-    python, node = snippets(live_url, world, world["platform"])
+    python, node = snippets(live_server, world, world["platform"])
     assert "ORG_ID" not in python and "no oid" in python
 
     for org in ("acme", "beta"):
-        token = token_for(live_url, world, org, PLATFORM)
+        token = token_for(live_server, world, org, PLATFORM)
         by_python = run_python(python, tmp_path, token)
         by_node = run_node(node, jose_dir, token)
         oid = world[org].public_id
         assert by_python.returncode == 0 and f"'oid': '{oid}'" in by_python.stdout, \
             by_python.stderr
         assert by_node.returncode == 0 and f'"oid":"{oid}"' in by_node.stdout, by_node.stderr
-    refused = run_python(python, tmp_path, token_for(live_url, world, "acme", ORDERS))
+    refused = run_python(python, tmp_path, token_for(live_server, world, "acme", ORDERS))
     assert refused.returncode == 1
 
 
 def test_a_token_another_org_could_mint_with_a_taken_identifier_does_not_exist(session,
-                                                                              live_url, world):
+                                                                              live_server, world):
     """The review's H1: beta asks for acme's identifier; the server refuses it."""
     client, secret = world["clients"]["beta"]
 
-    response = requests.post(live_url + "/oauth/token", timeout=10,
+    response = requests.post(live_server + "/oauth/token", timeout=10,
                              headers=basic(client.client_id, secret),
                              data={"grant_type": "client_credentials", "audience": ORDERS})
 

@@ -147,8 +147,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Server, Seen, Pat
     jwks_file.write_text(json.dumps({"keys": [{**public, "kid": "k1", "alg": "RS256"}]}))
     jwt_client, _ = deployment.create_client("audit", "--auth-method", "private_key_jwt",
                                              "--jwks", str(jwks_file))
-    server.start()
-    try:
+    with server.running():
         _drive(server, seen, client_id, secret, jwt_client, private)
         # The CLI's work that touches private keys, while the server runs.
         kek = Fernet.generate_key().decode()
@@ -158,8 +157,6 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Server, Seen, Pat
         deployment.cli("rotate-kek")
         deployment.cli("rotate-signing-key", "--org", "audit", "--wait")
         time.sleep(0.5)
-    finally:
-        server.stop()
     return server, seen, workdir
 
 

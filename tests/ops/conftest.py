@@ -12,12 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from portal import create_app
 from tests.conftest import base_config, migrate
-from tests.factories import make_org
-
-
-@pytest.fixture
-def org(session):
-    return make_org(session)
 
 
 def scrape(client: Any, **kwargs: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

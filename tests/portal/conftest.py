@@ -7,6 +7,7 @@ both in tests/services.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from html import unescape
 from typing import Any
 
@@ -15,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.factories import PASSWORD, make_org, make_user
+from tests.factories import PASSWORD, make_user
 
 CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
@@ -85,16 +86,6 @@ def database_url(sqlite_url: str) -> str:
     return sqlite_url
 
 
-@pytest.fixture
-def org(session):
-    return make_org(session, name="Acme")
-
-
-@pytest.fixture
-def other_org(session):
-    return make_org(session, name="Globex")
-
-
 def _portal_for(app: Flask, session: Any, org: Any, role: str) -> Portal:
     user = make_user(session, org=org, role=role)
     portal = Portal(app.test_client())
@@ -103,28 +94,27 @@ def _portal_for(app: Flask, session: Any, org: Any, role: str) -> Portal:
     return portal
 
 
-@pytest.fixture
-def owner(app, session, org) -> Portal:
-    """Signed in as an owner of ``org``."""
-    return _portal_for(app, session, org, "owner")
+def _signed_in(name: str, role: str, org_fixture: str) -> Any:
+    """A fixture ``name``: a :class:`Portal` signed in as a new ``role`` of ``org_fixture``
+    (``org``: ours of ``tenants``; ``other_org``: theirs)."""
+
+    def portal(app: Flask, session: Any, request: pytest.FixtureRequest) -> Portal:
+        return _portal_for(app, session, request.getfixturevalue(org_fixture), role)
+
+    portal.__doc__ = f"Signed in as a new {role} of ``{org_fixture}``."
+    return pytest.fixture(name=name)(portal)
 
 
-@pytest.fixture
-def admin(app, session, org) -> Portal:
-    """Signed in as an admin of ``org``."""
-    return _portal_for(app, session, org, "admin")
+owner = _signed_in("owner", "owner", "org")
+admin = _signed_in("admin", "admin", "org")
+viewer = _signed_in("viewer", "viewer", "org")
+outsider = _signed_in("outsider", "owner", "other_org")  # an owner of another org
 
 
-@pytest.fixture
-def viewer(app, session, org) -> Portal:
-    """Signed in as a viewer of ``org``."""
-    return _portal_for(app, session, org, "viewer")
-
-
-@pytest.fixture
-def outsider(app, session, other_org) -> Portal:
-    """Signed in as an owner of another org."""
-    return _portal_for(app, session, other_org, "owner")
+@pytest.fixture(params=["owner", "admin"])
+def editor(request: pytest.FixtureRequest) -> Portal:
+    """Each role that may change the org's settings in turn: the ``owner``, then an ``admin``."""
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
 
 
 # -- one of each org-owned object, for the route walkers (tests/portal/test_security.py,
@@ -160,6 +150,16 @@ class OrgObjects:
         except Exception as e:  # report every broken route, not only the first
             problems.append(f"{where}: raised {type(e).__name__}: {e}"[:500])
             return None
+
+    def pages(self, app: Flask, portal: Portal, problems: list[str]) -> Iterator[tuple[str, Any]]:
+        """``(url, response)`` of every GET route of the portal, fetched by ``portal`` with
+        redirects followed; a request that raised is noted in ``problems`` and skipped."""
+        for rule in self.rules(app, "GET"):
+            url = self.url(rule)
+            response = self.request(
+                problems, lambda url=url: portal.get(url, follow_redirects=True), f"GET {url}")
+            if response is not None:
+                yield url, response
 
     def url(self, rule: Any) -> str:
         unknown = sorted(set(rule.arguments) - set(self.params))

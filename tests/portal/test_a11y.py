@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.factories import make_org, make_user
-from tests.portal.conftest import OrgObjects, Portal
+from tests.portal.conftest import Portal
 
 UNLABELLED_TYPES = {"hidden", "submit", "button", "reset", "image"}
 CONTROLS = {"input", "select", "textarea"}
@@ -158,12 +158,7 @@ def test_every_portal_page_meets_the_basics(app, session, org, org_objects, role
     portal.sign_in(make_user(session, org=org, role=role).email)
     problems = []
     walked = 0
-    for rule in OrgObjects.rules(app, "GET"):
-        url = org_objects.url(rule)
-        response = OrgObjects.request(
-            problems, lambda url=url: portal.get(url, follow_redirects=True), f"GET {url}")
-        if response is None:
-            continue
+    for url, response in org_objects.pages(app, portal, problems):
         if response.mimetype != "text/html" or response.status_code == HTTPStatus.NOT_FOUND:
             continue  # CSV, JSON; sign-up when it is off
         # A 403 (a viewer on a form page) is checked too: it is a page like any other.

@@ -274,9 +274,10 @@ def test_after_choosing_a_new_password_everything_works(app, session, reset_memb
 
 
 @pytest.fixture
-def two_orgs(app, session):
-    """A user who is an admin of Acme Two and a viewer of Globex Two, each with a client."""
-    acme, globex = make_org(session, name="Acme Two"), make_org(session, name="Globex Two")
+def two_orgs(app, session, tenants):
+    """A user who is an admin of Acme (``tenants.ours``) and a viewer of Globex
+    (``tenants.theirs``), each org with a client."""
+    acme, globex = tenants.ours.org, tenants.theirs.org
     user = make_user(session, org=acme, role="admin", email="both@example.com")
     users.add_membership(session, org=globex, user=user, role="viewer", actor="test")
     session.commit()
@@ -301,7 +302,7 @@ def test_signing_in_with_two_orgs_asks_which_one(app, two_orgs):
     assert response.headers["Location"] == "/orgs?next=/usage"
     html = portal.get("/orgs?next=/usage").get_data(as_text=True)
     assert "Choose an organisation" in html
-    assert "Work in Acme Two" in html and "Work in Globex Two" in html
+    assert "Work in Acme" in html and "Work in Globex" in html
     # Until one is chosen, org pages ask for it.
     clients = portal.get("/clients")
     assert clients.status_code == HTTPStatus.FOUND
@@ -374,8 +375,8 @@ def test_the_top_bar_switcher_lists_the_users_orgs(app, two_orgs, session, org):
     html = portal.get("/clients").get_data(as_text=True)
 
     assert '<form method="post" action="/orgs/switch" class="org-switcher">' in html
-    assert f'<option value="{globex.public_id}" selected>Globex Two (viewer)</option>' in html
-    assert f'<option value="{acme.public_id}">Acme Two (admin)</option>' in html
+    assert f'<option value="{globex.public_id}" selected>Globex (viewer)</option>' in html
+    assert f'<option value="{acme.public_id}">Acme (admin)</option>' in html
     assert 'class="org-switcher"' not in single.get("/clients").get_data(as_text=True)
 
 

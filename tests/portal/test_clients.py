@@ -207,9 +207,8 @@ def test_create_form_offers_each_api_with_its_scopes(owner, acme_apis):
             assert f'name="scopes-{api.public_id}" value="{scope}"' in page
 
 
-@pytest.mark.parametrize("portal_name", ["owner", "admin"])
-def test_create_shows_the_secret_once_with_no_store(request, session, portal_name):
-    portal = request.getfixturevalue(portal_name)
+def test_create_shows_the_secret_once_with_no_store(session, editor):
+    portal = editor
 
     response = create(portal)
 

@@ -260,12 +260,7 @@ def assert_security_headers(response: Any, where: str) -> list[str]:
 
 def test_every_portal_page_sends_security_headers_and_no_inline_code(app, owner, org_objects):
     problems = []
-    for rule in OrgObjects.rules(app, "GET"):
-        url = org_objects.url(rule)
-        response = OrgObjects.request(
-            problems, lambda url=url: owner.get(url, follow_redirects=True), f"GET {url}")
-        if response is None:
-            continue
+    for url, response in org_objects.pages(app, owner, problems):
         problems += assert_security_headers(response, f"GET {url}")
         if response.mimetype == "text/html":
             parser = InlineCode()

@@ -10,20 +10,10 @@ from portal.core.apis import services as apis
 from portal.core.apis.models import Api, ClientGrant
 from portal.core.audit.models import AuditEntry
 from portal.core.errors import Conflict, NotFound, NotPermitted, ValidationFailed
-from tests.factories import make_client, make_org
+from tests.factories import make_client
 
 ACTOR = Actor("user:admin@acme.test", "192.0.2.1")
 OPERATOR = Actor("cli")
-
-
-@pytest.fixture
-def acme(session):
-    return make_org(session, name="Acme", slug="acme")
-
-
-@pytest.fixture
-def globex(session):
-    return make_org(session, name="Globex", slug="globex")
 
 
 def create(session, org, identifier="https://orders.acme.test", **kwargs):

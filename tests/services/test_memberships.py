@@ -122,8 +122,8 @@ def test_the_last_owner_cannot_be_demoted_or_removed(session, database_url):
 # -- removal revokes the tokens acting for the member (review M1) ------------------------
 
 
-def test_removal_revokes_only_live_tokens_of_user_clients_acting_for_the_member(session):
-    org, other = make_org(session), make_org(session)
+def test_removal_revokes_only_live_tokens_of_user_clients_acting_for_the_member(session, tenants):
+    org, other = tenants.ours.org, tenants.theirs.org
     leaver = make_user(session, org=org, role="admin")
     users.add_membership(session, org=other, user=leaver, role="admin", actor="test")
     stayer = make_user(session, org=org, role="admin")
@@ -177,8 +177,8 @@ def test_an_invitation_secret_is_stored_only_as_a_keyed_hash(session):
     assert invitations.find_pending(session, token[:-1] + "A") is None
 
 
-def test_accepting_an_invitation_of_another_org_does_not_touch_this_one(session):
-    org, other = make_org(session), make_org(session)
+def test_accepting_an_invitation_of_another_org_does_not_touch_this_one(session, tenants):
+    org, other = tenants.ours.org, tenants.theirs.org
     token, _ = invitations.invite(session, org=org, email="x@example.com", role="admin",
                                   actor=ACTOR)
     session.commit()
@@ -191,8 +191,8 @@ def test_accepting_an_invitation_of_another_org_does_not_touch_this_one(session)
     assert invitations.find_pending(session, token) is not None
 
 
-def test_reset_is_refused_once_the_account_joined_another_org(session):
-    org, other = make_org(session), make_org(session)
+def test_reset_is_refused_once_the_account_joined_another_org(session, tenants):
+    org, other = tenants.ours.org, tenants.theirs.org
     owner = make_user(session, org=org, role="owner")
     member = make_user(session, org=org, role="viewer", email="member@example.com")
     token, _ = invitations.invite(session, org=other, email=member.email, role="viewer",

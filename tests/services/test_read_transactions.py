@@ -15,12 +15,6 @@ from portal.core.db import (
     new_session,
 )
 from portal.core.orgs.models import Organization
-from tests.factories import make_org
-
-
-@pytest.fixture
-def org(session):
-    return make_org(session, name="Acme")
 
 
 def test_read_only_session_refuses_an_orm_write(app, org):

@@ -4,34 +4,19 @@ token from a live server across rotations."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import jwt
-import pytest
 import requests
 from sqlalchemy import update
-from werkzeug.serving import make_server
 
 from portal.cli import cli
 from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.types import utcnow
-from tests.conftest import ISSUER
 from tests.factories import make_client, make_org
 
 AUDIENCE = "https://api.example.com"
-
-
-@pytest.fixture
-def live_server(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 class Verifier:
@@ -53,7 +38,7 @@ class Verifier:
             try:
                 key = self.jwks.get_signing_key_from_jwt(token)
                 jwt.decode(token, key.key, algorithms=["RS256"], audience=AUDIENCE,
-                           issuer=ISSUER)
+                           issuer=self.base)
                 self.verified += 1
             except jwt.PyJWTError as e:
                 self.failures.append(f"{jwt.get_unverified_header(token)['kid']}: {e}")

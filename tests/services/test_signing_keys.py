@@ -244,8 +244,8 @@ def test_prune_retired_keeps_active_and_next_keys(session, org):
     assert states(session, org) == ["active", "next"]
 
 
-def test_rotation_of_one_org_leaves_another_alone(session, org):
-    other = make_org(session)
+def test_rotation_of_one_org_leaves_another_alone(session, org, other_org):
+    other = other_org
     other_kids = {k.kid: k.state for k in signing_keys.org_keys(session, org_id=other.id)}
     signing_keys.rotate(session, org_id=org.id, actor=TEST)
     session.commit()

@@ -12,23 +12,23 @@ import pytest
 from portal.core.types import utcnow
 from portal.core.usage import services as usage
 from portal.core.usage.models import UsageKind
-from tests.factories import issue, make_api_key, make_client, make_org
+from tests.factories import issue, make_api_key, make_client
 
 INTROSPECTED, REVOKED = UsageKind.TOKEN_INTROSPECTED, UsageKind.TOKEN_REVOKED
 NOW = utcnow()
 
 
 @pytest.fixture
-def world(session):
-    """Org ``acme`` with clients billing (the token's) and gateway (a caller), an API key,
-    and a token of billing; another org with a client of the same name."""
-    org = make_org(session, name="Acme")
+def world(session, tenants):
+    """Our org (``tenants.ours``) with clients billing (the token's) and gateway (a caller),
+    an API key, and a token of billing; their org with a client of the same name."""
+    org = tenants.ours.org
     billing, _ = make_client(session, org, name="billing")
     gateway, _ = make_client(session, org, name="gateway")
     _plaintext, key = make_api_key(session, org)
     token = issue(session, billing, scopes=("read",))
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
-    other = make_org(session, name="Globex")
+    other = tenants.theirs.org
     theirs, _ = make_client(session, other, name="billing")
     session.commit()
     return {"org": org, "billing": billing, "gateway": gateway, "key": key, "jti": jti,

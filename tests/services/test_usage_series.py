@@ -57,8 +57,8 @@ def test_days_and_the_pruned_summary_count_the_same(session):
                                (usage.bucket_start(old + timedelta(hours=30), "day"), 1)]
 
 
-def test_other_orgs_are_not_counted(session):
-    org, other = make_org(session), make_org(session)
+def test_other_orgs_are_not_counted(session, tenants):
+    org, other = tenants.ours.org, tenants.theirs.org
     c, _ = make_client(session, other)
     record(session, other, c, UsageKind.TOKEN_ISSUED, NOW)
     session.commit()
