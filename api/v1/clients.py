@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response
-from sqlalchemy import select
 
 from api.v1 import auth
 from api.v1.common import CLIENTS, bp, no_content, precondition_failed, problems, respond, session
@@ -43,6 +42,7 @@ from portal.core.tokens import services as tokens
 from portal.core.tokens.exchange import TokenRequest
 from portal.core.tokens.models import IssuedToken, TokenSource
 from portal.core.types import utcnow
+from portal.core.users import services as users
 from portal.core.users.models import User
 
 TAGS = [CLIENTS]
@@ -102,7 +102,7 @@ def _grants(wanted: list[GrantIn], default: str | None) -> tuple[list[tuple[Api,
 def _user(public_id: str | None) -> User | None:
     if public_id is None:
         return None
-    user = session().scalar(select(User).where(User.public_id == public_id))
+    user = users.find_member(session(), org_id=auth.org_id(), public_id=public_id)
     if user is None:
         raise ValidationFailed("that user is not a member of this organisation", field="user")
     return user

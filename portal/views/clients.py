@@ -234,9 +234,8 @@ def _render_detail(client: Client, *, status: int = 200,
                           per_page=TOKENS_PER_PAGE)
     buckets = usage.series(session, org_id=client.org_id, start=now - timedelta(hours=23),
                            end=now, bucket="hour", client_id=client.id)
-    trail = list(session.scalars(
-        audit.entries_query(org_id=client.org_id, target_type="client",
-                            target_id=client.client_id).limit(AUDIT_TRAIL_LENGTH)))
+    trail = audit.list_entries(session, org_id=client.org_id, target_type="client",
+                               target_id=client.client_id, limit=AUDIT_TRAIL_LENGTH)
     usage_url = url_for("portal.usage", client=client.client_id)
     return render_template(
         "portal/clients/detail.html",

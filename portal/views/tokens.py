@@ -15,11 +15,11 @@ import jwt
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
-from sqlalchemy import select
 
 from portal.core import settings
 from portal.core.actor import Actor
 from portal.core.clients.models import Client
+from portal.core.clients.services import find_client, list_enabled_clients
 from portal.core.db import get_session
 from portal.core.errors import LatchkeyError, ValidationFailed
 from portal.core.tokens import services as tokens
@@ -36,14 +36,6 @@ from portal.views.snippets import Snippet, use_snippets
 MINT_NONCE = "mint"
 ALREADY_MINTED = "That form was already submitted; a minted token is only shown once."
 NO_MATCH = "No token of this organisation matches. Nothing was revoked."
-
-
-def _enabled_clients() -> list[Client]:
-    """The org's enabled clients, by name: the ones that can be minted for."""
-    stmt = (select(Client)
-            .where(Client.org_id == current_org().id, Client.enabled.is_(True))
-            .order_by(Client.name, Client.id))
-    return list(get_session().scalars(stmt))
 
 
 def _introspect_snippet(client: Client, token: str) -> Snippet:
@@ -66,14 +58,12 @@ def _render_form(form: MintForm | None, clients: list[Client], client: Client | 
 def mint() -> ResponseReturnValue:
     """Mint a token for one of the org's clients; the response to a valid POST shows it, once."""
     session = get_session()
-    clients = _enabled_clients()
+    clients = list_enabled_clients(session, org_id=current_org().id)
     by_id = {c.client_id: c for c in clients}
     wanted = (request.form.get("client") if request.method == "POST"
               else request.args.get("client")) or ""
     if wanted and wanted not in by_id:
-        known = session.scalar(select(Client.id).where(
-            Client.org_id == current_org().id, Client.client_id == wanted[:64]))
-        if known is None:
+        if find_client(session, org_id=current_org().id, client_id=wanted) is None:
             abort(404)  # another org's client looks exactly like a missing one
         if request.method == "GET":
             flash("That client is disabled: enable it to mint tokens for it.", "warning")

@@ -371,6 +371,21 @@ def list_clients(session: Session, *, org_id: int) -> list[Client]:
     return list(session.scalars(stmt))
 
 
+def list_enabled_clients(session: Session, *, org_id: int) -> list[Client]:
+    """The org's enabled clients by name: the ones a token can be minted for."""
+    stmt = (select(Client)
+            .where(Client.org_id == org_id, Client.enabled.is_(True))
+            .order_by(Client.name, Client.id))
+    return list(session.scalars(stmt))
+
+
+def find_client(session: Session, *, org_id: int, client_id: str) -> Client | None:
+    """The org's client with this client id, or None (another org's client too)."""
+    return session.scalar(
+        select(Client).where(Client.org_id == org_id, Client.client_id == client_id[:64])
+    )
+
+
 def find_client_for_auth(session: Session, client_id: str) -> Client | None:
     """Look up a client by its public id for authentication, secrets loaded in one go."""
     if not client_id or len(client_id) > 64 or "\x00" in client_id:  # PostgreSQL refuses NUL

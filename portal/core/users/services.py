@@ -404,6 +404,16 @@ def memberships_of(session: Session, *, user_id: int) -> list[Membership]:
     return list(session.scalars(stmt))
 
 
+def find_member(session: Session, *, org_id: int, public_id: str) -> User | None:
+    """The member of the org with this public user id, or None (a user of another org too)."""
+    stmt = (
+        select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.org_id == org_id, User.public_id == public_id)
+    )
+    return session.scalar(stmt)
+
+
 def get_membership(session: Session, *, org_id: int, membership_id: int) -> Membership:
     """One membership of the org; another org's behaves exactly like a missing one."""
     membership = session.scalar(
