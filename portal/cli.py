@@ -186,7 +186,7 @@ def create_client(org_slug: str, name: str, scopes: str, audiences: tuple[str, .
     claims = _load_json(claims_json, "--claims") if claims_json is not None else None
     grants = apis.apis_for_audiences(session, org=org, audiences=list(audiences),
                                      scopes=_csv(scopes), actor=CLI)
-    client, secret = clients.create_client(
+    secret, client = clients.create_client(
         session, org=org, name=name, description=description, kind=kind,
         grants=grants, ttl=ttl,
         auth_methods=list(auth_methods) or None, custom_claims=claims, jwks=jwks, user=user,
@@ -655,7 +655,7 @@ def seed_demo() -> None:
         description="Created by make run", actor=CLI,
         scopes=[("orders:read", "Read orders"), ("orders:write", "Create and change orders")],
     )
-    client, secret = clients.create_client(
+    secret, client = clients.create_client(
         session, org=org, name="Demo service", description="Created by make run",
         grants=[(api, ["orders:read", "orders:write"])], actor=ACTOR,
     )

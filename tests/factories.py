@@ -40,7 +40,7 @@ def make_user(session: Session, *, org: Organization | None = None, role: str = 
     return user
 
 
-def make_client(session: Session, org: Organization, **overrides: Any) -> tuple[Client, str]:
+def make_client(session: Session, org: Organization, **overrides: Any) -> tuple[str, Client]:
     """A client granted scopes ``read write`` of the org's API ``https://api.example.com``
     (see :func:`_default_identifier` for a second org).
 
@@ -55,9 +55,9 @@ def make_client(session: Session, org: Organization, **overrides: Any) -> tuple[
     if "grants" not in values:
         values["grants"] = apis.apis_for_audiences(session, org=org, audiences=audiences,
                                                    scopes=scopes, actor=TEST_ACTOR)
-    client, secret = clients.create_client(session, org=org, actor="test", **values)
+    secret, client = clients.create_client(session, org=org, actor="test", **values)
     session.commit()
-    return client, secret or ""
+    return secret or "", client
 
 
 def _default_identifier(session: Session, org: Organization) -> str:

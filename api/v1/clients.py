@@ -116,7 +116,7 @@ def create_client(body: ClientCreate) -> Response:
     """Create a client; the response holds its secret, shown this once."""
     actor = auth.current_actor()
     grants, default = _grants(body.grants, body.default_api)
-    client, plaintext = clients.create_client(
+    plaintext, client = clients.create_client(
         session(), org=auth.current_org(), name=body.name, description=body.description,
         kind=body.kind, user=_user(body.user), grants=grants, default_api=default,
         ttl=body.ttl, auth_methods=list(body.auth_methods) if body.auth_methods else None,

@@ -201,7 +201,7 @@ def clients_new() -> ResponseReturnValue:
         kind = form.kind.data or ""
         member = members.get(form.user.data or "") if kind == ClientKind.USER.value else None
         try:
-            client, plaintext = clients.create_client(
+            plaintext, client = clients.create_client(
                 session, org=org, kind=kind, user=member.user if member else None,
                 grants=picker.grants(), default_api=picker.default_api(),
                 actor=actor(), source_ip=source_ip(), **form.settings())

@@ -62,11 +62,11 @@ def other_org(session):
 
 @pytest.fixture
 def acme(session, org):
-    """``(client, secret)``: scopes ``read write``, audience ``https://api.example.com``."""
+    """``(secret, client)``: scopes ``read write``, audience ``https://api.example.com``."""
     return make_client(session, org)
 
 
 @pytest.fixture
 def token(client, acme):
-    c, secret = acme
+    secret, c = acme
     return get_token(client, c, secret)

@@ -44,8 +44,8 @@ def world(session, beta_key) -> dict[str, Any]:
     beta_api = make_api(session, beta, identifier=BETA_API, scopes=("beta:read",))
     grants = [(beta_api, ["beta:read"]), (platform, ["platform:use"])]
     jwk = {**ECAlgorithm.to_jwk(beta_key.public_key(), as_dict=True), "kid": "beta-1"}
-    secret_client, secret = make_client(session, beta, grants=grants)
-    key_client, _ = make_client(session, beta, grants=grants, auth_methods=["private_key_jwt"],
+    secret, secret_client = make_client(session, beta, grants=grants)
+    _, key_client = make_client(session, beta, grants=grants, auth_methods=["private_key_jwt"],
                                 jwks={"keys": [jwk]})
     return {"acme": acme, "beta": beta, "secret_client": secret_client, "secret": secret,
             "key_client": key_client}

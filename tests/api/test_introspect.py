@@ -33,7 +33,7 @@ def claims_of(token):
 
 
 def test_active_token_shows_its_claims(client, acme, token, org):
-    c, secret = acme
+    secret, c = acme
     response = introspect(client, token, basic(c.client_id, secret))
     claims = claims_of(token)
     assert response.status_code == HTTPStatus.OK
@@ -55,14 +55,14 @@ def test_active_token_shows_its_claims(client, acme, token, org):
 
 
 def test_another_client_of_the_org_may_introspect_with_basic(client, session, org, token):
-    caller, secret = make_client(session, org)
+    secret, caller = make_client(session, org)
     response = introspect(client, token, basic(caller.client_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json()["active"] is True
 
 
 def test_another_client_of_the_org_may_introspect_with_post(client, session, org, token):
-    caller, secret = make_client(session, org)
+    secret, caller = make_client(session, org)
     response = introspect(client, token, {}, client_id=caller.client_id, client_secret=secret)
     assert response.status_code == HTTPStatus.OK
     assert response.get_json()["active"] is True
@@ -85,7 +85,7 @@ def test_org_api_key_may_introspect_as_bearer(client, session, org, token):
     ("", True),  # RFC 6749 §3.1: a parameter sent without a value is as if omitted
 ])
 def test_scope_parameter_requires_every_scope_asked_for(client, session, org, asked, active):
-    c, secret = make_client(session, org, scopes=["read", "write", "other"])
+    secret, c = make_client(session, org, scopes=["read", "write", "other"])
     token = get_token(client, c, secret, scope="read write")
     body = introspect(client, token, basic(c.client_id, secret), scope=asked).get_json()
     assert body["active"] is active
@@ -94,7 +94,7 @@ def test_scope_parameter_requires_every_scope_asked_for(client, session, org, as
 
 
 def test_revoked_token_is_inactive(client, session, acme, token, org):
-    c, secret = acme
+    secret, c = acme
     record = tokens.find_record(session, org_id=org.id, jti=claims_of(token)["jti"])
     tokens.revoke(session, record, by="test", now=utcnow())
     session.commit()
@@ -104,7 +104,7 @@ def test_revoked_token_is_inactive(client, session, acme, token, org):
 
 
 def test_expired_token_is_inactive(client, session, acme):
-    c, secret = acme
+    secret, c = acme
     expired = issue(session, c, now=utcnow() - timedelta(hours=2))
     response = introspect(client, expired, basic(c.client_id, secret))
     assert response.status_code == HTTPStatus.OK
@@ -112,13 +112,13 @@ def test_expired_token_is_inactive(client, session, acme):
 
 
 def test_token_that_has_not_expired_yet_is_active(client, session, acme):
-    c, secret = acme
+    secret, c = acme
     recent = issue(session, c, now=utcnow() - timedelta(minutes=50))
     assert introspect(client, recent, basic(c.client_id, secret)).get_json()["active"] is True
 
 
 def test_token_forged_with_another_key_is_inactive(client, acme, token):
-    c, secret = acme
+    secret, c = acme
     header = jwt.get_unverified_header(token)
     foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode(claims_of(token), foreign, algorithm="RS256",
@@ -131,7 +131,7 @@ def test_token_forged_with_another_key_is_inactive(client, acme, token):
 @pytest.mark.parametrize("garbage", ["", "garbage", "a.b.c", "eyJhbGciOiJub25lIn0.e30.",
                                      NESTED_HEADER])
 def test_malformed_token_is_inactive(client, acme, garbage):
-    c, secret = acme
+    secret, c = acme
     response = introspect(client, garbage, basic(c.client_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == INACTIVE
@@ -146,7 +146,7 @@ def test_unauthenticated_caller_is_invalid_client(client, token):
 
 
 def test_wrong_caller_secret_is_invalid_client(client, acme, token):
-    c, _secret = acme
+    _secret, c = acme
     response = introspect(client, token, basic(c.client_id, "lk_secret_wrong"))
     assert response.status_code == HTTPStatus.UNAUTHORIZED
     assert response.get_json() == {"error": "invalid_client",
@@ -164,7 +164,7 @@ def test_revoked_api_key_is_invalid_client(client, session, org, token):
 
 
 def test_missing_token_parameter_is_invalid_request(client, acme):
-    c, secret = acme
+    secret, c = acme
     response = client.post(INTROSPECT, data={}, headers=basic(c.client_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json() == {"error": "invalid_request",
@@ -172,7 +172,7 @@ def test_missing_token_parameter_is_invalid_request(client, acme):
 
 
 def test_disabled_clients_tokens_are_inactive(client, session, org, acme, token):
-    c, _secret = acme
+    _secret, c = acme
     key, _row = make_api_key(session, org)
     clients.set_enabled(session, c, enabled=False, actor="test")
     session.commit()
@@ -181,7 +181,7 @@ def test_disabled_clients_tokens_are_inactive(client, session, org, acme, token)
 
 
 def test_disabled_client_may_not_introspect(client, session, acme, token):
-    c, secret = acme
+    secret, c = acme
     clients.set_enabled(session, c, enabled=False, actor="test")
     session.commit()
     response = introspect(client, token, basic(c.client_id, secret))
@@ -191,7 +191,7 @@ def test_disabled_client_may_not_introspect(client, session, acme, token):
 
 
 def test_deleted_clients_tokens_are_inactive(client, session, org, acme, token):
-    c, _secret = acme
+    _secret, c = acme
     key, _row = make_api_key(session, org)
     clients.delete_client(session, c, actor="test", now=utcnow())
     session.commit()
@@ -201,7 +201,7 @@ def test_deleted_clients_tokens_are_inactive(client, session, org, acme, token):
 
 
 def test_introspection_records_usage_event(client, session, acme, token):
-    c, secret = acme
+    secret, c = acme
     introspect(client, token, basic(c.client_id, secret))
     events = session.scalars(
         select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED)).all()
@@ -213,7 +213,7 @@ def test_introspection_records_usage_event(client, session, acme, token):
 
 
 def test_inactive_introspection_records_usage_event(client, session, org, acme):
-    c, secret = acme
+    secret, c = acme
     introspect(client, "garbage", basic(c.client_id, secret))
     event = session.scalar(
         select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED))
@@ -225,8 +225,8 @@ def test_inactive_introspection_records_usage_event(client, session, org, acme):
 
 
 def test_other_orgs_client_sees_token_inactive(client, session, acme, token, other_org):
-    c, secret = acme
-    stranger, stranger_secret = make_client(session, other_org)
+    secret, c = acme
+    stranger_secret, stranger = make_client(session, other_org)
     response = introspect(client, token, basic(stranger.client_id, stranger_secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == INACTIVE
@@ -234,7 +234,7 @@ def test_other_orgs_client_sees_token_inactive(client, session, acme, token, oth
 
 
 def test_other_orgs_api_key_sees_token_inactive(client, session, acme, token, other_org):
-    c, secret = acme
+    secret, c = acme
     key, _row = make_api_key(session, other_org)
     response = introspect(client, token, bearer(key))
     assert response.status_code == HTTPStatus.OK
@@ -254,8 +254,8 @@ def test_other_orgs_introspection_is_recorded_without_the_token(client, session,
 
 def test_introspecting_a_revoked_token_records_the_token_client(client, session, org, acme,
                                                                 token):
-    c, secret = acme
-    caller, caller_secret = make_client(session, org, name="gateway")
+    secret, c = acme
+    caller_secret, caller = make_client(session, org, name="gateway")
     tokens.revoke(session, tokens.get_record(session, org_id=org.id,
                                              jti=claims_of(token)["jti"]), by="test")
     session.commit()
@@ -271,7 +271,7 @@ def test_introspecting_a_revoked_token_records_the_token_client(client, session,
 
 
 def test_a_forged_token_naming_a_real_jti_is_not_attributed(client, session, org, acme, token):
-    c, secret = acme
+    secret, c = acme
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     header = jwt.get_unverified_header(token)
     forged = jwt.encode(claims_of(token), key, algorithm="RS256",

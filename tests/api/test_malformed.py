@@ -396,7 +396,7 @@ CASES: list[Any] = [
 @pytest.fixture
 def ctx(client, session) -> Ctx:
     org = make_org(session)
-    c, secret = make_client(session, org)
+    secret, c = make_client(session, org)
     token = get_token(client, c, secret)
     api_key, _ = make_api_key(session, org)
     kid = jwt.get_unverified_header(token)["kid"]

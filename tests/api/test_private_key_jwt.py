@@ -49,7 +49,7 @@ def jwks(rsa_key, ec_key):
 @pytest.fixture
 def pkj(session, org, jwks):
     """A client that authenticates only with private_key_jwt."""
-    c, secret = make_client(session, org, auth_methods=["private_key_jwt"], jwks=jwks)
+    secret, c = make_client(session, org, auth_methods=["private_key_jwt"], jwks=jwks)
     assert secret == ""  # no secret for a key-only client
     return c
 
@@ -102,7 +102,7 @@ def test_issuer_url_is_an_accepted_audience(client, pkj, rsa_key):
 
 def test_assertion_without_kid_works_with_a_single_key_jwks(client, session, org, rsa_key):
     jwks = {"keys": [_public_jwk(RSAAlgorithm, rsa_key, "only")]}
-    c, _ = make_client(session, org, auth_methods=["private_key_jwt"], jwks=jwks)
+    _, c = make_client(session, org, auth_methods=["private_key_jwt"], jwks=jwks)
     now = int(time.time())
     value = jwt.encode({"iss": c.client_id, "sub": c.client_id, "aud": TOKEN_URL,
                         "iat": now, "exp": now + 60, "jti": secrets.token_urlsafe(16)},
@@ -217,13 +217,13 @@ def test_missing_or_wrong_assertion_type_is_invalid_client(client, pkj, rsa_key,
 
 def test_secret_only_client_presenting_an_assertion_is_invalid_client(client, session, org,
                                                                       rsa_key):
-    c, _secret = make_client(session, org)
+    _secret, c = make_client(session, org)
     assert_invalid_client(post_assertion(client, assertion(c.client_id, rsa_key)))
 
 
 def test_secret_client_with_jwks_may_not_use_private_key_jwt(client, session, org, jwks,
                                                              rsa_key):
-    c, _secret = make_client(session, org, auth_methods=["client_secret_basic"], jwks=jwks)
+    _secret, c = make_client(session, org, auth_methods=["client_secret_basic"], jwks=jwks)
     response = post_assertion(client, assertion(c.client_id, rsa_key))
     assert_invalid_client(response)
     assert response.get_json()["error_description"] == (

@@ -35,7 +35,7 @@ def app_config(redis_url):
 
 def test_failures_counted_by_one_process_limit_another(app, client, session, database_url,
                                                        app_config, another_app):
-    c, secret = make_client(session, make_org(session))
+    secret, c = make_client(session, make_org(session))
     for _ in range(3):
         client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "wrong"))
 
@@ -52,7 +52,7 @@ def test_failures_counted_by_one_process_limit_another(app, client, session, dat
 def test_failure_count_lives_in_redis(app, client, session, redis_url):
     import redis
 
-    c, _secret = make_client(session, make_org(session))
+    _secret, c = make_client(session, make_org(session))
     client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "wrong"))
 
     keys = redis.Redis.from_url(redis_url).keys("*client-auth-failures*")

@@ -31,7 +31,7 @@ def extra_config():
 
 def test_failures_counted_by_one_process_limit_another(app, client, session, database_url,
                                                        another_app):
-    c, secret = make_client(session, make_org(session))
+    secret, c = make_client(session, make_org(session))
     for _ in range(3):
         client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "wrong"))
 

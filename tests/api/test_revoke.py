@@ -41,7 +41,7 @@ def jti_of(token):
 
 
 def test_client_revokes_its_own_token(client, acme, token, org_key):
-    c, secret = acme
+    secret, c = acme
     response = revoke(client, token, basic(c.client_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == {}
@@ -50,14 +50,14 @@ def test_client_revokes_its_own_token(client, acme, token, org_key):
 
 
 def test_client_revokes_with_client_secret_post(client, acme, token, org_key):
-    c, secret = acme
+    secret, c = acme
     response = revoke(client, token, {}, client_id=c.client_id, client_secret=secret)
     assert response.status_code == HTTPStatus.OK
     assert is_active(client, token, org_key) is False
 
 
 def test_revoking_leaves_other_tokens_of_the_client_active(client, acme, token, org_key):
-    c, secret = acme
+    secret, c = acme
     other = get_token(client, c, secret)
     revoke(client, token, basic(c.client_id, secret))
     assert is_active(client, other, org_key) is True
@@ -66,14 +66,14 @@ def test_revoking_leaves_other_tokens_of_the_client_active(client, acme, token, 
 @pytest.mark.parametrize("garbage", ["garbage", "a.b.c", "", "eyJhbGciOiJub25lIn0.e30.",
                                      NESTED_HEADER])
 def test_unknown_token_answers_200(client, acme, garbage):
-    c, secret = acme
+    secret, c = acme
     response = revoke(client, garbage, basic(c.client_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == {}
 
 
 def test_forged_token_with_a_real_jti_revokes_nothing(client, acme, token, org_key):
-    c, secret = acme
+    secret, c = acme
     claims = jwt.decode(token, options={"verify_signature": False})
     foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode(claims, foreign, algorithm="RS256",
@@ -84,7 +84,7 @@ def test_forged_token_with_a_real_jti_revokes_nothing(client, acme, token, org_k
 
 
 def test_another_client_of_the_org_is_unauthorized_client(client, session, org, token, org_key):
-    other, secret = make_client(session, org)
+    secret, other = make_client(session, org)
     response = revoke(client, token, basic(other.client_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json() == {"error": "unauthorized_client",
@@ -103,7 +103,7 @@ def test_org_api_key_revokes_any_token_of_its_org(client, session, org, token, o
 
 
 def test_revocation_records_usage_event(client, session, acme, token):
-    c, secret = acme
+    secret, c = acme
     revoke(client, token, basic(c.client_id, secret))
     events = session.scalars(
         select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_REVOKED)).all()
@@ -113,7 +113,7 @@ def test_revocation_records_usage_event(client, session, acme, token):
 
 
 def test_missing_token_parameter_is_invalid_request(client, acme):
-    c, secret = acme
+    secret, c = acme
     response = client.post(REVOKE, data={}, headers=basic(c.client_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json() == {"error": "invalid_request",
@@ -129,7 +129,7 @@ def test_unauthenticated_caller_is_invalid_client(client, token, org_key):
 
 
 def test_revoking_twice_is_fine(client, session, acme, token, org_key):
-    c, secret = acme
+    secret, c = acme
     first = revoke(client, token, basic(c.client_id, secret))
     second = revoke(client, token, basic(c.client_id, secret))
     assert first.status_code == second.status_code == HTTPStatus.OK
@@ -141,7 +141,7 @@ def test_revoking_twice_is_fine(client, session, acme, token, org_key):
 
 
 def test_other_orgs_client_cannot_revoke(client, session, token, org_key, other_org):
-    stranger, secret = make_client(session, other_org)
+    secret, stranger = make_client(session, other_org)
     response = revoke(client, token, basic(stranger.client_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == {}

@@ -134,7 +134,7 @@ def test_metadata_lists_the_three_auth_methods(client, path):
 
 def test_advertised_endpoints_answer(client, session):
     doc = client.get(METADATA_PATHS[0]).get_json()
-    c, secret = make_client(session, make_org(session))
+    secret, c = make_client(session, make_org(session))
     auth = basic(c.client_id, secret)
     issued = client.post(path_of(doc["token_endpoint"]),
                          data={"grant_type": "client_credentials"}, headers=auth)

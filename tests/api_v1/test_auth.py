@@ -69,7 +69,7 @@ def test_roles_are_cumulative():
 
 @pytest.mark.parametrize("role", ["introspect", "viewer", "admin"])
 def test_every_role_still_introspects(client, session, org, role):
-    oauth_client, secret = make_client(session, org)
+    secret, oauth_client = make_client(session, org)
     token = get_token(client, oauth_client, secret)
     plaintext, _ = make_api_key(session, org, role=role)
     response = client.post("/oauth/introspect", data={"token": token},

@@ -80,9 +80,9 @@ def _arrange(session: Any) -> tuple[OrgObjects, dict[str, str], str]:
     emails = {role: make_user(session, org=org, role=role,
                               email=f"{role}.with.a.rather.long.address@phone-org.example").email
               for role in ROLES}
-    client, _ = make_client(session, org, name="a-client-name-without-any-spaces-to-wrap-on",
+    _, client = make_client(session, org, name="a-client-name-without-any-spaces-to-wrap-on",
                             audiences=["https://orders.phone-org.example/with/a/long/path"])
-    reports, reports_secret = make_client(session, org, name="reports")
+    reports_secret, reports = make_client(session, org, name="reports")
     emails["caller"] = f"{reports.client_id}:{reports_secret}"
     emails["busy_client"] = client.client_id  # its page, with usage, is walked too
     token = issue(session, client)

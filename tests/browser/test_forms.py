@@ -115,7 +115,7 @@ def test_new_client_shows_every_error_at_once(contexts, live_server, owner, scre
 
 
 def test_mint_shows_every_error_at_once(contexts, live_server, owner, session, screenshot):
-    client, _ = make_client(session, owner.memberships[0].org, name="minter",
+    _, client = make_client(session, owner.memberships[0].org, name="minter",
                             scopes=["orders:read"], audiences=[AUDIENCE])
     page = contexts()
     sign_in(page, live_server, owner.email)
@@ -143,7 +143,7 @@ def test_mint_shows_every_error_at_once(contexts, live_server, owner, session, s
 def test_destructive_actions_ask_first(contexts, live_server, owner, session, screenshot,
                                        javascript):
     org = owner.memberships[0].org
-    client, _ = make_client(session, org, name="to-disable")
+    _, client = make_client(session, org, name="to-disable")
     issue(session, client)
     page = contexts(javascript)
     sign_in(page, live_server, owner.email)
@@ -216,7 +216,7 @@ def test_member_removal_and_key_rotation_ask_first(contexts, live_server, owner,
 @JS
 def test_a_past_expiry_lands_at_secrets_and_keeps_the_date(contexts, live_server, owner,
                                                            session, screenshot, javascript):
-    client, _ = make_client(session, owner.memberships[0].org, name="expiring")
+    _, client = make_client(session, owner.memberships[0].org, name="expiring")
     page = contexts(javascript)
     sign_in(page, live_server, owner.email)
     page.goto(f"{live_server}/clients/{client.client_id}")
@@ -235,7 +235,7 @@ def test_a_past_expiry_lands_at_secrets_and_keeps_the_date(contexts, live_server
 
 
 def test_small_items_on_the_client_page(contexts, live_server, owner, session, screenshot):
-    client, _ = make_client(session, owner.memberships[0].org, name="full")
+    _, client = make_client(session, owner.memberships[0].org, name="full")
     for _ in range(4):
         clients.add_secret(session, client, actor="test")
     session.commit()

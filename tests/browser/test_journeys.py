@@ -112,7 +112,7 @@ def test_create_client_read_secret_once_and_use_it(page, live_server, admin, scr
 
 
 def test_rotate_secrets(page, live_server, admin, session, screenshot):
-    client, old_secret = make_client(session, admin.memberships[0].org, name="rotating")
+    old_secret, client = make_client(session, admin.memberships[0].org, name="rotating")
     sign_in(page, live_server, admin.email)
     page.goto(f"{live_server}/clients/{client.client_id}")
     page.once("dialog", lambda d: d.accept())
@@ -139,7 +139,7 @@ def test_rotate_secrets(page, live_server, admin, session, screenshot):
 
 
 def test_mint_then_revoke_and_see_it_inactive(page, live_server, admin, session, screenshot):
-    client, secret = make_client(session, admin.memberships[0].org, name="minter",
+    secret, client = make_client(session, admin.memberships[0].org, name="minter",
                                  scopes=["orders:read", "orders:write"], audiences=[AUDIENCE])
     sign_in(page, live_server, admin.email)
     page.goto(live_server + "/tokens/mint")
@@ -176,7 +176,7 @@ def test_mint_then_revoke_and_see_it_inactive(page, live_server, admin, session,
 
 
 def test_usage_chart_and_csv_export(page, live_server, admin, session, screenshot):
-    client, secret = make_client(session, admin.memberships[0].org, name="busy")
+    secret, client = make_client(session, admin.memberships[0].org, name="busy")
     for _ in range(3):
         assert get_token(live_server, client.client_id, secret).status_code == 200
     assert get_token(live_server, client.client_id, "wrong-secret").status_code == 401
@@ -203,7 +203,7 @@ def test_usage_chart_and_csv_export(page, live_server, admin, session, screensho
 def test_viewer_is_refused(page, live_server, session, screenshot):
     org = make_org(session, name="Viewer Org")
     viewer = make_user(session, org=org, role="viewer")
-    client, _secret = make_client(session, org, name="read-only-client")
+    _secret, client = make_client(session, org, name="read-only-client")
     sign_in(page, live_server, viewer.email)
     page.goto(f"{live_server}/clients/{client.client_id}")
     # A viewer reads everything but sees no buttons that change anything.

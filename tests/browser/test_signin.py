@@ -14,7 +14,7 @@ pytestmark = pytest.mark.browser
 def test_admin_signs_in_and_sees_clients(browser, live_server, session, screenshot, javascript):
     org = make_org(session, name="Browser Org")
     user = make_user(session, org=org, role="owner")
-    c, _secret = make_client(session, org, name="billing-sync")
+    _secret, c = make_client(session, org, name="billing-sync")
     context = browser.new_context(java_script_enabled=javascript)
     page = context.new_page()
 

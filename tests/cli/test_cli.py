@@ -253,7 +253,7 @@ def _issue(session, org, c, *, issued_at, ttl=300):
 
 
 def test_prune_deletes_token_records_expired_over_a_day_ago(session, runner, acme):
-    c, _ = make_client(session, acme)
+    _, c = make_client(session, acme)
     now = utcnow()
     old = _issue(session, acme, c, issued_at=now - timedelta(days=3))
     recent = _issue(session, acme, c, issued_at=now - timedelta(hours=12))
@@ -268,7 +268,7 @@ def test_prune_deletes_token_records_expired_over_a_day_ago(session, runner, acm
 
 
 def test_prune_folds_old_usage_events_into_hourly_counts(session, runner, acme):
-    c, _ = make_client(session, acme)
+    _, c = make_client(session, acme)
     old_hour = (utcnow() - timedelta(days=100)).replace(minute=0, second=0, microsecond=0)
     for minute in (1, 20, 59):
         usage.record_event(session, kind=UsageKind.TOKEN_ISSUED, org_id=acme.id, client_id=c.id,

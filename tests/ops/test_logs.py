@@ -58,7 +58,7 @@ def test_access_log_never_carries_the_query_string(client, capsys):
 
 @pytest.mark.parametrize("app_config", [JSON])
 def test_fast_path_requests_are_logged_with_their_request_id(client, session, capsys):
-    c, secret = make_client(session, make_org(session))
+    secret, c = make_client(session, make_org(session))
     capsys.readouterr()
 
     response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
@@ -125,7 +125,7 @@ def test_a_malformed_request_id_from_a_proxy_is_replaced(client, offered):
 
 
 def test_every_kind_of_response_carries_a_request_id(client, session):
-    c, secret = make_client(session, make_org(session))
+    secret, c = make_client(session, make_org(session))
     responses = [
         client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret)),  # fast
         client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "nope")),  # Flask

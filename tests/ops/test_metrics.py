@@ -89,7 +89,7 @@ def test_with_a_token_set_the_bearer_may_scrape_from_anywhere(client):
 
 
 def test_fast_path_token_requests_are_timed_under_their_route(client, org):
-    c, secret = make_client(get_session(), org)
+    secret, c = make_client(get_session(), org)
     before = value(scrape(client), LATENCY, route="oauth.token", status="2xx")
 
     get_token(client, c, secret)
@@ -193,7 +193,7 @@ def test_database_errors_are_counted_but_constraint_violations_are_not(client, s
 # -- wired by the protocol code (issue 13) -------------------------------------------------
 
 def test_tokens_issued_at_the_endpoint_are_counted_by_auth_method(client, org):
-    c, secret = make_client(get_session(), org)
+    secret, c = make_client(get_session(), org)
     before = value(scrape(client), "latchkey_tokens_issued_total",
                    auth_method="client_secret_basic")
 
@@ -204,7 +204,7 @@ def test_tokens_issued_at_the_endpoint_are_counted_by_auth_method(client, org):
 
 
 def test_refused_token_requests_are_counted_by_error_and_auth_method(client, org):
-    c, secret = make_client(get_session(), org)
+    secret, c = make_client(get_session(), org)
     labels = {"error": "invalid_client", "auth_method": "client_secret_basic"}
     before = value(scrape(client), "latchkey_token_requests_refused_total", **labels)
 
@@ -214,7 +214,7 @@ def test_refused_token_requests_are_counted_by_error_and_auth_method(client, org
 
 
 def test_introspections_are_counted_by_result(client, org):
-    c, secret = make_client(get_session(), org)
+    secret, c = make_client(get_session(), org)
     token = get_token(client, c, secret)
     api_key, _ = make_api_key(get_session(), org)
     before = scrape(client)
@@ -229,7 +229,7 @@ def test_introspections_are_counted_by_result(client, org):
 
 
 def test_revocations_are_counted(client, org):
-    c, secret = make_client(get_session(), org)
+    secret, c = make_client(get_session(), org)
     token = get_token(client, c, secret)
     before = value(scrape(client), "latchkey_revocations_total")
 
@@ -280,14 +280,14 @@ def test_orgs_without_an_active_key_are_counted(client, session, org):
 
 def test_secrets_expiring_within_seven_days_are_counted_per_org(client, session):
     soon, later = make_org(session, slug="soon-org"), make_org(session, slug="later-org")
-    c, _ = make_client(session, soon)
+    _, c = make_client(session, soon)
     now = utcnow()
     clients.add_secret(session, c, expires_at=now + timedelta(days=3), actor="test")
     clients.add_secret(session, c, expires_at=now + timedelta(days=10), actor="test")
     _, revoked = clients.add_secret(session, c, expires_at=now + timedelta(days=2), actor="test")
     session.flush()
     clients.revoke_secret(session, c, secret_id=revoked.id, actor="test")
-    other, _ = make_client(session, later)
+    _, other = make_client(session, later)
     clients.add_secret(session, other, expires_at=now + timedelta(days=8), actor="test")
     session.commit()
 

@@ -196,7 +196,7 @@ def test_a_copied_session_cookie_is_refused_after_a_password_change(app, session
 
 @pytest.fixture
 def reset_member(app, session, org):
-    """A member whose password an owner reset: (user, temporary password)."""
+    """A member whose password an owner reset: (temporary password, user)."""
     owner = make_user(session, org=org, role="owner")
     member = make_user(session, org=org, role="admin", email="reset.me@example.com")
     membership = session.scalar(select(Membership).where(Membership.user_id == member.id))
@@ -205,11 +205,11 @@ def reset_member(app, session, org):
                          temporary=users.hash_new_password(temporary), actor_user_id=owner.id,
                          actor=Actor(f"user:{owner.email}"))
     session.commit()
-    return member, temporary
+    return temporary, member
 
 
 def test_signing_in_with_a_temporary_password_leads_to_choosing_a_new_one(app, reset_member):
-    member, temporary = reset_member
+    temporary, member = reset_member
     portal = Portal(app.test_client())
     portal.token = csrf_token(portal.get("/signin").get_data(as_text=True))
 
@@ -225,7 +225,7 @@ def test_signing_in_with_a_temporary_password_leads_to_choosing_a_new_one(app, r
 
 def test_until_the_password_is_changed_nothing_else_works(app, session, org, reset_member,
                                                           org_objects):
-    member, temporary = reset_member
+    temporary, member = reset_member
     portal = browser(app, member.email, temporary)
     problems = []
     for method in ("GET", "POST"):
@@ -244,7 +244,7 @@ def test_until_the_password_is_changed_nothing_else_works(app, session, org, res
 
 
 def test_the_temporary_password_cannot_be_kept(app, reset_member):
-    member, temporary = reset_member
+    temporary, member = reset_member
     portal = browser(app, member.email, temporary)
 
     response = change(portal, current=temporary, new=temporary)
@@ -255,7 +255,7 @@ def test_the_temporary_password_cannot_be_kept(app, reset_member):
 
 
 def test_after_choosing_a_new_password_everything_works(app, session, reset_member):
-    member, temporary = reset_member
+    temporary, member = reset_member
     portal = browser(app, member.email, temporary)
 
     response = change(portal, current=temporary, next="/usage")

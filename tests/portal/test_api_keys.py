@@ -77,7 +77,7 @@ def test_create_shows_the_key_once_and_stores_only_its_hash(request, session, po
 
 
 def test_created_key_introspects_tokens_of_the_org(owner, session, org):
-    client, secret = make_client(session, org)
+    secret, client = make_client(session, org)
     token = get_token(owner.http, client, secret)
 
     plaintext = shown_key(create(owner))
@@ -121,7 +121,7 @@ def test_create_is_audited(owner, session):
 @pytest.mark.parametrize("portal_name", ["owner", "admin"])
 def test_revoked_key_is_refused_at_introspection(request, session, org, portal_name):
     portal = request.getfixturevalue(portal_name)
-    client, secret = make_client(session, org)
+    secret, client = make_client(session, org)
     token = get_token(portal.http, client, secret)
     plaintext, key = make_api_key(session, org)
     assert introspect_with(portal.http, plaintext, token).status_code == 200

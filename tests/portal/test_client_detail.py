@@ -33,7 +33,7 @@ EDIT = {
 
 
 @pytest.fixture
-def acme_client(session, org) -> tuple[Client, str]:
+def acme_client(session, org) -> tuple[str, Client]:
     """A client of org Acme with its first secret, granted ``read write`` of
     ``https://api.example.com``; the org also has ``https://admin.example.com``."""
     made = make_client(session, org, name="billing-sync")
@@ -91,7 +91,7 @@ def flashes(response: Any) -> str:
 
 
 def test_detail_shows_settings_secrets_tokens_usage_and_audit(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     token = get_token(owner.http, c, secret)
     jti = introspect(owner.http, c, secret, token)["jti"]
     record_event(session, kind=UsageKind.TOKEN_FAILED, org_id=c.org_id, client_id=c.id)
@@ -113,7 +113,7 @@ def test_detail_shows_settings_secrets_tokens_usage_and_audit(owner, session, ac
 
 
 def test_viewer_sees_the_page_without_change_buttons(viewer, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     get_token(viewer.http, c, secret)
 
     response = viewer.get(url(c))
@@ -132,7 +132,7 @@ def test_unknown_client_is_404(owner):
 
 
 def test_usage_link_only_when_the_usage_page_exists(app, owner, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
     page = owner.get(url(c)).get_data(as_text=True)
 
     has_usage = "portal.usage" in app.view_functions
@@ -143,7 +143,7 @@ def test_usage_link_only_when_the_usage_page_exists(app, owner, acme_client):
 
 
 def test_edit_form_is_filled_with_the_current_settings(owner, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     page = owner.get(url(c, "/edit")).get_data(as_text=True)
 
@@ -157,7 +157,7 @@ def test_edit_form_is_filled_with_the_current_settings(owner, acme_client):
 
 
 def test_edit_saves_and_audits_the_changed_fields(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     response = owner.form_post(url(c, "/edit"), {**EDIT, **grants(**EDIT_GRANTS)})
 
@@ -176,7 +176,7 @@ def test_edit_saves_and_audits_the_changed_fields(owner, session, acme_client):
 
 
 def test_edited_settings_apply_to_new_tokens(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     owner.form_post(url(c, "/edit"), {**EDIT, **grants(admin=["admin"], main=["read"])})
 
     status, body = token_status(owner.http, c, secret)
@@ -187,7 +187,7 @@ def test_edited_settings_apply_to_new_tokens(owner, session, acme_client):
 
 
 def test_edit_with_nothing_changed_writes_no_audit_entry(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     unchanged = {"name": "billing-sync", "ttl": "3600", **grants(main=["read", "write"]),
                  "auth_methods": ["client_secret_basic", "client_secret_post"]}
@@ -208,7 +208,7 @@ def test_edit_with_nothing_changed_writes_no_audit_entry(owner, session, acme_cl
     ({"api": [], "default_api": ""}, "grants", "choose at least one API"),
 ])
 def test_edit_validates_like_create(owner, session, acme_client, changes, field, message):
-    c, _ = acme_client
+    _, c = acme_client
     if field == "grants":  # nothing ticked at all
         changes = {**changes, **{k: [] for k in grants(**EDIT_GRANTS) if k.startswith("scopes-")}}
 
@@ -229,7 +229,7 @@ def test_edit_validates_like_create(owner, session, acme_client, changes, field,
 @pytest.mark.parametrize("portal_name", ["owner", "admin"])
 def test_add_secret_shows_it_once_and_it_works(request, session, acme_client, portal_name):
     portal = request.getfixturevalue(portal_name)
-    c, old_secret = acme_client
+    old_secret, c = acme_client
 
     response = add_secret(portal, c)
 
@@ -244,7 +244,7 @@ def test_add_secret_shows_it_once_and_it_works(request, session, acme_client, po
 
 
 def test_add_secret_with_an_expiry(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     response = add_secret(owner, c, expires_at=FUTURE)
 
@@ -261,7 +261,7 @@ def test_add_secret_with_an_expiry(owner, session, acme_client):
 ])
 def test_add_secret_with_a_bad_expiry_is_a_form_error(owner, session, acme_client, expires_at,
                                                       message):
-    c, _ = acme_client
+    _, c = acme_client
 
     response = add_secret(owner, c, expires_at=expires_at)
 
@@ -272,7 +272,7 @@ def test_add_secret_with_a_bad_expiry_is_a_form_error(owner, session, acme_clien
 
 
 def test_resubmitted_add_secret_form_shows_nothing(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
     page = owner.get(url(c)).get_data(as_text=True)
     fields = hidden_inputs(page, url(c, "/secrets"))
     first = owner.http.post(url(c, "/secrets"), data=fields)
@@ -287,7 +287,7 @@ def test_resubmitted_add_secret_form_shows_nothing(owner, session, acme_client):
 
 
 def test_sixth_active_secret_is_refused(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
     for _ in range(4):
         assert add_secret(owner, c).status_code == 200
 
@@ -301,7 +301,7 @@ def test_sixth_active_secret_is_refused(owner, session, acme_client):
 
 
 def test_revoked_secret_no_longer_authenticates(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     secret_id = c.secrets[0].id
 
     response = owner.post(url(c, f"/secrets/{secret_id}/revoke"), follow_redirects=True)
@@ -313,7 +313,7 @@ def test_revoked_secret_no_longer_authenticates(owner, session, acme_client):
 
 
 def test_set_expiry_of_a_secret(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
     secret_id = c.secrets[0].id
 
     response = owner.post(url(c, f"/secrets/{secret_id}/expiry"), {"expires_at": FUTURE})
@@ -332,7 +332,7 @@ def test_set_expiry_of_a_secret(owner, session, acme_client):
 ])
 def test_set_expiry_in_the_past_is_a_form_error(owner, session, acme_client, expires_at,
                                                 message):
-    c, _ = acme_client
+    _, c = acme_client
     secret_id = c.secrets[0].id
 
     response = owner.post(url(c, f"/secrets/{secret_id}/expiry"), {"expires_at": expires_at})
@@ -345,7 +345,7 @@ def test_set_expiry_in_the_past_is_a_form_error(owner, session, acme_client, exp
 
 
 def test_expiry_of_a_revoked_secret_cannot_be_set(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     secret_id = c.secrets[0].id
     owner.post(url(c, f"/secrets/{secret_id}/revoke"))
 
@@ -355,8 +355,8 @@ def test_expiry_of_a_revoked_secret_cannot_be_set(owner, session, acme_client):
 
 
 def test_secret_of_another_client_is_404(owner, session, org, acme_client):
-    c, _ = acme_client
-    other, _ = make_client(session, org)
+    _, c = acme_client
+    _, other = make_client(session, org)
     their_secret = other.secrets[0].id
 
     assert owner.post(url(c, f"/secrets/{their_secret}/revoke")).status_code == 404
@@ -368,7 +368,7 @@ def test_secret_of_another_client_is_404(owner, session, org, acme_client):
 
 
 def test_revoked_token_introspects_inactive(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     token = get_token(owner.http, c, secret)
     jti = introspect(owner.http, c, secret, token)["jti"]
 
@@ -385,8 +385,8 @@ def test_revoked_token_introspects_inactive(owner, session, acme_client):
 
 
 def test_token_of_another_client_is_404(owner, session, org, acme_client):
-    c, secret = acme_client
-    other, other_secret = make_client(session, org)
+    secret, c = acme_client
+    other_secret, other = make_client(session, org)
     token = get_token(owner.http, other, other_secret)
     jti = introspect(owner.http, other, other_secret, token)["jti"]
 
@@ -397,7 +397,7 @@ def test_token_of_another_client_is_404(owner, session, org, acme_client):
 
 
 def test_revoke_all_tokens(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     tokens = [get_token(owner.http, c, secret) for _ in range(3)]
     issue(session, c, now=utcnow() - timedelta(hours=2))  # already expired: not counted
 
@@ -409,7 +409,7 @@ def test_revoke_all_tokens(owner, session, acme_client):
 
 
 def test_active_tokens_are_paginated(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
     for _ in range(27):
         issue(session, c)
 
@@ -426,7 +426,7 @@ def test_active_tokens_are_paginated(owner, session, acme_client):
 
 
 def test_disabled_client_gets_no_tokens_and_can_be_enabled(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
 
     response = owner.post(url(c, "/disable"), follow_redirects=True)
 
@@ -445,7 +445,7 @@ def test_disabled_client_gets_no_tokens_and_can_be_enabled(owner, session, acme_
 
 
 def test_delete_asks_for_the_name_first(owner, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     page = owner.get(url(c, "/delete")).get_data(as_text=True)
 
@@ -453,7 +453,7 @@ def test_delete_asks_for_the_name_first(owner, acme_client):
 
 
 def test_delete_with_the_wrong_name_deletes_nothing(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     response = owner.form_post(url(c, "/delete"), {"confirm_name": "billing"})
 
@@ -463,9 +463,9 @@ def test_delete_with_the_wrong_name_deletes_nothing(owner, session, acme_client)
 
 
 def test_delete_removes_the_client_and_its_tokens(owner, session, org, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     token = get_token(owner.http, c, secret)
-    witness, witness_secret = make_client(session, org)  # introspects the deleted client's token
+    witness_secret, witness = make_client(session, org)  # introspects the deleted client's token
 
     response = owner.form_post(url(c, "/delete"), {"confirm_name": "billing-sync"},
                                follow_redirects=True)
@@ -491,7 +491,7 @@ def post_routes(c: Client) -> list[str]:
 
 
 def test_viewer_gets_403_on_every_post(viewer, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
 
     for route in post_routes(c):
         response = viewer.post(route, {"name": "x", "expires_at": FUTURE,
@@ -504,14 +504,14 @@ def test_viewer_gets_403_on_every_post(viewer, session, acme_client):
 
 
 def test_viewer_gets_403_on_the_form_pages(viewer, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     for route in ("/clients/new", url(c, "/edit"), url(c, "/delete")):
         assert viewer.get(route).status_code == 403, route
 
 
 def test_outsider_gets_404_on_every_client_url(outsider, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     token = get_token(outsider.http, c, secret)
     jti = introspect(outsider.http, c, secret, token)["jti"]
     secret_id = c.secrets[0].id

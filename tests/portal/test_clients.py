@@ -119,7 +119,7 @@ def test_home_redirects_to_the_clients_list(owner):
 
 
 def test_list_shows_the_orgs_clients(owner, session, org):
-    c, _ = make_client(session, org, name="billing-sync", scopes=["orders:read"])
+    _, c = make_client(session, org, name="billing-sync", scopes=["orders:read"])
 
     page = owner.get("/clients").get_data(as_text=True)
 
@@ -130,8 +130,8 @@ def test_list_shows_the_orgs_clients(owner, session, org):
 
 
 def test_list_counts_tokens_issued_in_the_last_24_hours(owner, session, org):
-    busy, _ = make_client(session, org, name="busy")
-    idle, _ = make_client(session, org, name="idle")
+    _, busy = make_client(session, org, name="busy")
+    _, idle = make_client(session, org, name="idle")
     for _ in range(3):
         issue(session, busy)
     issue(session, busy, now=utcnow() - timedelta(hours=25))
@@ -143,7 +143,7 @@ def test_list_counts_tokens_issued_in_the_last_24_hours(owner, session, org):
 
 
 def test_list_does_not_show_another_orgs_clients(owner, session, other_org):
-    theirs, _ = make_client(session, other_org, name="globex-secret-thing")
+    _, theirs = make_client(session, other_org, name="globex-secret-thing")
 
     page = owner.get("/clients").get_data(as_text=True)
 
@@ -496,7 +496,7 @@ def test_a_new_org_gets_three_steps_ending_in_a_curl_for_this_server(owner):
 
 
 def test_the_steps_name_the_first_client_until_the_org_has_a_token(owner, session, org):
-    c, _secret = make_client(session, org, name="billing-sync")
+    _secret, c = make_client(session, org, name="billing-sync")
 
     before = html.unescape(owner.get("/clients").get_data(as_text=True))
     issue(session, c)

@@ -29,7 +29,7 @@ def confirmation_form(page: str, action: str) -> str:
 
 def destructive_actions(session, org):
     """(confirmation URL, what the page must say, cancel link, is it still undone?) of each."""
-    c, _ = make_client(session, org, name="billing-sync")
+    _, c = make_client(session, org, name="billing-sync")
     secret = c.secrets[0]
     access_token = issue(session, c)
     token = session.scalar(select(IssuedToken).where(IssuedToken.client_id == c.id))
@@ -79,7 +79,7 @@ def test_rotate_confirmation_carries_the_chosen_algorithm_and_nothing_else(owner
 
 
 def test_buttons_lead_to_the_confirmation_page_without_scripts(owner, session, org):
-    c, _ = make_client(session, org, name="billing-sync")
+    _, c = make_client(session, org, name="billing-sync")
     issue(session, c)
 
     page = owner.get(f"/clients/{c.client_id}").get_data(as_text=True)
@@ -92,7 +92,7 @@ def test_buttons_lead_to_the_confirmation_page_without_scripts(owner, session, o
 
 
 def test_confirmation_pages_are_for_those_who_may_act(viewer, admin, session, org):
-    c, _ = make_client(session, org)
+    _, c = make_client(session, org)
     member = make_user(session, org=org, role="viewer")
     membership = session.scalar(select(Membership).where(Membership.user_id == member.id))
 
@@ -102,7 +102,7 @@ def test_confirmation_pages_are_for_those_who_may_act(viewer, admin, session, or
 
 
 def test_confirming_acts_and_lands_at_the_section_with_the_message(owner, session, org):
-    c, _ = make_client(session, org, name="billing-sync")
+    _, c = make_client(session, org, name="billing-sync")
     secret = c.secrets[0]
 
     response = owner.post(f"/clients/{c.client_id}/secrets/{secret.id}/revoke")
@@ -119,7 +119,7 @@ def test_confirming_acts_and_lands_at_the_section_with_the_message(owner, sessio
 @pytest.mark.parametrize(("path", "section"), [
     ("/disable", "settings"), ("/tokens/revoke-all", "tokens")])
 def test_client_actions_land_at_their_section(owner, session, org, path, section):
-    c, _ = make_client(session, org)
+    _, c = make_client(session, org)
 
     response = owner.post(f"/clients/{c.client_id}{path}")
 
@@ -130,7 +130,7 @@ def test_client_actions_land_at_their_section(owner, session, org, path, section
 
 
 def test_a_past_expiry_keeps_the_date_typed_and_lands_at_secrets(owner, session, org):
-    c, _ = make_client(session, org)
+    _, c = make_client(session, org)
 
     response = owner.form_post(f"/clients/{c.client_id}", {"expires_at": "2001-01-01T10:00"},
                                action=f"/clients/{c.client_id}/secrets")
@@ -143,7 +143,7 @@ def test_a_past_expiry_keeps_the_date_typed_and_lands_at_secrets(owner, session,
 
 
 def test_add_secret_is_disabled_at_the_limit_with_a_reason(owner, session, org):
-    c, _ = make_client(session, org)
+    _, c = make_client(session, org)
     for _ in range(4):
         clients.add_secret(session, c, actor="test")
     session.commit()
@@ -157,8 +157,8 @@ def test_add_secret_is_disabled_at_the_limit_with_a_reason(owner, session, org):
 
 def test_acts_for_is_shown_only_for_user_clients(owner, session, org):
     member = make_user(session, org=org, role="viewer", email="ana@example.com")
-    user_client, _ = make_client(session, org, kind="user", user=member)
-    org_client, _ = make_client(session, org)
+    _, user_client = make_client(session, org, kind="user", user=member)
+    _, org_client = make_client(session, org)
 
     assert "Acts for" in owner.get(f"/clients/{user_client.client_id}").get_data(as_text=True)
     assert "Acts for" not in owner.get(f"/clients/{org_client.client_id}").get_data(
@@ -166,7 +166,7 @@ def test_acts_for_is_shown_only_for_user_clients(owner, session, org):
 
 
 def test_audit_trail_says_never_for_a_secret_without_expiry(owner, session, org):
-    c, _ = make_client(session, org)
+    _, c = make_client(session, org)
     clients.add_secret(session, c, actor="test")
     clients.add_secret(session, c, actor="test", expires_at=utcnow() + timedelta(days=2))
     session.commit()
@@ -193,8 +193,8 @@ def test_api_keys_page_promises_only_what_ships(owner, session, org):
 
 
 def test_mint_note_about_empty_choices_only_when_something_starts_unticked(owner, session, org):
-    one, _ = make_client(session, org, name="one api")
-    two, _ = make_client(session, org, name="two apis",
+    _, one = make_client(session, org, name="one api")
+    _, two = make_client(session, org, name="two apis",
                          audiences=["https://a.example.test", "https://b.example.test"])
 
     single = owner.get(f"/tokens/mint?client={one.client_id}").get_data(as_text=True)
@@ -206,7 +206,7 @@ def test_mint_note_about_empty_choices_only_when_something_starts_unticked(owner
 
 
 def test_minted_token_shows_exp_iat_nbf_as_utc_times(owner, session, org):
-    c, _ = make_client(session, org)
+    _, c = make_client(session, org)
     page = owner.get(f"/tokens/mint?client={c.client_id}").get_data(as_text=True)
     grant = c.grants[0]
 

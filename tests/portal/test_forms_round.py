@@ -81,7 +81,7 @@ def test_new_user_client_without_a_member_is_told_with_the_other_errors(owner, s
 
 
 def test_edit_client_shows_every_error_at_once(owner, session, org):
-    c, _ = make_client(session, org, name="billing-sync")
+    _, c = make_client(session, org, name="billing-sync")
     url = f"/clients/{c.client_id}/edit"
     form = hidden_fields(owner.get(url).get_data(as_text=True))
 
@@ -132,7 +132,7 @@ def mint_form(owner: Any, client: Client) -> dict[str, Any]:
 
 
 def test_mint_shows_ttl_claims_and_scope_errors_at_once(owner, session, org):
-    c, _ = make_client(session, org, name="billing", scopes=["read"])
+    _, c = make_client(session, org, name="billing", scopes=["read"])
     grant = c.grants[0]
 
     response = owner.http.post("/tokens/mint", data={
@@ -151,7 +151,7 @@ def test_mint_shows_ttl_claims_and_scope_errors_at_once(owner, session, org):
 
 
 def test_mint_shows_the_rules_beside_a_field_the_form_could_not_read(owner, session, org):
-    c, _ = make_client(session, org, name="billing")
+    _, c = make_client(session, org, name="billing")
 
     response = owner.http.post("/tokens/mint", data={
         **mint_form(owner, c), "audience": [c.default_audience], "ttl": "soon",

@@ -13,7 +13,7 @@ HSTS = "max-age=31536000"
 
 def responses(client, session, org):
     """One response of each kind, by name."""
-    c, secret = make_client(session, org)
+    secret, c = make_client(session, org)
     return {
         "portal page": client.get("/signin"),
         "portal 404": client.get("/no-such-page"),

@@ -84,7 +84,7 @@ def test_viewer_sees_no_rotate_form_and_cannot_rotate(viewer, session, org):
 def test_rotation_changes_the_active_kid_and_keeps_both_published(request, session, org,
                                                                   portal_name):
     portal = request.getfixturevalue(portal_name)
-    client, secret = make_client(session, org)
+    secret, client = make_client(session, org)
     token = get_token(portal.http, client, secret)  # signed by the old key
     old = org_keys(session, org)[KeyState.ACTIVE][0].kid
     upcoming = org_keys(session, org)[KeyState.NEXT][0].kid

@@ -367,9 +367,9 @@ def test_removing_a_member_revokes_tokens_of_user_clients_acting_for_them(
         app, owner, session, org, other_org):
     leaver = make_user(session, org=org, role="admin", email="leaver@example.com")
     make_user(session, org=other_org, role="admin", email="leaver2@example.com")
-    acting, acting_secret = make_client(session, org, name="acts for leaver", kind="user",
+    acting_secret, acting = make_client(session, org, name="acts for leaver", kind="user",
                                         user=leaver, ttl=86400)
-    service, service_secret = make_client(session, org, name="org client")
+    service_secret, service = make_client(session, org, name="org client")
     http = app.test_client()
     leavers_token = get_token(http, acting, acting_secret)
     orgs_token = get_token(http, service, service_secret)

@@ -20,7 +20,7 @@ MINTED = re.compile(r'<textarea id="minted-token"[^>]*>([^<]+)</textarea>')
 
 @pytest.fixture
 def billing(session, org):
-    client, secret = make_client(
+    secret, client = make_client(
         session, org, name="billing", scopes=["orders:read", "orders:write"],
         audiences=["https://api.acme.test", "https://billing.acme.test"], ttl=900)
     client.plaintext_secret = secret
@@ -79,9 +79,9 @@ def test_form_preselects_the_client_and_offers_its_apis_and_scopes(owner, billin
 
 
 def test_form_offers_only_enabled_clients_of_the_org(owner, session, org, other_org, billing):
-    off, _ = make_client(session, org, name="switched-off")
+    _, off = make_client(session, org, name="switched-off")
     off.enabled = False
-    theirs, _ = make_client(session, other_org, name="globex-client")
+    _, theirs = make_client(session, other_org, name="globex-client")
     session.commit()
 
     page = owner.get("/tokens/mint").get_data(as_text=True)
@@ -91,7 +91,7 @@ def test_form_offers_only_enabled_clients_of_the_org(owner, session, org, other_
 
 
 def test_another_orgs_client_is_not_found(owner, session, other_org):
-    theirs, _ = make_client(session, other_org)
+    _, theirs = make_client(session, other_org)
 
     assert owner.get(f"/tokens/mint?client={theirs.client_id}").status_code == 404
 
@@ -225,7 +225,7 @@ def test_mint_for_a_disabled_client_is_refused(owner, session, billing):
 
 
 def test_posting_another_orgs_client_is_not_found(owner, session, other_org, billing):
-    theirs, _ = make_client(session, other_org)
+    _, theirs = make_client(session, other_org)
     page = owner.get(f"/tokens/mint?client={billing.client_id}").get_data(as_text=True)
 
     response = owner.http.post("/tokens/mint", data={

@@ -17,7 +17,7 @@ from tests.factories import basic, get_token, make_client
 
 @pytest.fixture
 def billing(session, org):
-    client, secret = make_client(session, org, name="billing")
+    secret, client = make_client(session, org, name="billing")
     client.plaintext_secret = secret
     return client
 
@@ -116,7 +116,7 @@ def test_unknown_token_revokes_nothing(owner, session, billing, value):
 
 
 def test_another_orgs_token_looks_unknown_and_stays_active(owner, outsider, session, other_org):
-    theirs, secret = make_client(session, other_org)
+    secret, theirs = make_client(session, other_org)
     theirs.plaintext_secret = secret
     token = get_token(owner.http, theirs, secret)
 

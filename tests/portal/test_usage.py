@@ -18,13 +18,13 @@ from tests.factories import make_client
 
 @pytest.fixture
 def billing(session, org):
-    client, _ = make_client(session, org, name="billing")
+    _, client = make_client(session, org, name="billing")
     return client
 
 
 @pytest.fixture
 def reports(session, org):
-    client, _ = make_client(session, org, name="reports")
+    _, client = make_client(session, org, name="reports")
     return client
 
 
@@ -72,7 +72,7 @@ def test_empty_state_when_there_are_no_events(owner):
 
 
 def test_another_orgs_events_are_not_shown(owner, session, other_org, billing):
-    theirs, _ = make_client(session, other_org, name="globex")
+    _, theirs = make_client(session, other_org, name="globex")
     record(session, theirs, jti="jti-theirs", source_ip="198.51.100.9")
     record(session, billing, jti="jti-ours")
 
@@ -166,7 +166,7 @@ def test_bad_filters_are_a_form_error(owner, query, message):
 
 
 def test_another_orgs_client_is_an_unknown_client(owner, session, other_org):
-    theirs, _ = make_client(session, other_org)
+    _, theirs = make_client(session, other_org)
 
     response = owner.get(f"/usage?client={theirs.client_id}")
 
@@ -210,7 +210,7 @@ def test_csv_has_a_header_row_and_one_row_per_event(owner, session, billing, org
 
 
 def test_csv_applies_the_filters_and_the_org(owner, session, billing, reports, other_org):
-    theirs, _ = make_client(session, other_org)
+    _, theirs = make_client(session, other_org)
     record(session, billing, jti="jti-billing")
     record(session, reports, jti="jti-reports")
     record(session, theirs, jti="jti-theirs")

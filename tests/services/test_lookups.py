@@ -10,9 +10,9 @@ from tests.factories import make_client, make_org, make_user
 
 def test_enabled_clients_are_the_orgs_own_by_name(session):
     acme, globex = make_org(session), make_org(session)
-    zeta, _ = make_client(session, acme, name="zeta")
-    alpha, _ = make_client(session, acme, name="alpha")
-    off, _ = make_client(session, acme, name="beta")
+    _, zeta = make_client(session, acme, name="zeta")
+    _, alpha = make_client(session, acme, name="alpha")
+    _, off = make_client(session, acme, name="beta")
     clients.set_enabled(session, off, enabled=False, actor="test")
     make_client(session, globex, name="aardvark")
 
@@ -21,7 +21,7 @@ def test_enabled_clients_are_the_orgs_own_by_name(session):
 
 def test_another_orgs_client_is_not_found(session):
     acme, globex = make_org(session), make_org(session)
-    theirs, _ = make_client(session, globex)
+    _, theirs = make_client(session, globex)
 
     assert clients.find_client(session, org_id=acme.id, client_id=theirs.client_id) is None
     assert clients.find_client(session, org_id=globex.id, client_id=theirs.client_id) is theirs

@@ -128,10 +128,10 @@ def test_removal_revokes_only_live_tokens_of_user_clients_acting_for_the_member(
     users.add_membership(session, org=other, user=leaver, role="admin", actor="test")
     stayer = make_user(session, org=org, role="admin")
     session.commit()
-    for_leaver, _ = make_client(session, org, kind="user", user=leaver)
-    for_leaver_elsewhere, _ = make_client(session, other, kind="user", user=leaver)
-    for_stayer, _ = make_client(session, org, kind="user", user=stayer)
-    org_client, _ = make_client(session, org)
+    _, for_leaver = make_client(session, org, kind="user", user=leaver)
+    _, for_leaver_elsewhere = make_client(session, other, kind="user", user=leaver)
+    _, for_stayer = make_client(session, org, kind="user", user=stayer)
+    _, org_client = make_client(session, org)
     now = utcnow()
 
     def issue(client, **kwargs):

@@ -23,13 +23,13 @@ def world(session):
     """Org ``acme`` with clients billing (the token's) and gateway (a caller), an API key,
     and a token of billing; another org with a client of the same name."""
     org = make_org(session, name="Acme")
-    billing, _ = make_client(session, org, name="billing")
-    gateway, _ = make_client(session, org, name="gateway")
+    _, billing = make_client(session, org, name="billing")
+    _, gateway = make_client(session, org, name="gateway")
     _plaintext, key = make_api_key(session, org)
     token = issue(session, billing, scopes=("read",))
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     other = make_org(session, name="Globex")
-    theirs, _ = make_client(session, other, name="billing")
+    _, theirs = make_client(session, other, name="billing")
     session.commit()
     return {"org": org, "billing": billing, "gateway": gateway, "key": key, "jti": jti,
             "other": other, "theirs": theirs}

@@ -159,8 +159,8 @@ def create_client(
     actor: str,
     source_ip: str = "",
     now: datetime | None = None,
-) -> tuple[Client, str | None]:
-    """Create a client; returns it with its first secret in plaintext (shown once).
+) -> tuple[str | None, Client]:
+    """Create a client; returns its first secret in plaintext (shown once) and the client.
 
     ``grants`` are the APIs it may get tokens for (the org's or the deployment's,
     at least one) with the scopes of each; ``default_api`` (default: the first) is
@@ -215,7 +215,7 @@ def create_client(
         source_ip=source_ip,
         now=now,
     )
-    return client, plaintext
+    return plaintext, client
 
 
 def _new_secret(
