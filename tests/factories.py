@@ -27,7 +27,7 @@ TEST_ACTOR = Actor("test")
 
 
 def make_org(session: Session, *, name: str | None = None, **kwargs: Any) -> Organization:
-    org = orgs.create_org(session, name=name or f"Org {next(_seq)}", actor="test", **kwargs)
+    org = orgs.create_org(session, name=name or f"Org {next(_seq)}", actor=TEST_ACTOR, **kwargs)
     session.commit()
     return org
 
@@ -35,7 +35,7 @@ def make_org(session: Session, *, name: str | None = None, **kwargs: Any) -> Org
 def make_user(session: Session, *, org: Organization | None = None, role: str = "admin",
               email: str | None = None, password: str = PASSWORD) -> User:
     user = users.create_user(session, email=email or f"user{next(_seq)}@example.com",
-                             password=password, org=org, role=role, actor="test")
+                             password=password, org=org, role=role, actor=TEST_ACTOR)
     session.commit()
     return user
 
@@ -55,7 +55,7 @@ def make_client(session: Session, org: Organization, **overrides: Any) -> tuple[
     if "grants" not in values:
         values["grants"] = apis.apis_for_audiences(session, org=org, audiences=audiences,
                                                    scopes=scopes, actor=TEST_ACTOR)
-    secret, client = clients.create_client(session, org=org, actor="test", **values)
+    secret, client = clients.create_client(session, org=org, actor=TEST_ACTOR, **values)
     session.commit()
     return secret or "", client
 
@@ -83,7 +83,7 @@ def make_api(session: Session, org: Organization | None, *, identifier: str | No
 def make_api_key(session: Session, org: Organization, *, role: str = "introspect",
                  name: str = "test key") -> tuple[str, ApiKey]:
     plaintext, key = api_keys.create_api_key(session, org=org, name=name, role=role,
-                                             actor="test")
+                                             actor=TEST_ACTOR)
     session.commit()
     return plaintext, key
 

@@ -41,16 +41,15 @@ from portal.forms.clients import (
     parse_expiry,
 )
 from portal.views import (
-    actor,
     bp,
     can_manage,
     consume_nonce,
+    current_actor,
     current_org,
     flash_at,
     issue_nonce,
     no_store,
     redirect_to_section,
-    source_ip,
 )
 from portal.views.confirm import Confirmation, confirm_first
 from portal.views.pagination import paginate
@@ -204,7 +203,7 @@ def clients_new() -> ResponseReturnValue:
             plaintext, client = clients.create_client(
                 session, org=org, kind=kind, user=member.user if member else None,
                 grants=picker.grants(), default_api=picker.default_api(),
-                actor=actor(), source_ip=source_ip(), **form.settings())
+                actor=current_actor(), **form.settings())
         except ValidationFailed as e:
             session.rollback()
             _domain_error(form, picker, e)
@@ -290,8 +289,8 @@ def clients_edit(client_id: str) -> ResponseReturnValue:
         _rule_errors(form, picker, client=client)
     if valid:
         try:
-            changed = clients.update_client(session, client, actor=actor(),
-                                            source_ip=source_ip(), grants=picker.grants(),
+            changed = clients.update_client(session, client, actor=current_actor(),
+                                            grants=picker.grants(),
                                             default_api=picker.default_api(), **form.settings())
         except ValidationFailed as e:
             session.rollback()
@@ -330,7 +329,7 @@ def clients_add_secret(client_id: str) -> ResponseReturnValue:
     try:
         expires_at = parse_expiry(typed)
         plaintext, secret = clients.add_secret(session, client, expires_at=expires_at,
-                                               actor=actor(), source_ip=source_ip())
+                                               actor=current_actor())
     except SecretLimitReached as e:
         session.rollback()
         flash_at(sentence(e.message), "error", "secrets")
@@ -355,8 +354,7 @@ def clients_secret_expiry(client_id: str, secret_id: int) -> ResponseReturnValue
             raise ValidationFailed("choose the date and time the secret expires",
                                    field="expires_at")
         secret = clients.set_secret_expiry(session, client, secret_id=secret_id,
-                                           expires_at=expires_at, actor=actor(),
-                                           source_ip=source_ip())
+                                           expires_at=expires_at, actor=current_actor())
     except NotFound:
         abort(404)
     except ValidationFailed as e:
@@ -389,8 +387,7 @@ def clients_revoke_secret(client_id: str, secret_id: int) -> ResponseReturnValue
     session = get_session()
     client = _client(client_id)
     try:
-        secret = clients.revoke_secret(session, client, secret_id=secret_id, actor=actor(),
-                                       source_ip=source_ip())
+        secret = clients.revoke_secret(session, client, secret_id=secret_id, actor=current_actor())
     except NotFound:
         abort(404)
     session.commit()
@@ -421,7 +418,7 @@ def clients_revoke_token(client_id: str, jti: str) -> ResponseReturnValue:
     record = tokens.find_record(session, org_id=client.org_id, jti=jti[:64])
     if record is None or record.client_id != client.id:
         abort(404)
-    if tokens.revoke_from_portal(session, record, by=actor(), source_ip=source_ip()):
+    if tokens.revoke_from_portal(session, record, actor=current_actor()):
         flash_at(f"Token {record.jti} revoked; it introspects inactive from now on.", "success",
                  "tokens")
     else:
@@ -446,7 +443,7 @@ def clients_revoke_all(client_id: str) -> ResponseReturnValue:
     """Revoke every active token of this client."""
     session = get_session()
     client = _client(client_id)
-    count = tokens.revoke_all_for_client(session, client, by=actor(), source_ip=source_ip())
+    count = tokens.revoke_all_for_client(session, client, actor=current_actor())
     session.commit()
     flash_at(f"Revoked {count} active token{'' if count == 1 else 's'} of {client.name}.",
              "success", "tokens")
@@ -459,7 +456,7 @@ def clients_revoke_all(client_id: str) -> ResponseReturnValue:
 def _set_enabled(client_id: str, *, enabled: bool) -> ResponseReturnValue:
     session = get_session()
     client = _client(client_id)
-    clients.set_enabled(session, client, enabled=enabled, actor=actor(), source_ip=source_ip())
+    clients.set_enabled(session, client, enabled=enabled, actor=current_actor())
     session.commit()
     if enabled:
         flash_at(f"{client.name} enabled: it can get tokens again.", "success", "settings")
@@ -506,7 +503,7 @@ def clients_delete(client_id: str) -> ResponseReturnValue:
             form.confirm_name.errors = ["That is not the client's name; nothing was deleted."]
         else:
             name = client.name
-            clients.delete_client(session, client, actor=actor(), source_ip=source_ip())
+            clients.delete_client(session, client, actor=current_actor())
             session.commit()
             flash(f"Client {name} deleted; its tokens are no longer valid.", "success")
             return redirect(url_for("portal.clients"))

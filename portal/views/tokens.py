@@ -17,7 +17,6 @@ from flask.typing import ResponseReturnValue
 from flask_login import login_required
 
 from portal.core import settings
-from portal.core.actor import Actor
 from portal.core.clients.models import Client
 from portal.core.clients.services import find_client, list_enabled_clients
 from portal.core.db import get_session
@@ -29,8 +28,15 @@ from portal.core.types import utcnow
 from portal.forms import attach_error, sentence
 from portal.forms.apis import AudiencePicker
 from portal.forms.tokens import MintForm, RevokeForm
-from portal.views import actor, bp, can_manage, consume_nonce, current_org, issue_nonce, no_store
-from portal.views import source_ip as request_source_ip
+from portal.views import (
+    bp,
+    can_manage,
+    consume_nonce,
+    current_actor,
+    current_org,
+    issue_nonce,
+    no_store,
+)
 from portal.views.snippets import Snippet, use_snippets
 
 MINT_NONCE = "mint"
@@ -109,7 +115,7 @@ def mint() -> ResponseReturnValue:
             issued = tokens.mint(session, org_id=current_org().id,
                                  client_public_id=client.client_id, wanted=asked,
                                  source=TokenSource.PORTAL,
-                                 actor=Actor(actor(), request_source_ip()))
+                                 actor=current_actor())
         except LatchkeyError as e:
             session.rollback()
             if isinstance(e, ValidationFailed):
@@ -160,8 +166,7 @@ def revoke() -> ResponseReturnValue:
     if form.validate_on_submit():
         session = get_session()
         result = tokens.revoke_by_reference(
-            session, org_id=current_org().id, value=form.token.data or "", by=actor(),
-            source_ip=request_source_ip())
+            session, org_id=current_org().id, value=form.token.data or "", actor=current_actor())
         record, client = result.record, result.client
         if record is None:
             form.token.errors = [NO_MATCH]

@@ -29,7 +29,16 @@ from portal.core.tokens.models import IssuedToken
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageKind
 from portal.core.users.models import Membership
-from tests.factories import basic, get_token, issue, make_client, make_org, make_user, mint
+from tests.factories import (
+    TEST_ACTOR,
+    basic,
+    get_token,
+    issue,
+    make_client,
+    make_org,
+    make_user,
+    mint,
+)
 
 GRANT = {"grant_type": "client_credentials"}
 
@@ -61,7 +70,7 @@ def wrong_secret(session, org):
 
 def revoked_secret(session, org):
     secret, c = make_client(session, org)
-    clients.revoke_secret(session, c, secret_id=c.secrets[0].id, actor="test")
+    clients.revoke_secret(session, c, secret_id=c.secrets[0].id, actor=TEST_ACTOR)
     session.commit()
     return secret, c
 
@@ -80,7 +89,7 @@ def post_only(session, org):
 
 def disabled(session, org):
     secret, c = make_client(session, org)
-    clients.set_enabled(session, c, enabled=False, actor="test")
+    clients.set_enabled(session, c, enabled=False, actor=TEST_ACTOR)
     session.commit()
     return secret, c
 
@@ -185,7 +194,7 @@ def revoked(session, client, c, secret):
     token = get_token(client, c, secret)
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     record = tokens.get_record(session, org_id=c.org_id, jti=jti)
-    tokens.revoke(session, record, by="test")
+    tokens.revoke(session, record, actor=TEST_ACTOR)
     session.commit()
     return token
 
@@ -197,7 +206,7 @@ def expired(session, client, c, secret):
 def of_a_disabled_client(session, client, c, secret):
     owner_secret, owner = make_client(session, session.get(type(c), c.id).org)
     token = get_token(client, owner, owner_secret)
-    clients.set_enabled(session, owner, enabled=False, actor="test")
+    clients.set_enabled(session, owner, enabled=False, actor=TEST_ACTOR)
     session.commit()
     return token
 

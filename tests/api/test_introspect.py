@@ -16,7 +16,7 @@ from portal.core.clients import services as clients
 from portal.core.tokens import services as tokens
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageKind
-from tests.factories import basic, bearer, get_token, issue, make_api_key, make_client
+from tests.factories import TEST_ACTOR, basic, bearer, get_token, issue, make_api_key, make_client
 
 INTROSPECT = "/oauth/introspect"
 INACTIVE = {"active": False}
@@ -96,7 +96,7 @@ def test_scope_parameter_requires_every_scope_asked_for(client, session, org, as
 def test_revoked_token_is_inactive(client, session, acme, token, org):
     secret, c = acme
     record = tokens.find_record(session, org_id=org.id, jti=claims_of(token)["jti"])
-    tokens.revoke(session, record, by="test", now=utcnow())
+    tokens.revoke(session, record, actor=TEST_ACTOR, now=utcnow())
     session.commit()
     response = introspect(client, token, basic(c.client_id, secret))
     assert response.status_code == HTTPStatus.OK
@@ -155,7 +155,7 @@ def test_wrong_caller_secret_is_invalid_client(client, acme, token):
 
 def test_revoked_api_key_is_invalid_client(client, session, org, token):
     key, row = make_api_key(session, org)
-    api_keys.revoke_api_key(session, org_id=org.id, key_id=row.id, actor="test", now=utcnow())
+    api_keys.revoke_api_key(session, org_id=org.id, key_id=row.id, actor=TEST_ACTOR, now=utcnow())
     session.commit()
     response = introspect(client, token, bearer(key))
     assert response.status_code == HTTPStatus.UNAUTHORIZED
@@ -174,7 +174,7 @@ def test_missing_token_parameter_is_invalid_request(client, acme):
 def test_disabled_clients_tokens_are_inactive(client, session, org, acme, token):
     _secret, c = acme
     key, _row = make_api_key(session, org)
-    clients.set_enabled(session, c, enabled=False, actor="test")
+    clients.set_enabled(session, c, enabled=False, actor=TEST_ACTOR)
     session.commit()
     response = introspect(client, token, bearer(key))
     assert response.get_json() == INACTIVE
@@ -182,7 +182,7 @@ def test_disabled_clients_tokens_are_inactive(client, session, org, acme, token)
 
 def test_disabled_client_may_not_introspect(client, session, acme, token):
     secret, c = acme
-    clients.set_enabled(session, c, enabled=False, actor="test")
+    clients.set_enabled(session, c, enabled=False, actor=TEST_ACTOR)
     session.commit()
     response = introspect(client, token, basic(c.client_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
@@ -193,7 +193,7 @@ def test_disabled_client_may_not_introspect(client, session, acme, token):
 def test_deleted_clients_tokens_are_inactive(client, session, org, acme, token):
     _secret, c = acme
     key, _row = make_api_key(session, org)
-    clients.delete_client(session, c, actor="test", now=utcnow())
+    clients.delete_client(session, c, actor=TEST_ACTOR, now=utcnow())
     session.commit()
     response = introspect(client, token, bearer(key))
     assert response.status_code == HTTPStatus.OK
@@ -257,7 +257,7 @@ def test_introspecting_a_revoked_token_records_the_token_client(client, session,
     secret, c = acme
     caller_secret, caller = make_client(session, org, name="gateway")
     tokens.revoke(session, tokens.get_record(session, org_id=org.id,
-                                             jti=claims_of(token)["jti"]), by="test")
+                                             jti=claims_of(token)["jti"]), actor=TEST_ACTOR)
     session.commit()
 
     assert introspect(client, token, basic(caller.client_id, caller_secret)).get_json() \

@@ -18,7 +18,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from portal.core.clients import services as clients
 from portal.core.errors import ValidationFailed
-from tests.factories import make_client
+from tests.factories import TEST_ACTOR, make_client
 
 TOKEN_URL = "http://localhost/oauth/token"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -247,7 +247,7 @@ def test_assertion_and_secret_together_is_invalid_request(client, pkj, rsa_key):
 
 
 def test_disabled_key_client_is_unauthorized_client(client, session, pkj, rsa_key):
-    clients.set_enabled(session, pkj, enabled=False, actor="test")
+    clients.set_enabled(session, pkj, enabled=False, actor=TEST_ACTOR)
     session.commit()
     response = post_assertion(client, assertion(pkj.client_id, rsa_key))
     assert response.status_code == HTTPStatus.BAD_REQUEST
@@ -257,7 +257,7 @@ def test_disabled_key_client_is_unauthorized_client(client, session, pkj, rsa_ke
 def test_private_key_jwt_client_without_jwks_is_refused(session, org):
     with pytest.raises(ValidationFailed) as caught:
         clients.create_client(session, org=org, name="no keys", grants=[],
-                              auth_methods=["private_key_jwt"], actor="test")
+                              auth_methods=["private_key_jwt"], actor=TEST_ACTOR)
     assert caught.value.field == "jwks"  # the first of the errors (no grants is another)
     assert ("jwks", "private_key_jwt needs the client's public JWKS") in errors_of(caught.value)
 
@@ -274,7 +274,7 @@ def test_jwks_with_a_private_member_is_refused(session, org, rsa_key, member):
     with pytest.raises(ValidationFailed) as caught:
         clients.create_client(session, org=org, name="leaky", grants=[],
                               auth_methods=["private_key_jwt"], jwks={"keys": [leaked]},
-                              actor="test")
+                              actor=TEST_ACTOR)
     assert ("jwks", "the JWKS must hold public keys only") in errors_of(caught.value)
 
 
@@ -282,7 +282,7 @@ def test_jwks_with_a_symmetric_key_is_refused(session, org):
     with pytest.raises(ValidationFailed):
         clients.create_client(session, org=org, name="hmac", grants=[],
                               auth_methods=["private_key_jwt"],
-                              jwks={"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, actor="test")
+                              jwks={"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, actor=TEST_ACTOR)
 
 
 @pytest.mark.parametrize("jwks", [{}, {"keys": []}, {"keys": "x"}, ["x"], {"keys": [1]},
@@ -290,5 +290,5 @@ def test_jwks_with_a_symmetric_key_is_refused(session, org):
 def test_malformed_jwks_is_refused(session, org, jwks):
     with pytest.raises(ValidationFailed) as caught:
         clients.create_client(session, org=org, name="bad", grants=[],
-                              auth_methods=["private_key_jwt"], jwks=jwks, actor="test")
+                              auth_methods=["private_key_jwt"], jwks=jwks, actor=TEST_ACTOR)
     assert caught.value.field == "jwks"

@@ -15,7 +15,7 @@ from portal.core.clients.models import Client, ClientSecret
 from portal.core.rawdb import RawStatement
 from portal.core.tokens.models import IssuedToken
 from portal.core.usage.models import UsageEvent, UsageKind
-from tests.factories import basic, get_token, make_client
+from tests.factories import TEST_ACTOR, basic, get_token, make_client
 
 GRANT = {"grant_type": "client_credentials"}
 
@@ -195,7 +195,7 @@ def test_disabled_client_is_unauthorized_client(client, session, acme):
     from portal.core.clients import services as clients
 
     secret, c = acme
-    clients.set_enabled(session, c, enabled=False, actor="test")
+    clients.set_enabled(session, c, enabled=False, actor=TEST_ACTOR)
     session.commit()
     response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
@@ -320,7 +320,7 @@ def test_token_sets_last_used_of_client_and_secret(client, session, acme):
 def test_revoked_secret_fails_on_the_next_request(client, session, acme):
     secret, c = acme
     get_token(client, c, secret)
-    clients.revoke_secret(session, c, secret_id=c.secrets[0].id, actor="test")
+    clients.revoke_secret(session, c, secret_id=c.secrets[0].id, actor=TEST_ACTOR)
     session.commit()
     response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
     assert response.status_code == HTTPStatus.UNAUTHORIZED
@@ -330,7 +330,7 @@ def test_revoked_secret_fails_on_the_next_request(client, session, acme):
 def test_disabled_client_fails_on_the_next_request(client, session, acme):
     secret, c = acme
     get_token(client, c, secret)
-    clients.set_enabled(session, c, enabled=False, actor="test")
+    clients.set_enabled(session, c, enabled=False, actor=TEST_ACTOR)
     session.commit()
     response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from portal.core.users import services as users
-from tests.factories import PASSWORD, make_client, make_org, make_user
+from tests.factories import PASSWORD, TEST_ACTOR, make_client, make_org, make_user
 
 pytestmark = pytest.mark.browser
 
@@ -157,7 +157,7 @@ def test_a_user_in_two_orgs_switches_from_the_top_bar(browser, live_server, acme
     globex = make_org(session, name="Globex Journeys")
     make_client(session, globex, name="globex-sync")
     user = make_user(session, org=org, role="admin", email="both@journeys.test")
-    users.add_membership(session, org=globex, user=user, role="viewer", actor="test")
+    users.add_membership(session, org=globex, user=user, role="viewer", actor=TEST_ACTOR)
     session.commit()
     page = new_page(browser, javascript)
 

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from portal.core.clients import services as clients
-from tests.factories import PASSWORD, issue, make_api, make_client, make_org, make_user
+from tests.factories import PASSWORD, TEST_ACTOR, issue, make_api, make_client, make_org, make_user
 
 pytestmark = pytest.mark.browser
 
@@ -237,7 +237,7 @@ def test_a_past_expiry_lands_at_secrets_and_keeps_the_date(contexts, live_server
 def test_small_items_on_the_client_page(contexts, live_server, owner, session, screenshot):
     _, client = make_client(session, owner.memberships[0].org, name="full")
     for _ in range(4):
-        clients.add_secret(session, client, actor="test")
+        clients.add_secret(session, client, actor=TEST_ACTOR)
     session.commit()
     page = contexts()
     sign_in(page, live_server, owner.email)

@@ -85,6 +85,7 @@ def test_create_org_is_audited(session, runner):
     org = session.scalar(select(Organization).where(Organization.slug == "umbrella"))
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "org:created"))
     assert entry.org_id == org.id and entry.actor == "cli" and entry.target_id == "umbrella"
+    assert entry.source_ip == ""  # the CLI acts from no address
 
 
 def test_create_user_joins_org_with_role(session, runner, acme):
@@ -164,6 +165,7 @@ def test_create_client_is_audited(session, runner, acme):
                     "--audience", AUDIENCE, "--json")
     client_id = json.loads(result.stdout)["client_id"]
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "client:created"))
+    assert entry.source_ip == ""  # the CLI acts from no address
     assert entry.org_id == acme.id and entry.actor == "cli" and entry.target_id == client_id
 
 

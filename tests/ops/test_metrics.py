@@ -19,7 +19,15 @@ from portal.core.db import get_engine, get_session
 from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.types import utcnow
 from portal.ops import metrics
-from tests.factories import basic, bearer, get_token, make_api_key, make_client, make_org
+from tests.factories import (
+    TEST_ACTOR,
+    basic,
+    bearer,
+    get_token,
+    make_api_key,
+    make_client,
+    make_org,
+)
 from tests.ops.conftest import scrape, value
 
 GRANT = {"grant_type": "client_credentials"}
@@ -282,13 +290,14 @@ def test_secrets_expiring_within_seven_days_are_counted_per_org(client, session)
     soon, later = make_org(session, slug="soon-org"), make_org(session, slug="later-org")
     _, c = make_client(session, soon)
     now = utcnow()
-    clients.add_secret(session, c, expires_at=now + timedelta(days=3), actor="test")
-    clients.add_secret(session, c, expires_at=now + timedelta(days=10), actor="test")
-    _, revoked = clients.add_secret(session, c, expires_at=now + timedelta(days=2), actor="test")
+    clients.add_secret(session, c, expires_at=now + timedelta(days=3), actor=TEST_ACTOR)
+    clients.add_secret(session, c, expires_at=now + timedelta(days=10), actor=TEST_ACTOR)
+    _, revoked = clients.add_secret(session, c, expires_at=now + timedelta(days=2),
+                                    actor=TEST_ACTOR)
     session.flush()
-    clients.revoke_secret(session, c, secret_id=revoked.id, actor="test")
+    clients.revoke_secret(session, c, secret_id=revoked.id, actor=TEST_ACTOR)
     _, other = make_client(session, later)
-    clients.add_secret(session, other, expires_at=now + timedelta(days=8), actor="test")
+    clients.add_secret(session, other, expires_at=now + timedelta(days=8), actor=TEST_ACTOR)
     session.commit()
 
     samples = scrape(client)

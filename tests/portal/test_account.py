@@ -14,7 +14,7 @@ from portal.core.audit.models import AuditEntry
 from portal.core.users import services as users
 from portal.core.users.models import Membership, User
 from portal.views import PASSWORD_CHANGE_ENDPOINTS
-from tests.factories import PASSWORD, make_client, make_org, make_user
+from tests.factories import PASSWORD, TEST_ACTOR, make_client, make_org, make_user
 from tests.portal.conftest import OrgObjects, Portal, csrf_token
 
 NEW_PASSWORD = "another long passphrase"
@@ -47,7 +47,7 @@ def signed_in(portal: Portal) -> bool:
 
 def test_account_page_shows_every_membership_with_its_role(app, session, org, other_org):
     user = make_user(session, org=org, role="viewer", email="two.orgs@example.com")
-    users.add_membership(session, org=other_org, user=user, role="owner", actor="test")
+    users.add_membership(session, org=other_org, user=user, role="owner", actor=TEST_ACTOR)
     session.commit()
     make_user(session, org=org, role="owner", email="colleague@example.com")
 
@@ -278,7 +278,7 @@ def two_orgs(app, session):
     """A user who is an admin of Acme Two and a viewer of Globex Two, each with a client."""
     acme, globex = make_org(session, name="Acme Two"), make_org(session, name="Globex Two")
     user = make_user(session, org=acme, role="admin", email="both@example.com")
-    users.add_membership(session, org=globex, user=user, role="viewer", actor="test")
+    users.add_membership(session, org=globex, user=user, role="viewer", actor=TEST_ACTOR)
     session.commit()
     make_client(session, acme, name="acme-billing")
     make_client(session, globex, name="globex-billing")
@@ -395,7 +395,7 @@ def test_a_removed_membership_falls_back_to_the_org_left(app, two_orgs, session)
 def test_removed_from_the_chosen_org_with_two_left_asks_again(app, two_orgs, session):
     user, acme, globex = two_orgs
     third = make_org(session, name="Third Org")
-    users.add_membership(session, org=third, user=user, role="admin", actor="test")
+    users.add_membership(session, org=third, user=user, role="admin", actor=TEST_ACTOR)
     session.commit()
     portal = browser(app, user.email)
     switch(portal, globex)

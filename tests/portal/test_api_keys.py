@@ -116,6 +116,7 @@ def test_create_is_audited(owner, session):
 
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "api_key:created"))
     assert entry.actor == f"user:{owner.user.email}" and entry.details["name"] == "terraform-ci"
+    assert entry.source_ip == "127.0.0.1"  # the request's address, with the actor
 
 
 @pytest.mark.parametrize("portal_name", ["owner", "admin"])

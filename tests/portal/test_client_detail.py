@@ -173,6 +173,7 @@ def test_edit_saves_and_audits_the_changed_fields(owner, session, acme_client):
         "name", "description", "grants", "token_ttl", "custom_claims", "auth_methods"}
     assert entry.details["grants"] == {API_IDENTIFIER: ["read", "write"], ADMIN_API: ["admin"]}
     assert entry.target_id == c.client_id and entry.actor == f"user:{owner.user.email}"
+    assert entry.source_ip == "127.0.0.1"  # the request's address, with the actor
 
 
 def test_edited_settings_apply_to_new_tokens(owner, session, acme_client):

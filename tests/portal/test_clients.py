@@ -308,6 +308,7 @@ def test_create_is_audited(owner, session):
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "client:created"))
     assert entry.target_id == client_id
     assert entry.actor == f"user:{owner.user.email}"
+    assert entry.source_ip == "127.0.0.1"  # the request's address, with the actor
 
 
 @pytest.mark.parametrize(("changes", "field", "message"), [

@@ -15,7 +15,7 @@ from portal.core.clients import services as clients
 from portal.core.tokens.models import IssuedToken
 from portal.core.types import utcnow
 from portal.core.users.models import Membership
-from tests.factories import issue, make_api_key, make_client, make_user
+from tests.factories import TEST_ACTOR, issue, make_api_key, make_client, make_user
 from tests.portal.conftest import hidden_fields
 
 
@@ -145,7 +145,7 @@ def test_a_past_expiry_keeps_the_date_typed_and_lands_at_secrets(owner, session,
 def test_add_secret_is_disabled_at_the_limit_with_a_reason(owner, session, org):
     _, c = make_client(session, org)
     for _ in range(4):
-        clients.add_secret(session, c, actor="test")
+        clients.add_secret(session, c, actor=TEST_ACTOR)
     session.commit()
 
     page = owner.get(f"/clients/{c.client_id}").get_data(as_text=True)
@@ -167,8 +167,8 @@ def test_acts_for_is_shown_only_for_user_clients(owner, session, org):
 
 def test_audit_trail_says_never_for_a_secret_without_expiry(owner, session, org):
     _, c = make_client(session, org)
-    clients.add_secret(session, c, actor="test")
-    clients.add_secret(session, c, actor="test", expires_at=utcnow() + timedelta(days=2))
+    clients.add_secret(session, c, actor=TEST_ACTOR)
+    clients.add_secret(session, c, actor=TEST_ACTOR, expires_at=utcnow() + timedelta(days=2))
     session.commit()
 
     for url in (f"/clients/{c.client_id}", "/audit"):

@@ -18,7 +18,7 @@ from portal.core.clients import services as clients
 from portal.core.clients.models import Client
 from portal.core.errors import ValidationFailed
 from portal.core.tokens.models import IssuedToken
-from tests.factories import make_api, make_client
+from tests.factories import TEST_ACTOR, make_api, make_client
 from tests.portal.conftest import hidden_fields
 
 
@@ -105,7 +105,7 @@ def test_service_collects_every_broken_rule(session, org):
 
     with pytest.raises(ValidationFailed) as caught:
         clients.create_client(session, org=org, name=" ", grants=[(api, ["nope"])], ttl=5,
-                              custom_claims={"aud": "x"}, actor="test")
+                              custom_claims={"aud": "x"}, actor=TEST_ACTOR)
 
     fields = [e.field for e in caught.value.errors]
     assert fields == ["name", "ttl", "custom_claims", "grants"]
@@ -120,7 +120,7 @@ def test_one_broken_rule_keeps_its_own_error(session, org):
 
     with pytest.raises(ValidationFailed) as caught:
         clients.create_client(session, org=org, name="ok", grants=[(api, ["read"])],
-                              custom_claims={"iss": "me"}, actor="test")
+                              custom_claims={"iss": "me"}, actor=TEST_ACTOR)
 
     assert caught.value.code == "reserved_claim"
     assert [e.field for e in caught.value.errors] == ["custom_claims"]

@@ -118,6 +118,7 @@ def test_rotation_is_audited(owner, session, org):
 
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "signing_key:rotated"))
     assert entry.actor == f"user:{owner.user.email}"
+    assert entry.source_ip == "127.0.0.1"  # the request's address, with the actor
     assert entry.target_id == org_keys(session, org)[KeyState.ACTIVE][0].kid
 
 

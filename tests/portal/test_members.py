@@ -16,7 +16,7 @@ from portal.core import crypto, settings
 from portal.core.audit.models import AuditEntry
 from portal.core.users import services as users
 from portal.core.users.models import Invitation, Membership, Role, User
-from tests.factories import PASSWORD, basic, get_token, make_client, make_user
+from tests.factories import PASSWORD, TEST_ACTOR, basic, get_token, make_client, make_user
 from tests.portal.conftest import Portal, hidden_fields
 
 TEMPORARY_PASSWORD = re.compile(
@@ -437,7 +437,7 @@ def test_reset_ends_the_members_sessions(app, owner, session, org):
 
 def test_reset_is_refused_for_a_member_of_another_org_too(owner, session, org, other_org):
     member = make_user(session, org=org, role="viewer")
-    users.add_membership(session, org=other_org, user=member, role="admin", actor="test")
+    users.add_membership(session, org=other_org, user=member, role="admin", actor=TEST_ACTOR)
     session.commit()
     membership = membership_of(session, member, org)
 

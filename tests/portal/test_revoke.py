@@ -88,6 +88,7 @@ def test_revocation_is_audited_and_in_the_usage_history(owner, session, billing)
 
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "token:revoked"))
     assert entry.target_id == jti_of(token) and entry.actor == f"user:{owner.user.email}"
+    assert entry.source_ip == "127.0.0.1"  # the request's address, with the actor
     event = session.scalar(select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_REVOKED))
     assert event.jti == jti_of(token) and event.client_id == billing.id
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from portal.core.clients import services as clients
 from portal.core.users import services as users
-from tests.factories import make_client, make_org, make_user
+from tests.factories import TEST_ACTOR, make_client, make_org, make_user
 
 
 def test_enabled_clients_are_the_orgs_own_by_name(session):
@@ -13,7 +13,7 @@ def test_enabled_clients_are_the_orgs_own_by_name(session):
     _, zeta = make_client(session, acme, name="zeta")
     _, alpha = make_client(session, acme, name="alpha")
     _, off = make_client(session, acme, name="beta")
-    clients.set_enabled(session, off, enabled=False, actor="test")
+    clients.set_enabled(session, off, enabled=False, actor=TEST_ACTOR)
     make_client(session, globex, name="aardvark")
 
     assert clients.list_enabled_clients(session, org_id=acme.id) == [alpha, zeta]

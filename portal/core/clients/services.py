@@ -14,6 +14,7 @@ from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from portal.core import crypto, settings
+from portal.core.actor import Actor
 from portal.core.apis import services as apis
 from portal.core.apis.grants import check_ttl
 from portal.core.apis.models import Api
@@ -156,8 +157,7 @@ def create_client(
     custom_claims: dict[str, Any] | None = None,
     jwks: dict[str, Any] | None = None,
     user: User | None = None,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> tuple[str | None, Client]:
     """Create a client; returns its first secret in plaintext (shown once) and the client.
@@ -212,7 +212,6 @@ def create_client(
         target_id=client.client_id,
         details={"name": client.name, "kind": client.kind.value, "grants": grant_summary(client),
                  "default_api": client.default_audience, "ttl": client.token_ttl},
-        source_ip=source_ip,
         now=now,
     )
     return plaintext, client
@@ -244,8 +243,7 @@ def add_secret(
     client: Client,
     *,
     expires_at: datetime | None = None,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> tuple[str, ClientSecret]:
     """Add a secret (at most five active at once); returns it in plaintext, shown once."""
@@ -266,7 +264,6 @@ def add_secret(
         target_id=client.client_id,
         details={"secret_id": secret.id, "hint": secret.hint,
                  "expires_at": expires_at.isoformat() if expires_at else None},
-        source_ip=source_ip,
         now=now,
     )
     return plaintext, secret
@@ -284,8 +281,7 @@ def revoke_secret(
     client: Client,
     *,
     secret_id: int,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> ClientSecret:
     """Revoke one of the client's secrets; it is ``invalid_client`` from then on."""
@@ -301,7 +297,6 @@ def revoke_secret(
             target_type="client",
             target_id=client.client_id,
             details={"secret_id": secret.id, "hint": secret.hint},
-            source_ip=source_ip,
             now=now,
         )
     session.flush()
@@ -323,8 +318,7 @@ def regenerate_secret(
     client: Client,
     *,
     expires_at: datetime | None = None,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> tuple[str, ClientSecret]:
     """Replace every secret of the client with one new one (a lost secret's remedy);
@@ -344,7 +338,6 @@ def regenerate_secret(
         target_id=client.client_id,
         details={"secret_id": secret.id, "hint": secret.hint,
                  "revoked": [s.hint for s in revoked]},
-        source_ip=source_ip,
         now=now,
     )
     return plaintext, secret
@@ -427,8 +420,7 @@ def set_enabled(
     client: Client,
     *,
     enabled: bool,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> Client:
     """Enable or disable a client; a disabled client gets no tokens and its tokens are inactive."""
@@ -443,7 +435,6 @@ def set_enabled(
             action="client:enabled" if enabled else "client:disabled",
             target_type="client",
             target_id=client.client_id,
-            source_ip=source_ip,
             now=now,
         )
     session.flush()
@@ -451,7 +442,7 @@ def set_enabled(
 
 
 def delete_client(
-    session: Session, client: Client, *, actor: str, source_ip: str = "",
+    session: Session, client: Client, *, actor: Actor,
     now: datetime | None = None,
 ) -> None:
     """Delete a client with its secrets and tokens (its tokens introspect inactive)."""
@@ -463,7 +454,6 @@ def delete_client(
         target_type="client",
         target_id=client.client_id,
         details={"name": client.name},
-        source_ip=source_ip,
         now=now,
     )
     session.delete(client)
@@ -484,8 +474,7 @@ def update_client(
     ttl: int,
     custom_claims: dict[str, Any] | None,
     auth_methods: list[str],
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> list[str]:
     """Change a client's settings (checked as on creation); returns the changed field names.
@@ -526,7 +515,6 @@ def update_client(
         details={"changed": changed,
                  **({"grants": grant_summary(client), "default_api": client.default_audience}
                     if grant_change else {})},
-        source_ip=source_ip,
         now=now,
     )
     session.flush()
@@ -544,8 +532,7 @@ def set_secret_expiry(
     *,
     secret_id: int,
     expires_at: datetime,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> ClientSecret:
     """Set or move the expiry of one of the client's active secrets (to a future time)."""
@@ -566,7 +553,6 @@ def set_secret_expiry(
         target_id=client.client_id,
         details={"secret_id": secret.id, "hint": secret.hint,
                  "expires_at": expires_at.isoformat()},
-        source_ip=source_ip,
         now=now,
     )
     session.flush()
