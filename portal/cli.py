@@ -193,9 +193,9 @@ def create_client(org_slug: str, name: str, scopes: str, audiences: tuple[str, .
     )
     session.commit()
     if as_json:
-        click.echo(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+        click.echo(json.dumps({"client_id": client.public_id, "client_secret": secret}))
         return
-    click.echo(f"client_id:     {client.client_id}")
+    click.echo(f"client_id:     {client.public_id}")
     if secret:
         click.echo(f"client_secret: {secret}")
         click.echo("(the secret is shown only now; store it safely)", err=True)
@@ -359,10 +359,10 @@ def grant(client_id: str, identifier: str, scopes: str, make_default: bool,
     session.commit()
     granted, default = apis.grants_of(session, client)
     if as_json:
-        click.echo(json.dumps({"client_id": client.client_id, "grants": granted,
+        click.echo(json.dumps({"client_id": client.public_id, "grants": granted,
                                "default": default}))
     else:
-        click.echo(f"{client.client_id} may get {identifier} with scopes "
+        click.echo(f"{client.public_id} may get {identifier} with scopes "
                    f"{' '.join(granted[api.identifier]) or '(none)'}"
                    + (" (its default API)" if default == api.identifier else ""))
 
@@ -659,11 +659,11 @@ def seed_demo() -> None:
             f"  portal:         {issuer}/",
             "  sign in as:     admin@demo.test",
             f"  password:       {password}",
-            f"  client_id:      {client.client_id}",
+            f"  client_id:      {client.public_id}",
             f"  client_secret:  {secret}",
             "",
             "Get a token:",
-            f"  curl -s -u '{client.client_id}:{secret}' \\",
+            f"  curl -s -u '{client.public_id}:{secret}' \\",
             "       -d grant_type=client_credentials \\",
             f"       {issuer}/oauth/token",
             "",

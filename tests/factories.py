@@ -97,7 +97,7 @@ def basic(client_id: str, secret: str) -> dict[str, str]:
 def get_token(http: Any, client: Client, secret: str, **params: Any) -> str:
     """A token from the token endpoint, asserting success."""
     response = http.post("/oauth/token", data={"grant_type": "client_credentials", **params},
-                         headers=basic(client.client_id, secret))
+                         headers=basic(client.public_id, secret))
     assert response.status_code == 200, response.get_json()
     return str(response.get_json()["access_token"])
 
@@ -116,7 +116,7 @@ def mint(session: Session, client: Client, *, now: Any = None, **asked: Any) -> 
     from portal.core.tokens.models import TokenSource
     from portal.core.tokens.services import mint as mint_token
 
-    issued = mint_token(session, org_id=client.org_id, client_public_id=client.client_id,
+    issued = mint_token(session, org_id=client.org_id, client_public_id=client.public_id,
                         wanted=TokenRequest(**asked), source=TokenSource.PORTAL,
                         actor=Actor("test"), now=now)
     session.commit()

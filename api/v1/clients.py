@@ -55,7 +55,7 @@ MINT_FIELDS = {"scope": "scopes", "custom_claims": "claims", "resource": "audien
 
 def client_out(client: Client) -> ClientOut:
     return ClientOut(
-        client_id=client.client_id, name=client.name, description=client.description,
+        client_id=client.public_id, name=client.name, description=client.description,
         kind=client.kind.value, user=client.user.public_id if client.user else None,
         enabled=client.enabled,
         grants=[{"api": g.api.identifier, "scopes": list(g.scopes)}  # type: ignore[misc]
@@ -78,8 +78,8 @@ def _status(secret: ClientSecret) -> Any:
     return "active" if secret.is_active(utcnow()) else "expired"
 
 
-def _client(client_id: str) -> Client:
-    return clients.get_client(session(), org_id=auth.org_id(), client_id=client_id)
+def _client(public_id: str) -> Client:
+    return clients.get_client(session(), org_id=auth.org_id(), public_id=public_id)
 
 
 def _grants(wanted: list[GrantIn], default: str | None) -> tuple[list[tuple[Api, list[str]]],
@@ -123,7 +123,7 @@ def create_client(body: ClientCreate) -> Response:
         jwks=body.jwks, custom_claims=body.custom_claims, actor=actor)
     session().commit()
     created = ClientCreated(**client_out(client).model_dump(), client_secret=plaintext)
-    return respond(created, 201, headers={"Location": f"/api/v1/clients/{client.client_id}"})
+    return respond(created, 201, headers={"Location": f"/api/v1/clients/{client.public_id}"})
 
 
 @bp.get("/clients", tags=TAGS, responses={200: ClientPage})
@@ -278,7 +278,7 @@ def mint_token(path: ClientPath, body: MintRequest) -> Response:
                           audiences=tuple(body.audience) if body.audience else None,
                           ttl=body.ttl, extra_claims=body.claims or None)
     try:
-        issued = tokens.mint(session(), org_id=client.org_id, client_public_id=client.client_id,
+        issued = tokens.mint(session(), org_id=client.org_id, client_public_id=client.public_id,
                              wanted=wanted, source=TokenSource.API, actor=auth.current_actor())
     except ValidationFailed as e:  # the token endpoint's parameter names -> this body's
         e.field = MINT_FIELDS.get(e.field or "", e.field)

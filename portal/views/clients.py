@@ -67,7 +67,7 @@ TOKENS_PER_PAGE = 25
 
 
 def _secret_nonce(client: Client) -> str:
-    return f"client:secret:{client.client_id}"
+    return f"client:secret:{client.public_id}"
 
 
 def _require_manager() -> None:
@@ -76,16 +76,16 @@ def _require_manager() -> None:
         abort(403, "Your role in this organisation is read-only.")
 
 
-def _client(client_id: str) -> Client:
+def _client(public_id: str) -> Client:
     """The signed-in org's client, or 404 (another org's client looks missing)."""
     try:
-        return clients.get_client(get_session(), org_id=current_org().id, client_id=client_id)
+        return clients.get_client(get_session(), org_id=current_org().id, public_id=public_id)
     except NotFound:
         abort(404)
 
 
 def _detail_url(client: Client) -> str:
-    return url_for("portal.client_detail", client_id=client.client_id)
+    return url_for("portal.client_detail", client_id=client.public_id)
 
 
 def _auth_method_choices(client: Client | None) -> list[SelectChoice]:
@@ -138,9 +138,9 @@ def _show_secret(client: Client, plaintext: str, *, secret: ClientSecret | None,
                  created: bool) -> ResponseReturnValue:
     """The one response that ever shows this secret: never cached, never stored."""
     snippets = [
-        *token_snippets(client.client_id, plaintext),
-        export_token_snippet(client.client_id, plaintext),
-        *use_snippets(client.client_id, plaintext, audience=client.default_audience),
+        *token_snippets(client.public_id, plaintext),
+        export_token_snippet(client.public_id, plaintext),
+        *use_snippets(client.public_id, plaintext, audience=client.default_audience),
     ]
     return no_store(render_template(
         "portal/clients/created.html", client=client, plaintext=plaintext, secret=secret,
@@ -160,7 +160,7 @@ def clients_list() -> ResponseReturnValue:
     rows = clients.list_clients_with_stats(session, org_id=org.id)
     # A new org (no client, or no token yet) is shown how to get its first token.
     getting_started = not rows or not usage.has_issued_tokens(session, org_id=org.id)
-    quickstart = quickstart_snippets(rows[0].client.client_id if rows else None)
+    quickstart = quickstart_snippets(rows[0].client.public_id if rows else None)
     return render_template("portal/clients/list.html", org=org, rows=rows,
                            issuer=settings.issuer(), getting_started=getting_started,
                            quickstart=quickstart)
@@ -234,8 +234,8 @@ def _render_detail(client: Client, *, status: int = 200,
     buckets = usage.series(session, org_id=client.org_id, start=now - timedelta(hours=23),
                            end=now, bucket="hour", client_id=client.id)
     trail = audit.list_entries(session, org_id=client.org_id, target_type="client",
-                               target_id=client.client_id, limit=AUDIT_TRAIL_LENGTH)
-    usage_url = url_for("portal.usage", client=client.client_id)
+                               target_id=client.public_id, limit=AUDIT_TRAIL_LENGTH)
+    usage_url = url_for("portal.usage", client=client.public_id)
     return render_template(
         "portal/clients/detail.html",
         client=client,

@@ -47,7 +47,7 @@ NO_MATCH = "No token of this organisation matches. Nothing was revoked."
 def _introspect_snippet(client: Client, token: str) -> Snippet:
     """Introspection with the client's own credentials; the portal never has the secret."""
     url = settings.issuer() + "/oauth/introspect"
-    credentials = shlex.quote(client.client_id + ":") + '"$CLIENT_SECRET"'
+    credentials = shlex.quote(client.public_id + ":") + '"$CLIENT_SECRET"'
     return Snippet("snippet-introspect", "Introspect the token (set CLIENT_SECRET first)",
                    f"curl -s {shlex.quote(url)} \\\n  -u {credentials} \\\n"
                    f"  -d token={shlex.quote(token)}")
@@ -65,11 +65,11 @@ def mint() -> ResponseReturnValue:
     """Mint a token for one of the org's clients; the response to a valid POST shows it, once."""
     session = get_session()
     clients = list_enabled_clients(session, org_id=current_org().id)
-    by_id = {c.client_id: c for c in clients}
+    by_id = {c.public_id: c for c in clients}
     wanted = (request.form.get("client") if request.method == "POST"
               else request.args.get("client")) or ""
     if wanted and wanted not in by_id:
-        if find_client(session, org_id=current_org().id, client_id=wanted) is None:
+        if find_client(session, org_id=current_org().id, public_id=wanted) is None:
             abort(404)  # another org's client looks exactly like a missing one
         if request.method == "GET":
             flash("That client is disabled: enable it to mint tokens for it.", "warning")
@@ -83,7 +83,7 @@ def mint() -> ResponseReturnValue:
     form = MintForm()
     picker = AudiencePicker.of(client.grants)
     if request.method == "GET":
-        form.client.data = client.client_id
+        form.client.data = client.public_id
         picker.preselect(client.default_audience)
         form.ttl.data = client.token_ttl
         form.nonce.data = issue_nonce(MINT_NONCE)
@@ -99,13 +99,13 @@ def mint() -> ResponseReturnValue:
             extra_claims=(form.claims() or None) if not form.custom_claims.errors else None)
         try:
             tokens.check_mint(session, org_id=current_org().id,
-                              client_public_id=client.client_id, wanted=asked)
+                              client_public_id=client.public_id, wanted=asked)
         except ValidationFailed as e:
             _mint_errors(form, picker, e)
     else:
         if not consume_nonce(MINT_NONCE, form.nonce.data):
             flash(ALREADY_MINTED, "warning")
-            return redirect(url_for("portal.mint", client=client.client_id))
+            return redirect(url_for("portal.mint", client=client.public_id))
         try:
             # The token service judges the APIs and scopes as the token endpoint does:
             # another org's API is refused (invalid_target), an ungranted scope too.
@@ -113,7 +113,7 @@ def mint() -> ResponseReturnValue:
                                  audiences=tuple(picker.audiences() or ()) or None,
                                  ttl=form.ttl.data, extra_claims=form.claims() or None)
             issued = tokens.mint(session, org_id=current_org().id,
-                                 client_public_id=client.client_id, wanted=asked,
+                                 client_public_id=client.public_id, wanted=asked,
                                  source=TokenSource.PORTAL,
                                  actor=current_actor())
         except LatchkeyError as e:
@@ -137,7 +137,7 @@ def _mint_errors(form: MintForm, picker: AudiencePicker, error: ValidationFailed
 def _render_minted(client: Client, issued: tokens.Issued) -> str:
     token = issued.access_token
     audience = issued.values["audience"][0] if issued.values["audience"] else ""
-    snippets = [use_snippets(client.client_id, "", token=token, audience=audience or None)[0],
+    snippets = [use_snippets(client.public_id, "", token=token, audience=audience or None)[0],
                 _introspect_snippet(client, token)]
     return render_template(
         "portal/tokens/minted.html",

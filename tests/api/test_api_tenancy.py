@@ -165,7 +165,7 @@ def test_the_portal_mint_refuses_another_orgs_api_and_issues_nothing(app, sessio
     portal = Portal(app.test_client())
     portal.sign_in(user.email)
     target = w["secret_client"]
-    page = portal.get(f"/tokens/mint?client={target.client_id}").get_data(as_text=True)
+    page = portal.get(f"/tokens/mint?client={target.public_id}").get_data(as_text=True)
 
     response = portal.http.post("/tokens/mint", data={
         **hidden_fields(page), "audience": [ACME_API], "ttl": "900", "custom_claims": ""})
@@ -185,7 +185,7 @@ def test_the_portal_mint_issues_for_the_deployment_api_with_the_orgs_oid(app, se
     portal = Portal(app.test_client())
     portal.sign_in(user.email)
     target = w["secret_client"]
-    page = portal.get(f"/tokens/mint?client={target.client_id}").get_data(as_text=True)
+    page = portal.get(f"/tokens/mint?client={target.public_id}").get_data(as_text=True)
 
     response = portal.http.post("/tokens/mint", data={
         **hidden_fields(page), "audience": [PLATFORM], "ttl": "900", "custom_claims": ""})

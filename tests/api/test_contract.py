@@ -60,7 +60,7 @@ def plain(session, org):
 
 def unknown_client(session, org):
     _, c = make_client(session, org)
-    return "lk_secret_x", type("Ghost", (), {"client_id": "lkc_" + "g" * 22, "id": None})()
+    return "lk_secret_x", type("Ghost", (), {"public_id": "lkc_" + "g" * 22, "id": None})()
 
 
 def wrong_secret(session, org):
@@ -134,7 +134,7 @@ def test_every_refusal_is_the_same_through_the_door(client, session, org, name):
     case = CASES[name]
     secret, c = case.arrange(session, org)
     response = client.post("/oauth/token", data={**GRANT, **(case.ask or {})},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     body = response.get_json()
     assert (response.status_code, body["error"]) == (case.status, case.error), body
     assert response.headers["Cache-Control"] == "no-store"
@@ -163,7 +163,7 @@ def test_every_refusal_that_binds_an_admin_is_the_same_at_the_mint(session, org,
 
 def test_the_common_request_is_granted_through_the_door(client, acme):
     secret, c = acme
-    response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
+    response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json()["scope"] == "read write"
 
@@ -228,7 +228,7 @@ def test_every_kind_of_token_is_judged_the_same_through_the_door(client, session
     make, active = TOKENS[kind]
     token = make(session, client, c, secret)
     response = client.post("/oauth/introspect", data={"token": token},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     body = response.get_json()
     assert body["active"] is active
@@ -245,10 +245,10 @@ def test_a_token_signed_with_another_orgs_key_is_not_revoked(client, session, ac
     claims = jwt.decode(real, options={"verify_signature": False})
     forged = keyring().active_key(other.id).sign(claims)
     response = client.post("/oauth/revoke", data={"token": forged},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     answer = client.post("/oauth/introspect", data={"token": real},
-                         headers=basic(c.client_id, secret)).get_json()
+                         headers=basic(c.public_id, secret)).get_json()
     assert answer["active"] is True
 
 
@@ -268,5 +268,5 @@ def test_mint_of_another_orgs_client_is_not_found(session, acme, other_org):
 
     _secret, c = acme
     with pytest.raises(NotFound):
-        tokens.mint(session, org_id=other_org.id, client_public_id=c.client_id,
+        tokens.mint(session, org_id=other_org.id, client_public_id=c.public_id,
                     wanted=TokenRequest(), source=TokenSource.PORTAL, actor=Actor("test"))

@@ -66,7 +66,7 @@ def flask_only(database_url):
 
 
 def post_token(client, c, secret, **data):
-    return client.post("/oauth/token", data={**GRANT, **data}, headers=basic(c.client_id, secret))
+    return client.post("/oauth/token", data={**GRANT, **data}, headers=basic(c.public_id, secret))
 
 
 def headers_of(response) -> dict[str, str]:
@@ -74,27 +74,27 @@ def headers_of(response) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("request_of", [
-    pytest.param(lambda c, s: ("/oauth/token", {"data": GRANT, "headers": basic(c.client_id, s)}),
+    pytest.param(lambda c, s: ("/oauth/token", {"data": GRANT, "headers": basic(c.public_id, s)}),
                  id="token-basic"),
-    pytest.param(lambda c, s: ("/oauth/token", {"json": {**GRANT, "client_id": c.client_id,
+    pytest.param(lambda c, s: ("/oauth/token", {"json": {**GRANT, "client_id": c.public_id,
                                                          "client_secret": s}}),
                  id="token-json"),
     pytest.param(lambda c, s: ("/oauth/token", {"data": GRANT,
-                                                "headers": basic(c.client_id, "wrong")}),
+                                                "headers": basic(c.public_id, "wrong")}),
                  id="token-wrong-secret"),
     pytest.param(lambda c, s: ("/oauth/token", {"data": {"grant_type": "password"},
-                                                "headers": basic(c.client_id, s)}),
+                                                "headers": basic(c.public_id, s)}),
                  id="token-unsupported-grant"),
     pytest.param(lambda c, s: ("/oauth/token", {"data": "x", "content_type": "text/plain"}),
                  id="token-malformed"),
     pytest.param(lambda c, s: ("/oauth/token", {"data": {**GRANT, "scope": "read " * 20000},
-                                                "headers": basic(c.client_id, s)}),
+                                                "headers": basic(c.public_id, s)}),
                  id="token-too-large"),
     pytest.param(lambda c, s: ("/oauth/introspect", {"data": {"token": "x"},
-                                                     "headers": basic(c.client_id, s)}),
+                                                     "headers": basic(c.public_id, s)}),
                  id="introspect"),
     pytest.param(lambda c, s: ("/oauth/introspect", {"data": {},
-                                                     "headers": basic(c.client_id, s)}),
+                                                     "headers": basic(c.public_id, s)}),
                  id="introspect-without-token"),
 ])
 def test_the_door_answers_every_request_itself(client, acme, flask_calls, flask_only,
@@ -124,7 +124,7 @@ def test_introspection_by_an_api_key_is_answered_by_the_door(client, session, or
 def test_revocation_is_answered_by_flask(client, acme, token, flask_calls):
     secret, c = acme
     response = client.post("/oauth/revoke", data={"token": token},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK and flask_calls == ["/oauth/revoke"]
 
 
@@ -172,7 +172,7 @@ def test_behind_a_proxy_the_door_sees_the_forwarded_address_and_scheme(
 ):
     secret, c = acme
     response = client.post("http://api.example.com/oauth/token", data=GRANT, headers={
-        **basic(c.client_id, secret), "X-Forwarded-Proto": "https",
+        **basic(c.public_id, secret), "X-Forwarded-Proto": "https",
         "X-Forwarded-For": "203.0.113.7",
     })
     assert response.status_code == HTTPStatus.OK and flask_calls == []
@@ -184,7 +184,7 @@ def test_behind_a_proxy_the_door_sees_the_forwarded_address_and_scheme(
 def test_plain_http_off_loopback_is_refused_by_the_door(client, acme, flask_calls):
     secret, c = acme
     response = client.post("http://api.example.com/oauth/token", data=GRANT,
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.get_json()["error"] == "insecure_transport" and flask_calls == []
 
 

@@ -34,15 +34,15 @@ def claims_of(token):
 
 def test_active_token_shows_its_claims(client, acme, token, org):
     secret, c = acme
-    response = introspect(client, token, basic(c.client_id, secret))
+    response = introspect(client, token, basic(c.public_id, secret))
     claims = claims_of(token)
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == {
         "active": True,
         "token_type": "Bearer",
         "scope": "read write",
-        "client_id": c.client_id,
-        "sub": c.client_id,
+        "client_id": c.public_id,
+        "sub": c.public_id,
         "aud": "https://api.example.com",
         "iss": "http://localhost",
         "exp": claims["exp"],
@@ -56,14 +56,14 @@ def test_active_token_shows_its_claims(client, acme, token, org):
 
 def test_another_client_of_the_org_may_introspect_with_basic(client, session, org, token):
     secret, caller = make_client(session, org)
-    response = introspect(client, token, basic(caller.client_id, secret))
+    response = introspect(client, token, basic(caller.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json()["active"] is True
 
 
 def test_another_client_of_the_org_may_introspect_with_post(client, session, org, token):
     secret, caller = make_client(session, org)
-    response = introspect(client, token, {}, client_id=caller.client_id, client_secret=secret)
+    response = introspect(client, token, {}, client_id=caller.public_id, client_secret=secret)
     assert response.status_code == HTTPStatus.OK
     assert response.get_json()["active"] is True
 
@@ -87,7 +87,7 @@ def test_org_api_key_may_introspect_as_bearer(client, session, org, token):
 def test_scope_parameter_requires_every_scope_asked_for(client, session, org, asked, active):
     secret, c = make_client(session, org, scopes=["read", "write", "other"])
     token = get_token(client, c, secret, scope="read write")
-    body = introspect(client, token, basic(c.client_id, secret), scope=asked).get_json()
+    body = introspect(client, token, basic(c.public_id, secret), scope=asked).get_json()
     assert body["active"] is active
     if not active:
         assert body == INACTIVE
@@ -98,7 +98,7 @@ def test_revoked_token_is_inactive(client, session, acme, token, org):
     record = tokens.find_record(session, org_id=org.id, jti=claims_of(token)["jti"])
     tokens.revoke(session, record, actor=TEST_ACTOR, now=utcnow())
     session.commit()
-    response = introspect(client, token, basic(c.client_id, secret))
+    response = introspect(client, token, basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == INACTIVE
 
@@ -106,7 +106,7 @@ def test_revoked_token_is_inactive(client, session, acme, token, org):
 def test_expired_token_is_inactive(client, session, acme):
     secret, c = acme
     expired = issue(session, c, now=utcnow() - timedelta(hours=2))
-    response = introspect(client, expired, basic(c.client_id, secret))
+    response = introspect(client, expired, basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == INACTIVE
 
@@ -114,7 +114,7 @@ def test_expired_token_is_inactive(client, session, acme):
 def test_token_that_has_not_expired_yet_is_active(client, session, acme):
     secret, c = acme
     recent = issue(session, c, now=utcnow() - timedelta(minutes=50))
-    assert introspect(client, recent, basic(c.client_id, secret)).get_json()["active"] is True
+    assert introspect(client, recent, basic(c.public_id, secret)).get_json()["active"] is True
 
 
 def test_token_forged_with_another_key_is_inactive(client, acme, token):
@@ -123,7 +123,7 @@ def test_token_forged_with_another_key_is_inactive(client, acme, token):
     foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode(claims_of(token), foreign, algorithm="RS256",
                         headers={"typ": "at+jwt", "kid": header["kid"]})
-    response = introspect(client, forged, basic(c.client_id, secret))
+    response = introspect(client, forged, basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == INACTIVE
 
@@ -132,7 +132,7 @@ def test_token_forged_with_another_key_is_inactive(client, acme, token):
                                      NESTED_HEADER])
 def test_malformed_token_is_inactive(client, acme, garbage):
     secret, c = acme
-    response = introspect(client, garbage, basic(c.client_id, secret))
+    response = introspect(client, garbage, basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == INACTIVE
 
@@ -147,7 +147,7 @@ def test_unauthenticated_caller_is_invalid_client(client, token):
 
 def test_wrong_caller_secret_is_invalid_client(client, acme, token):
     _secret, c = acme
-    response = introspect(client, token, basic(c.client_id, "lk_secret_wrong"))
+    response = introspect(client, token, basic(c.public_id, "lk_secret_wrong"))
     assert response.status_code == HTTPStatus.UNAUTHORIZED
     assert response.get_json() == {"error": "invalid_client",
                                    "error_description": "Invalid client credentials."}
@@ -165,7 +165,7 @@ def test_revoked_api_key_is_invalid_client(client, session, org, token):
 
 def test_missing_token_parameter_is_invalid_request(client, acme):
     secret, c = acme
-    response = client.post(INTROSPECT, data={}, headers=basic(c.client_id, secret))
+    response = client.post(INTROSPECT, data={}, headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json() == {"error": "invalid_request",
                                    "error_description": "Missing token parameter."}
@@ -184,7 +184,7 @@ def test_disabled_client_may_not_introspect(client, session, acme, token):
     secret, c = acme
     clients.set_enabled(session, c, enabled=False, actor=TEST_ACTOR)
     session.commit()
-    response = introspect(client, token, basic(c.client_id, secret))
+    response = introspect(client, token, basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json() == {"error": "unauthorized_client",
                                    "error_description": "This client is disabled."}
@@ -202,19 +202,19 @@ def test_deleted_clients_tokens_are_inactive(client, session, org, acme, token):
 
 def test_introspection_records_usage_event(client, session, acme, token):
     secret, c = acme
-    introspect(client, token, basic(c.client_id, secret))
+    introspect(client, token, basic(c.public_id, secret))
     events = session.scalars(
         select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED)).all()
     assert len(events) == 1
     event = events[0]
     assert event.org_id == c.org_id and event.client_id == c.id
     assert event.jti == claims_of(token)["jti"] and event.reason == "active"
-    assert event.client_ref == f"client:{c.client_id}" and event.source_ip == "127.0.0.1"
+    assert event.client_ref == f"client:{c.public_id}" and event.source_ip == "127.0.0.1"
 
 
 def test_inactive_introspection_records_usage_event(client, session, org, acme):
     secret, c = acme
-    introspect(client, "garbage", basic(c.client_id, secret))
+    introspect(client, "garbage", basic(c.public_id, secret))
     event = session.scalar(
         select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED))
     assert event.org_id == org.id and event.reason == "inactive"
@@ -227,10 +227,10 @@ def test_inactive_introspection_records_usage_event(client, session, org, acme):
 def test_other_orgs_client_sees_token_inactive(client, session, acme, token, other_org):
     secret, c = acme
     stranger_secret, stranger = make_client(session, other_org)
-    response = introspect(client, token, basic(stranger.client_id, stranger_secret))
+    response = introspect(client, token, basic(stranger.public_id, stranger_secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == INACTIVE
-    assert introspect(client, token, basic(c.client_id, secret)).get_json()["active"] is True
+    assert introspect(client, token, basic(c.public_id, secret)).get_json()["active"] is True
 
 
 def test_other_orgs_api_key_sees_token_inactive(client, session, acme, token, other_org):
@@ -239,7 +239,7 @@ def test_other_orgs_api_key_sees_token_inactive(client, session, acme, token, ot
     response = introspect(client, token, bearer(key))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == INACTIVE
-    assert introspect(client, token, basic(c.client_id, secret)).get_json()["active"] is True
+    assert introspect(client, token, basic(c.public_id, secret)).get_json()["active"] is True
 
 
 def test_other_orgs_introspection_is_recorded_without_the_token(client, session, token, org,
@@ -260,14 +260,14 @@ def test_introspecting_a_revoked_token_records_the_token_client(client, session,
                                              jti=claims_of(token)["jti"]), actor=TEST_ACTOR)
     session.commit()
 
-    assert introspect(client, token, basic(caller.client_id, caller_secret)).get_json() \
+    assert introspect(client, token, basic(caller.public_id, caller_secret)).get_json() \
         == INACTIVE
     event = session.scalar(
         select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED))
     # The token is authentic (signed by its record's key), so its client is named.
     assert event.reason == "inactive" and event.client_id == c.id
     assert event.jti == claims_of(token)["jti"]
-    assert event.client_ref == f"client:{caller.client_id}"
+    assert event.client_ref == f"client:{caller.public_id}"
 
 
 def test_a_forged_token_naming_a_real_jti_is_not_attributed(client, session, org, acme, token):
@@ -277,7 +277,7 @@ def test_a_forged_token_naming_a_real_jti_is_not_attributed(client, session, org
     forged = jwt.encode(claims_of(token), key, algorithm="RS256",
                         headers={"kid": header["kid"], "typ": "at+jwt"})
 
-    assert introspect(client, forged, basic(c.client_id, secret)).get_json() == INACTIVE
+    assert introspect(client, forged, basic(c.public_id, secret)).get_json() == INACTIVE
     event = session.scalar(
         select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED))
     assert event.reason == "inactive" and event.client_id is None and event.jti is None

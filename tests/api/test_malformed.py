@@ -216,7 +216,7 @@ CASES: list[Any] = [
                                 content_type="application/json"),
                  bad_request(), id="token-json-lone-surrogate-client-id"),
     pytest.param(lambda c: post(TOKEN, data='{"grant_type":"client_credentials",'
-                                f'"client_id":"{c.client_id}","client_secret":"x\\udfff"}}',
+                                f'"client_id":"{c.public_id}","client_secret":"x\\udfff"}}',
                                 content_type="application/json"),
                  bad_request(), id="token-json-lone-surrogate-secret"),
     pytest.param(lambda c: post(INTROSPECT, data='{"token":"\\ud800"}',
@@ -243,7 +243,7 @@ CASES: list[Any] = [
                                              "scope": ["read"]}, headers=c.auth),
                  bad_request(), id="token-json-list-scope"),
     pytest.param(lambda c: post(TOKEN, json={"grant_type": "client_credentials",
-                                             "client_id": c.client_id, "client_secret": 12345}),
+                                             "client_id": c.public_id, "client_secret": 12345}),
                  bad_request(), id="token-json-number-secret"),
     pytest.param(lambda c: post(INTROSPECT, json={"token": {"jti": c.claims["jti"]}},
                                 headers=c.auth),
@@ -259,7 +259,7 @@ CASES: list[Any] = [
                  bad_request(), id="token-deeply-nested-json"),
     # -- Basic credentials -----------------------------------------------------------
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers={"Authorization": "Basic " + b64(c.client_id.encode())}),
+                                headers={"Authorization": "Basic " + b64(c.public_id.encode())}),
                  UNAUTHORIZED, id="basic-without-colon"),
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
                                 headers={"Authorization": "Basic !!not*base64!!"}),
@@ -278,13 +278,13 @@ CASES: list[Any] = [
                  UNAUTHORIZED, id="wrong-auth-scheme"),
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
                                 headers={"Authorization": "Basic "
-                                         + b64(f"{c.client_id}:".encode())}),
+                                         + b64(f"{c.public_id}:".encode())}),
                  UNAUTHORIZED, id="basic-only-client-id"),
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers=basic(c.client_id + "\x00", c.secret)),
+                                headers=basic(c.public_id + "\x00", c.secret)),
                  UNAUTHORIZED, id="basic-nul-in-client-id"),
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
-                                headers=basic(c.client_id + "%00", c.secret)),
+                                headers=basic(c.public_id + "%00", c.secret)),
                  UNAUTHORIZED, id="basic-percent-encoded-nul-in-client-id"),
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials"},
                                 headers=basic("lkc_" + "x" * 5_000, c.secret)),
@@ -315,7 +315,7 @@ CASES: list[Any] = [
     # -- parameters in the wrong place or with bad values ---------------------------
     pytest.param(lambda c: post(f"{TOKEN}?client_secret={c.secret}",
                                 data={"grant_type": "client_credentials",
-                                      "client_id": c.client_id}),
+                                      "client_id": c.public_id}),
                  bad_request(), id="token-client-secret-in-query"),
     pytest.param(lambda c: post(f"{INTROSPECT}?token={c.token}", data={}, headers=c.auth),
                  bad_request(), id="introspect-token-in-query"),
@@ -323,7 +323,7 @@ CASES: list[Any] = [
                                 headers=c.auth),
                  bad_request(), id="token-nul-in-grant-type"),
     pytest.param(lambda c: post(TOKEN, json={"grant_type": "client_credentials",
-                                             "client_id": c.client_id + "\u0000",
+                                             "client_id": c.public_id + "\u0000",
                                              "client_secret": c.secret}),
                  bad_request(), id="token-json-nul-in-client-id"),
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials",
@@ -351,7 +351,7 @@ CASES: list[Any] = [
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials",
                                              "client_assertion_type": ASSERTION_TYPE,
                                              "client_assertion": unsigned_assertion(
-                                                 c.client_id + "\x00")}),
+                                                 c.public_id + "\x00")}),
                  bad_request("invalid_client"), id="token-client-assertion-sub-with-nul"),
     pytest.param(lambda c: post(TOKEN, data={"grant_type": "client_credentials",
                                              "client_assertion_type": ASSERTION_TYPE,
@@ -404,7 +404,7 @@ def ctx(client, session) -> Ctx:
     assert found is not None
     pem = found.public_key.public_bytes(serialization.Encoding.PEM,
                                 serialization.PublicFormat.SubjectPublicKeyInfo)
-    return Ctx(client_id=c.client_id, secret=secret, token=token, api_key=api_key, kid=kid,
+    return Ctx(client_id=c.public_id, secret=secret, token=token, api_key=api_key, kid=kid,
                public_pem=pem)
 
 

@@ -37,13 +37,13 @@ def test_failures_counted_by_one_process_limit_another(app, client, session, dat
                                                        app_config, another_app):
     secret, c = make_client(session, make_org(session))
     for _ in range(3):
-        client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "wrong"))
+        client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, "wrong"))
 
     # A second app is what a second gunicorn worker or machine would be: it
     # builds its own storage connection, so only Redis can carry the count.
     other = another_app(base_config(database_url, **app_config))
     response = other.test_client().post("/oauth/token", data=GRANT,
-                                        headers=basic(c.client_id, secret))
+                                        headers=basic(c.public_id, secret))
 
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     assert response.get_json()["error"] == "invalid_request"
@@ -53,7 +53,7 @@ def test_failure_count_lives_in_redis(app, client, session, redis_url):
     import redis
 
     _secret, c = make_client(session, make_org(session))
-    client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "wrong"))
+    client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, "wrong"))
 
     keys = redis.Redis.from_url(redis_url).keys("*client-auth-failures*")
     assert len(keys) == 1

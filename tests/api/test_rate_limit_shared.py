@@ -33,13 +33,13 @@ def test_failures_counted_by_one_process_limit_another(app, client, session, dat
                                                        another_app):
     secret, c = make_client(session, make_org(session))
     for _ in range(3):
-        client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "wrong"))
+        client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, "wrong"))
 
     # A second app is what a second worker or machine would be: only the database
     # can carry the count between them.
     other = another_app(base_config(database_url, **SHARED))
     response = other.test_client().post("/oauth/token", data=GRANT,
-                                        headers=basic(c.client_id, secret))
+                                        headers=basic(c.public_id, secret))
 
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     assert response.get_json()["error"] == "invalid_request"

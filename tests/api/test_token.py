@@ -22,7 +22,7 @@ GRANT = {"grant_type": "client_credentials"}
 
 def test_basic_auth_issues_bearer_token(client, acme):
     secret, c = acme
-    response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
+    response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     body = response.get_json()
     assert body["token_type"] == "Bearer"
@@ -34,7 +34,7 @@ def test_basic_auth_issues_bearer_token(client, acme):
 
 def test_client_secret_post_issues_token(client, acme):
     secret, c = acme
-    response = client.post("/oauth/token", data={**GRANT, "client_id": c.client_id,
+    response = client.post("/oauth/token", data={**GRANT, "client_id": c.public_id,
                                                  "client_secret": secret})
     assert response.status_code == HTTPStatus.OK
     assert response.get_json()["access_token"]
@@ -42,7 +42,7 @@ def test_client_secret_post_issues_token(client, acme):
 
 def test_json_body_issues_token(client, acme):
     secret, c = acme
-    response = client.post("/oauth/token", json={**GRANT, "client_id": c.client_id,
+    response = client.post("/oauth/token", json={**GRANT, "client_id": c.public_id,
                                                  "client_secret": secret,
                                                  "audience": "https://api.example.com",
                                                  "scope": "read"})
@@ -52,12 +52,12 @@ def test_json_body_issues_token(client, acme):
 
 def test_token_is_rfc9068_jwt(client, acme, org):
     secret, c = acme
-    body = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret)).get_json()
+    body = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret)).get_json()
     header = jwt.get_unverified_header(body["access_token"])
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert header["typ"] == "at+jwt" and header["alg"] == "RS256" and header["kid"]
     assert claims["iss"] == "http://localhost"
-    assert claims["sub"] == c.client_id == claims["client_id"]
+    assert claims["sub"] == c.public_id == claims["client_id"]
     assert claims["aud"] == "https://api.example.com"
     assert claims["scope"] == "read write"
     assert claims["oid"] == org.public_id
@@ -67,26 +67,26 @@ def test_token_is_rfc9068_jwt(client, acme, org):
 
 def test_token_verifies_against_served_jwks(client, acme):
     secret, c = acme
-    token = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret)).get_json()
+    token = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret)).get_json()
     jwks = client.get("/.well-known/jwks.json").get_json()
     kid = jwt.get_unverified_header(token["access_token"])["kid"]
     key = jwt.PyJWKSet.from_dict(jwks)[kid]
     claims = jwt.decode(token["access_token"], key.key, algorithms=["RS256"],
                         audience="https://api.example.com", issuer="http://localhost")
-    assert claims["client_id"] == c.client_id
+    assert claims["client_id"] == c.public_id
 
 
 def test_requested_scope_subset_is_granted(client, acme):
     secret, c = acme
     body = client.post("/oauth/token", data={**GRANT, "scope": "write"},
-                       headers=basic(c.client_id, secret)).get_json()
+                       headers=basic(c.public_id, secret)).get_json()
     assert body["scope"] == "write"
 
 
 def test_scope_outside_allowed_is_invalid_scope(client, acme):
     secret, c = acme
     response = client.post("/oauth/token", data={**GRANT, "scope": "read admin"},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json() == {"error": "invalid_scope",
                                    "error_description":
@@ -98,7 +98,7 @@ def test_resource_parameter_selects_audience(client, session, org):
     secret, c = make_client(session, org, audiences=["https://a.example.com",
                                                      "https://b.example.com"])
     body = client.post("/oauth/token", data={**GRANT, "resource": "https://b.example.com"},
-                       headers=basic(c.client_id, secret)).get_json()
+                       headers=basic(c.public_id, secret)).get_json()
     assert jwt.decode(body["access_token"], options={"verify_signature": False})["aud"] == \
         "https://b.example.com"
 
@@ -106,7 +106,7 @@ def test_resource_parameter_selects_audience(client, session, org):
 def test_no_audience_gets_the_clients_default_api(client, session, org):
     secret, c = make_client(session, org, audiences=["https://a.example.com",
                                                      "https://b.example.com"])
-    body = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret)).get_json()
+    body = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret)).get_json()
     aud = jwt.decode(body["access_token"], options={"verify_signature": False})["aud"]
     assert aud == "https://a.example.com"
 
@@ -120,14 +120,14 @@ def test_no_audience_gets_the_clients_default_api(client, session, org):
 def test_bad_resource_is_invalid_target(client, acme, params):
     secret, c = acme
     response = client.post("/oauth/token", data={**GRANT, **params},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json()["error"] == "invalid_target"
 
 
 def test_wrong_secret_with_basic_is_401_with_www_authenticate(client, acme):
     _secret, c = acme
-    response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "lk_secret_no"))
+    response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, "lk_secret_no"))
     assert response.status_code == HTTPStatus.UNAUTHORIZED
     assert response.get_json() == {"error": "invalid_client",
                                    "error_description": "Invalid client credentials."}
@@ -137,7 +137,7 @@ def test_wrong_secret_with_basic_is_401_with_www_authenticate(client, acme):
 
 def test_wrong_secret_with_post_is_400_invalid_client(client, acme):
     _secret, c = acme
-    response = client.post("/oauth/token", data={**GRANT, "client_id": c.client_id,
+    response = client.post("/oauth/token", data={**GRANT, "client_id": c.public_id,
                                                  "client_secret": "nope"})
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json()["error"] == "invalid_client"
@@ -159,9 +159,9 @@ def test_no_client_authentication_is_invalid_client(client):
 
 def test_two_authentication_methods_is_invalid_request(client, acme):
     secret, c = acme
-    response = client.post("/oauth/token", data={**GRANT, "client_id": c.client_id,
+    response = client.post("/oauth/token", data={**GRANT, "client_id": c.public_id,
                                                  "client_secret": secret},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json()["error"] == "invalid_request"
 
@@ -169,14 +169,14 @@ def test_two_authentication_methods_is_invalid_request(client, acme):
 def test_unsupported_grant_type(client, acme):
     secret, c = acme
     response = client.post("/oauth/token", data={"grant_type": "password"},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json()["error"] == "unsupported_grant_type"
 
 
 def test_missing_grant_type_is_invalid_request(client, acme):
     secret, c = acme
-    response = client.post("/oauth/token", data={}, headers=basic(c.client_id, secret))
+    response = client.post("/oauth/token", data={}, headers=basic(c.public_id, secret))
     assert response.get_json() == {"error": "invalid_request",
                                    "error_description": "Missing grant_type parameter."}
 
@@ -186,7 +186,7 @@ def test_repeated_parameter_is_invalid_request(client, acme):
     body = "grant_type=client_credentials&scope=read&scope=write"
     response = client.post("/oauth/token", data=body,
                            content_type="application/x-www-form-urlencoded",
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.get_json() == {"error": "invalid_request",
                                    "error_description": "Parameter 'scope' is repeated."}
 
@@ -197,7 +197,7 @@ def test_disabled_client_is_unauthorized_client(client, session, acme):
     secret, c = acme
     clients.set_enabled(session, c, enabled=False, actor=TEST_ACTOR)
     session.commit()
-    response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
+    response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json() == {"error": "unauthorized_client",
                                    "error_description": "This client is disabled."}
@@ -211,18 +211,18 @@ def test_user_client_whose_user_left_is_invalid_grant(client, session, org):
 
     user = make_user(session, org=org)
     secret, c = make_client(session, org, kind="user", user=user)
-    ok = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret)).get_json()
+    ok = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret)).get_json()
     claims = jwt.decode(ok["access_token"], options={"verify_signature": False})
     assert claims["uid"] == user.public_id == claims["sub"]
     session.execute(delete(Membership).where(Membership.user_id == user.id))
     session.commit()
-    response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
+    response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret))
     assert response.get_json()["error"] == "invalid_grant"
 
 
 def test_method_not_allowed_for_client_is_invalid_client(client, session, org):
     secret, c = make_client(session, org, auth_methods=["client_secret_basic"])
-    response = client.post("/oauth/token", data={**GRANT, "client_id": c.client_id,
+    response = client.post("/oauth/token", data={**GRANT, "client_id": c.public_id,
                                                  "client_secret": secret})
     assert response.get_json() == {
         "error": "invalid_client",
@@ -231,20 +231,20 @@ def test_method_not_allowed_for_client_is_invalid_client(client, session, org):
 
 def test_client_ttl_sets_expiry(client, session, org):
     secret, c = make_client(session, org, ttl=300)
-    body = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret)).get_json()
+    body = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret)).get_json()
     assert body["expires_in"] == 300
 
 
 def test_custom_claims_are_included(client, session, org):
     secret, c = make_client(session, org, custom_claims={"tenant": "blue", "tier": 2})
-    body = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret)).get_json()
+    body = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret)).get_json()
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert claims["tenant"] == "blue" and claims["tier"] == 2
 
 
 def test_issued_token_and_usage_event_are_recorded(client, session, acme):
     secret, c = acme
-    body = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret)).get_json()
+    body = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret)).get_json()
     jti = jwt.decode(body["access_token"], options={"verify_signature": False})["jti"]
     record = session.scalar(select(IssuedToken).where(IssuedToken.jti == jti))
     assert record.client_id == c.id and record.source.value == "token_endpoint"
@@ -254,7 +254,7 @@ def test_issued_token_and_usage_event_are_recorded(client, session, acme):
 
 def test_failed_request_is_recorded_with_reason(client, session, acme):
     _secret, c = acme
-    client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "lk_secret_wrong"))
+    client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, "lk_secret_wrong"))
     event = session.scalar(select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_FAILED))
     assert event.client_id == c.id and event.org_id == c.org_id
     assert event.reason == "invalid_client: Invalid client credentials. (wrong secret)"
@@ -264,8 +264,8 @@ def test_failed_request_is_recorded_with_reason(client, session, acme):
 def test_failed_client_authentication_is_rate_limited(client, acme, extra_config):
     secret, c = acme
     for _ in range(3):
-        client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "wrong"))
-    response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
+        client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, "wrong"))
+    response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     assert response.get_json()["error"] == "invalid_request"
     assert int(response.headers["Retry-After"]) >= 1
@@ -275,14 +275,14 @@ def test_failed_client_authentication_is_rate_limited(client, acme, extra_config
 def test_successful_requests_are_not_rate_limited(client, acme, extra_config):
     secret, c = acme
     for _ in range(6):
-        response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
+        response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret))
         assert response.status_code == HTTPStatus.OK
 
 
 def test_plain_http_off_loopback_is_refused(client, acme):
     secret, c = acme
     response = client.post("http://api.example.com/oauth/token", data=GRANT,
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json()["error"] == "insecure_transport"
 
@@ -291,7 +291,7 @@ def test_plain_http_off_loopback_is_refused(client, acme):
 def test_tls_proxy_headers_are_trusted_when_configured(client, acme, extra_config):
     secret, c = acme
     response = client.post("http://api.example.com/oauth/token", data=GRANT,
-                           headers={**basic(c.client_id, secret), "X-Forwarded-Proto": "https"})
+                           headers={**basic(c.public_id, secret), "X-Forwarded-Proto": "https"})
     assert response.status_code == HTTPStatus.OK
 
 
@@ -322,7 +322,7 @@ def test_revoked_secret_fails_on_the_next_request(client, session, acme):
     get_token(client, c, secret)
     clients.revoke_secret(session, c, secret_id=c.secrets[0].id, actor=TEST_ACTOR)
     session.commit()
-    response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
+    response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.UNAUTHORIZED
     assert response.get_json()["error"] == "invalid_client"
 
@@ -332,7 +332,7 @@ def test_disabled_client_fails_on_the_next_request(client, session, acme):
     get_token(client, c, secret)
     clients.set_enabled(session, c, enabled=False, actor=TEST_ACTOR)
     session.commit()
-    response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
+    response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json()["error"] == "unauthorized_client"
 
@@ -349,7 +349,7 @@ def test_disabled_client_fails_on_the_next_request(client, session, acme):
 def test_empty_parameter_behaves_as_if_absent(client, acme, params):
     secret, c = acme
     response = client.post("/oauth/token", data={**GRANT, **params},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK, response.get_json()
     claims = jwt.decode(response.get_json()["access_token"], options={"verify_signature": False})
     assert claims["scope"] == "read write" and claims["aud"] == "https://api.example.com"
@@ -358,7 +358,7 @@ def test_empty_parameter_behaves_as_if_absent(client, acme, params):
 def test_empty_audience_in_a_json_list_is_left_out(client, acme):
     secret, c = acme
     response = client.post("/oauth/token", json={
-        **GRANT, "client_id": c.client_id, "client_secret": secret,
+        **GRANT, "client_id": c.public_id, "client_secret": secret,
         "audience": ["https://api.example.com", ""]})
     assert response.status_code == HTTPStatus.OK, response.get_json()
 
@@ -378,7 +378,7 @@ def test_chunked_body_over_the_limit_is_413_not_parsed_from_a_prefix(client, acm
     secret, c = acme
     padding = "&".join(f"p{i}={'a' * 8000}" for i in range(9))  # 72 KB, over 64 KiB
     response = chunked(client, "/oauth/token", f"{padding}&grant_type=client_credentials"
-                       .encode(), basic(c.client_id, secret))
+                       .encode(), basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     assert response.get_json()["error"] == "invalid_request"
     assert response.headers["Cache-Control"] == "no-store"
@@ -387,7 +387,7 @@ def test_chunked_body_over_the_limit_is_413_not_parsed_from_a_prefix(client, acm
 def test_chunked_body_within_the_limit_is_read_whole(client, acme):
     secret, c = acme
     response = chunked(client, "/oauth/token", b"grant_type=client_credentials&scope=read",
-                       basic(c.client_id, secret))
+                       basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK, response.get_json()
     assert response.get_json()["scope"] == "read"
 
@@ -437,6 +437,6 @@ def test_unknown_client_id_costs_what_a_wrong_secret_costs(client, acme, monkeyp
                             response.headers.get("WWW-Authenticate"))
 
     unknown_work, unknown_answer = attempt("lkc_" + "u" * 22)
-    known_work, known_answer = attempt(c.client_id)
+    known_work, known_answer = attempt(c.public_id)
     assert unknown_work == known_work and "hmac" in known_work
     assert unknown_answer == known_answer

@@ -119,7 +119,7 @@ def test_mint_shows_every_error_at_once(contexts, live_server, owner, session, s
                             scopes=["orders:read"], audiences=[AUDIENCE])
     page = contexts()
     sign_in(page, live_server, owner.email)
-    page.goto(f"{live_server}/tokens/mint?client={client.client_id}")
+    page.goto(f"{live_server}/tokens/mint?client={client.public_id}")
     expect(page.locator("#audience-help")).not_to_contain_text("no scope ticked")
     page.get_by_label("Lifetime (seconds)").fill("10")
     page.get_by_label("Custom claims (JSON object)").fill('{"iss": "me"}')
@@ -147,7 +147,7 @@ def test_destructive_actions_ask_first(contexts, live_server, owner, session, sc
     issue(session, client)
     page = contexts(javascript)
     sign_in(page, live_server, owner.email)
-    page.goto(f"{live_server}/clients/{client.client_id}")
+    page.goto(f"{live_server}/clients/{client.public_id}")
 
     if javascript:
         # A dialog asks; cancelling changes nothing, accepting posts at once.
@@ -219,7 +219,7 @@ def test_a_past_expiry_lands_at_secrets_and_keeps_the_date(contexts, live_server
     _, client = make_client(session, owner.memberships[0].org, name="expiring")
     page = contexts(javascript)
     sign_in(page, live_server, owner.email)
-    page.goto(f"{live_server}/clients/{client.client_id}")
+    page.goto(f"{live_server}/clients/{client.public_id}")
     page.locator("#new-secret-expiry").fill("2001-01-01T10:00")
     page.get_by_role("button", name="Add secret").click()
 
@@ -241,7 +241,7 @@ def test_small_items_on_the_client_page(contexts, live_server, owner, session, s
     session.commit()
     page = contexts()
     sign_in(page, live_server, owner.email)
-    page.goto(f"{live_server}/clients/{client.client_id}")
+    page.goto(f"{live_server}/clients/{client.public_id}")
 
     expect(page.get_by_role("button", name="Add secret")).to_be_disabled()
     expect(page.locator("#secret-limit-reason")).to_contain_text("5 of 5 secrets are active")

@@ -25,7 +25,7 @@ def test_admin_signs_in_and_sees_clients(browser, live_server, session, screensh
 
     expect(page.get_by_role("heading", level=1)).to_contain_text("Browser Org")
     expect(page.get_by_role("cell", name="billing-sync")).to_be_visible()
-    expect(page.get_by_role("cell", name=c.client_id)).to_be_visible()
+    expect(page.get_by_role("cell", name=c.public_id)).to_be_visible()
     screenshot(page, "clients")
     context.close()
 

@@ -141,7 +141,7 @@ def test_create_client_stores_its_settings(session, runner, acme):
                     "--auth-method", "client_secret_post", "--json")
     assert result.exit_code == 0, result.output
     created = session.scalar(select(Client).where(
-        Client.client_id == json.loads(result.stdout)["client_id"]))
+        Client.public_id == json.loads(result.stdout)["client_id"]))
     assert created.org_id == acme.id and created.kind.value == "service"
     assert created.granted == {
         "https://a.example.com": GrantedApi("https://a.example.com", ("read",)),
@@ -274,11 +274,11 @@ def test_prune_folds_old_usage_events_into_hourly_counts(session, runner, acme):
     old_hour = (utcnow() - timedelta(days=100)).replace(minute=0, second=0, microsecond=0)
     for minute in (1, 20, 59):
         usage.record_event(session, kind=UsageKind.TOKEN_ISSUED, org_id=acme.id, client_id=c.id,
-                           client_ref=c.client_id, now=old_hour + timedelta(minutes=minute))
+                           client_ref=c.public_id, now=old_hour + timedelta(minutes=minute))
     usage.record_event(session, kind=UsageKind.TOKEN_FAILED, org_id=acme.id, client_id=c.id,
-                       client_ref=c.client_id, now=old_hour + timedelta(minutes=5))
+                       client_ref=c.public_id, now=old_hour + timedelta(minutes=5))
     usage.record_event(session, kind=UsageKind.TOKEN_ISSUED, org_id=acme.id, client_id=c.id,
-                       client_ref=c.client_id, now=utcnow() - timedelta(days=1))
+                       client_ref=c.public_id, now=utcnow() - timedelta(days=1))
     session.commit()
     result = invoke(runner, "prune")
     assert result.exit_code == 0, result.output

@@ -115,14 +115,14 @@ def test_grant_gives_a_client_scopes_of_another_api(session, runner, client, acm
     secret, c = make_client(session, acme)
     make_api(session, acme, identifier=ORDERS, scopes=("orders:read", "orders:write"))
 
-    result = invoke(runner, "grant", "--client", c.client_id, "--api", ORDERS,
+    result = invoke(runner, "grant", "--client", c.public_id, "--api", ORDERS,
                     "--scopes", "orders:read", "--json")
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {
-        "client_id": c.client_id, "default": "https://api.example.com",
+        "client_id": c.public_id, "default": "https://api.example.com",
         "grants": {"https://api.example.com": ["read", "write"], ORDERS: ["orders:read"]}}
-    body = token(client, c.client_id, secret, audience=ORDERS).get_json()
+    body = token(client, c.public_id, secret, audience=ORDERS).get_json()
     assert body["scope"] == "orders:read"
 
 
@@ -130,13 +130,13 @@ def test_grant_default_moves_the_default_api(session, runner, client, acme):
     secret, c = make_client(session, acme)
     make_api(session, acme, identifier=ORDERS, scopes=("orders:read",))
 
-    result = invoke(runner, "grant", "--client", c.client_id, "--api", ORDERS,
+    result = invoke(runner, "grant", "--client", c.public_id, "--api", ORDERS,
                     "--scopes", "orders:read", "--default")
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == (f"{c.client_id} may get {ORDERS} with scopes orders:read "
+    assert result.stdout == (f"{c.public_id} may get {ORDERS} with scopes orders:read "
                              "(its default API)\n")
-    claims = jwt.decode(token(client, c.client_id, secret).get_json()["access_token"],
+    claims = jwt.decode(token(client, c.public_id, secret).get_json()["access_token"],
                         options={"verify_signature": False})
     assert claims["aud"] == ORDERS
 
@@ -152,11 +152,11 @@ def test_grant_bad_input_exits_2_with_one_line(session, runner, acme, globex, ta
     make_api(session, globex, identifier="https://api.globex.test", scopes=("secret:read",))
     args = {
         "unknown-client": ["--client", "lkc_nobody", "--api", "https://api.example.com"],
-        "another-orgs-api": ["--client", c.client_id, "--api", "https://api.globex.test",
+        "another-orgs-api": ["--client", c.public_id, "--api", "https://api.globex.test",
                              "--scopes", "secret:read"],
-        "unknown-scope": ["--client", c.client_id, "--api", "https://api.example.com",
+        "unknown-scope": ["--client", c.public_id, "--api", "https://api.example.com",
                           "--scopes", "admin"],
-        "no-such-api": ["--client", c.client_id, "--api", "https://nowhere.test"],
+        "no-such-api": ["--client", c.public_id, "--api", "https://nowhere.test"],
     }[target]
 
     result = invoke(runner, "grant", *args)
@@ -172,11 +172,11 @@ def test_a_deployment_api_granted_to_a_client_carries_its_oid(session, runner, c
            "--name", "Platform", "--scopes", "platform:use")
     secret, c = make_client(session, acme)
 
-    result = invoke(runner, "grant", "--client", c.client_id, "--api",
+    result = invoke(runner, "grant", "--client", c.public_id, "--api",
                     "https://platform.example.com", "--scopes", "platform:use")
 
     assert result.exit_code == 0, result.output
-    body = token(client, c.client_id, secret, audience="https://platform.example.com").get_json()
+    body = token(client, c.public_id, secret, audience="https://platform.example.com").get_json()
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert claims["aud"] == "https://platform.example.com" and claims["oid"] == acme.public_id
 

@@ -216,7 +216,7 @@ def test_refused_token_requests_are_counted_by_error_and_auth_method(client, org
     labels = {"error": "invalid_client", "auth_method": "client_secret_basic"}
     before = value(scrape(client), "latchkey_token_requests_refused_total", **labels)
 
-    client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret + "x"))
+    client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret + "x"))
 
     assert value(scrape(client), "latchkey_token_requests_refused_total", **labels) == before + 1
 
@@ -227,7 +227,7 @@ def test_introspections_are_counted_by_result(client, org):
     api_key, _ = make_api_key(get_session(), org)
     before = scrape(client)
 
-    client.post("/oauth/introspect", data={"token": token}, headers=basic(c.client_id, secret))
+    client.post("/oauth/introspect", data={"token": token}, headers=basic(c.public_id, secret))
     client.post("/oauth/introspect", data={"token": "junk"}, headers=bearer(api_key))
 
     after = scrape(client)
@@ -241,7 +241,7 @@ def test_revocations_are_counted(client, org):
     token = get_token(client, c, secret)
     before = value(scrape(client), "latchkey_revocations_total")
 
-    client.post("/oauth/revoke", data={"token": token}, headers=basic(c.client_id, secret))
+    client.post("/oauth/revoke", data={"token": token}, headers=basic(c.public_id, secret))
 
     assert value(scrape(client), "latchkey_revocations_total") == before + 1
 

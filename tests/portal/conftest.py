@@ -207,7 +207,7 @@ def make_org_objects(session: Any, org: Any) -> OrgObjects:
                                       role="viewer", actor=Actor("test"))
     session.commit()
     return OrgObjects(org, {
-        "client_id": client.client_id,
+        "client_id": client.public_id,
         "secret_id": client.secrets[0].id,
         "jti": jwt.decode(token, options={"verify_signature": False})["jti"],
         "key_id": api_key.id,

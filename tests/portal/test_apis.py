@@ -154,7 +154,7 @@ def test_page_shows_scopes_clients_and_how_to_validate(owner, session, org, orde
     page = html.unescape(owner.get(f"/apis/{orders.public_id}").get_data(as_text=True))
 
     assert "<code>orders:read</code>" in page and "<code>orders:write</code>" in page
-    assert f'href="/clients/{client.client_id}">billing</a>' in page
+    assert f'href="/clients/{client.public_id}">billing</a>' in page
     assert "Validate tokens in your API" in page
     assert 'value="http://localhost/.well-known/jwks.json"' in page
     assert 'AUDIENCE = "https://orders.acme.test"' in page
@@ -276,5 +276,5 @@ def test_removing_a_scope_says_who_loses_it_then_takes_it_from_them(owner, sessi
     assert orders.scope_names == ["orders:read"] and client.grants[0].scopes == ["orders:read"]
     token = owner.http.post("/oauth/token", data={"grant_type": "client_credentials",
                                                   "scope": "orders:write"},
-                            auth=(client.client_id, secret))
+                            auth=(client.public_id, secret))
     assert token.get_json()["error"] == "invalid_scope"

@@ -59,18 +59,18 @@ EDIT_GRANTS = {"main": ["read", "write"], "admin": ["admin"]}
 
 
 def url(c: Client, suffix: str = "") -> str:
-    return f"/clients/{c.client_id}{suffix}"
+    return f"/clients/{c.public_id}{suffix}"
 
 
 def token_status(http: Any, c: Client, secret: str) -> tuple[int, dict[str, Any]]:
     response = http.post("/oauth/token", data={"grant_type": "client_credentials"},
-                         headers=basic(c.client_id, secret))
+                         headers=basic(c.public_id, secret))
     return response.status_code, response.get_json()
 
 
 def introspect(http: Any, c: Client, secret: str, token: str) -> dict[str, Any]:
     response = http.post("/oauth/introspect", data={"token": token},
-                         headers=basic(c.client_id, secret))
+                         headers=basic(c.public_id, secret))
     return dict(response.get_json())
 
 
@@ -136,7 +136,7 @@ def test_usage_link_only_when_the_usage_page_exists(app, owner, acme_client):
     page = owner.get(url(c)).get_data(as_text=True)
 
     has_usage = "portal.usage" in app.view_functions
-    assert (f"/usage?client={c.client_id}" in page) is has_usage
+    assert (f"/usage?client={c.public_id}" in page) is has_usage
 
 
 # -- editing --------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def test_edit_saves_and_audits_the_changed_fields(owner, session, acme_client):
     assert set(entry.details["changed"]) == {
         "name", "description", "grants", "token_ttl", "custom_claims", "auth_methods"}
     assert entry.details["grants"] == {API_IDENTIFIER: ["read", "write"], ADMIN_API: ["admin"]}
-    assert entry.target_id == c.client_id and entry.actor == f"user:{owner.user.email}"
+    assert entry.target_id == c.public_id and entry.actor == f"user:{owner.user.email}"
     assert entry.source_ip == "127.0.0.1"  # the request's address, with the actor
 
 
@@ -238,7 +238,7 @@ def test_add_secret_shows_it_once_and_it_works(request, session, acme_client, po
     assert response.headers["Cache-Control"] == "no-store"
     page = response.get_data(as_text=True)
     new_secret = input_value(page, "client-secret")
-    assert input_value(page, "client-id") == c.client_id
+    assert input_value(page, "client-id") == c.public_id
     assert new_secret != old_secret and "will not be shown again" in page
     assert token_status(portal.http, c, new_secret)[0] == 200
     assert token_status(portal.http, c, old_secret)[0] == 200  # rotation without downtime
@@ -441,7 +441,7 @@ def test_disabled_client_gets_no_tokens_and_can_be_enabled(owner, session, acme_
     assert "billing-sync enabled" in flashes(response)
     assert token_status(owner.http, c, secret)[0] == 200
     actions = session.scalars(select(AuditEntry.action).where(
-        AuditEntry.target_id == c.client_id)).all()
+        AuditEntry.target_id == c.public_id)).all()
     assert {"client:disabled", "client:enabled"} <= set(actions)
 
 

@@ -123,8 +123,8 @@ def test_list_shows_the_orgs_clients(owner, session, org):
 
     page = owner.get("/clients").get_data(as_text=True)
 
-    assert f'href="/clients/{c.client_id}">billing-sync</a>' in page
-    assert c.client_id in page and "orders:read" in page
+    assert f'href="/clients/{c.public_id}">billing-sync</a>' in page
+    assert c.public_id in page and "orders:read" in page
     assert "badge-enabled" in page and "never" in page
     assert "New client" in page
 
@@ -139,7 +139,7 @@ def test_list_counts_tokens_issued_in_the_last_24_hours(owner, session, org):
     page = owner.get("/clients").get_data(as_text=True)
 
     counts = re.findall(r'href="/clients/(lkc_[^"]+)">.*?data-tokens-24h="(\d+)"', page, re.S)
-    assert dict(counts) == {busy.client_id: "3", idle.client_id: "0"}
+    assert dict(counts) == {busy.public_id: "3", idle.public_id: "0"}
 
 
 def test_list_does_not_show_another_orgs_clients(owner, session, other_org):
@@ -147,7 +147,7 @@ def test_list_does_not_show_another_orgs_clients(owner, session, other_org):
 
     page = owner.get("/clients").get_data(as_text=True)
 
-    assert theirs.client_id not in page and "globex-secret-thing" not in page
+    assert theirs.public_id not in page and "globex-secret-thing" not in page
 
 
 def test_empty_list_offers_to_create_a_client(owner):
@@ -218,7 +218,7 @@ def test_create_shows_the_secret_once_with_no_store(request, session, portal_nam
     client_id, secret = created_credentials(response)
     assert secret.startswith("lk_secret_") and len(secret) > 40
     assert "will not be shown again" in response.get_data(as_text=True)
-    created = session.scalar(select(Client).where(Client.client_id == client_id))
+    created = session.scalar(select(Client).where(Client.public_id == client_id))
     assert created.name == "billing-sync" and created.token_ttl == 900
     assert created.granted == {
         ORDERS_API: GrantedApi(ORDERS_API, ("orders:read", "orders:write")),
@@ -434,7 +434,7 @@ def test_ticking_a_scope_grants_its_api(owner, session):
         f"scopes-{orders}": ["orders:read"], f"scopes-{api_key(BILLING_API)}": []})
 
     client_id, _secret = created_credentials(response)
-    created = session.scalar(select(Client).where(Client.client_id == client_id))
+    created = session.scalar(select(Client).where(Client.public_id == client_id))
     assert created.granted == {ORDERS_API: GrantedApi(ORDERS_API, ("orders:read",))}
     assert created.default_audience == ORDERS_API
 
@@ -504,7 +504,7 @@ def test_the_steps_name_the_first_client_until_the_org_has_a_token(owner, sessio
     after = owner.get("/clients").get_data(as_text=True)
 
     assert "Get your first token in three steps" in before
-    assert f"export CLIENT_ID={c.client_id}" in before
+    assert f"export CLIENT_ID={c.public_id}" in before
     assert "Get your first token" not in after
 
 

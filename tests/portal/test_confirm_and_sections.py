@@ -37,7 +37,7 @@ def destructive_actions(session, org):
     _plain, key = make_api_key(session, org)
     member = make_user(session, org=org, role="viewer", email="leaving@example.com")
     membership = session.scalar(select(Membership).where(Membership.user_id == member.id))
-    detail = f"/clients/{c.client_id}"
+    detail = f"/clients/{c.public_id}"
     return [
         (f"{detail}/disable", "Disable billing-sync?", detail,
          lambda: (session.refresh(c), c.enabled)[1]),
@@ -82,10 +82,10 @@ def test_buttons_lead_to_the_confirmation_page_without_scripts(owner, session, o
     _, c = make_client(session, org, name="billing-sync")
     issue(session, c)
 
-    page = owner.get(f"/clients/{c.client_id}").get_data(as_text=True)
+    page = owner.get(f"/clients/{c.public_id}").get_data(as_text=True)
 
-    for action in (f"/clients/{c.client_id}/disable", f"/clients/{c.client_id}/tokens/revoke-all",
-                   f"/clients/{c.client_id}/secrets/{c.secrets[0].id}/revoke"):
+    for action in (f"/clients/{c.public_id}/disable", f"/clients/{c.public_id}/tokens/revoke-all",
+                   f"/clients/{c.public_id}/secrets/{c.secrets[0].id}/revoke"):
         form = re.search(rf'<form method="get" action="{re.escape(action)}"[^>]*>', page)
         assert form, action
         assert "data-confirm-post=" in form.group(0)  # scripts ask in a dialog instead
@@ -96,20 +96,20 @@ def test_confirmation_pages_are_for_those_who_may_act(viewer, admin, session, or
     member = make_user(session, org=org, role="viewer")
     membership = session.scalar(select(Membership).where(Membership.user_id == member.id))
 
-    assert viewer.get(f"/clients/{c.client_id}/disable").status_code == 403
+    assert viewer.get(f"/clients/{c.public_id}/disable").status_code == 403
     assert admin.get(f"/members/{membership.id}/remove").status_code == 403
-    assert admin.get(f"/clients/{c.client_id}/disable").status_code == 200
+    assert admin.get(f"/clients/{c.public_id}/disable").status_code == 200
 
 
 def test_confirming_acts_and_lands_at_the_section_with_the_message(owner, session, org):
     _, c = make_client(session, org, name="billing-sync")
     secret = c.secrets[0]
 
-    response = owner.post(f"/clients/{c.client_id}/secrets/{secret.id}/revoke")
+    response = owner.post(f"/clients/{c.public_id}/secrets/{secret.id}/revoke")
 
     assert response.status_code == 302
-    assert response.headers["Location"].endswith(f"/clients/{c.client_id}#secrets")
-    page = owner.get(f"/clients/{c.client_id}").get_data(as_text=True)
+    assert response.headers["Location"].endswith(f"/clients/{c.public_id}#secrets")
+    page = owner.get(f"/clients/{c.public_id}").get_data(as_text=True)
     section = page.split('id="secrets"')[1].split("</section>")[0]
     assert f"Secret …{secret.hint} revoked." in section
     top = page.split('id="settings"')[0]
@@ -121,10 +121,10 @@ def test_confirming_acts_and_lands_at_the_section_with_the_message(owner, sessio
 def test_client_actions_land_at_their_section(owner, session, org, path, section):
     _, c = make_client(session, org)
 
-    response = owner.post(f"/clients/{c.client_id}{path}")
+    response = owner.post(f"/clients/{c.public_id}{path}")
 
     assert response.headers["Location"].endswith(f"#{section}")
-    page = owner.get(f"/clients/{c.client_id}").get_data(as_text=True)
+    page = owner.get(f"/clients/{c.public_id}").get_data(as_text=True)
     part = page.split(f'id="{section}"')[1].split("</section>")[0]
     assert 'class="flash flash-success"' in part
 
@@ -132,8 +132,8 @@ def test_client_actions_land_at_their_section(owner, session, org, path, section
 def test_a_past_expiry_keeps_the_date_typed_and_lands_at_secrets(owner, session, org):
     _, c = make_client(session, org)
 
-    response = owner.form_post(f"/clients/{c.client_id}", {"expires_at": "2001-01-01T10:00"},
-                               action=f"/clients/{c.client_id}/secrets")
+    response = owner.form_post(f"/clients/{c.public_id}", {"expires_at": "2001-01-01T10:00"},
+                               action=f"/clients/{c.public_id}/secrets")
 
     assert response.status_code == 400
     page = response.get_data(as_text=True)
@@ -148,7 +148,7 @@ def test_add_secret_is_disabled_at_the_limit_with_a_reason(owner, session, org):
         clients.add_secret(session, c, actor=TEST_ACTOR)
     session.commit()
 
-    page = owner.get(f"/clients/{c.client_id}").get_data(as_text=True)
+    page = owner.get(f"/clients/{c.public_id}").get_data(as_text=True)
 
     assert re.search(r'<button type="submit" disabled aria-describedby="secret-limit-reason">'
                      r'Add secret</button>', page)
@@ -160,8 +160,8 @@ def test_acts_for_is_shown_only_for_user_clients(owner, session, org):
     _, user_client = make_client(session, org, kind="user", user=member)
     _, org_client = make_client(session, org)
 
-    assert "Acts for" in owner.get(f"/clients/{user_client.client_id}").get_data(as_text=True)
-    assert "Acts for" not in owner.get(f"/clients/{org_client.client_id}").get_data(
+    assert "Acts for" in owner.get(f"/clients/{user_client.public_id}").get_data(as_text=True)
+    assert "Acts for" not in owner.get(f"/clients/{org_client.public_id}").get_data(
         as_text=True)
 
 
@@ -171,7 +171,7 @@ def test_audit_trail_says_never_for_a_secret_without_expiry(owner, session, org)
     clients.add_secret(session, c, actor=TEST_ACTOR, expires_at=utcnow() + timedelta(days=2))
     session.commit()
 
-    for url in (f"/clients/{c.client_id}", "/audit"):
+    for url in (f"/clients/{c.public_id}", "/audit"):
         page = owner.get(url).get_data(as_text=True)
         assert "expires_at: None" not in page
         assert "expires_at: never" in page
@@ -197,8 +197,8 @@ def test_mint_note_about_empty_choices_only_when_something_starts_unticked(owner
     _, two = make_client(session, org, name="two apis",
                          audiences=["https://a.example.test", "https://b.example.test"])
 
-    single = owner.get(f"/tokens/mint?client={one.client_id}").get_data(as_text=True)
-    double = owner.get(f"/tokens/mint?client={two.client_id}").get_data(as_text=True)
+    single = owner.get(f"/tokens/mint?client={one.public_id}").get_data(as_text=True)
+    double = owner.get(f"/tokens/mint?client={two.public_id}").get_data(as_text=True)
 
     assert "no scope ticked" not in single
     assert "Every granted API and scope is ticked" in single
@@ -207,7 +207,7 @@ def test_mint_note_about_empty_choices_only_when_something_starts_unticked(owner
 
 def test_minted_token_shows_exp_iat_nbf_as_utc_times(owner, session, org):
     _, c = make_client(session, org)
-    page = owner.get(f"/tokens/mint?client={c.client_id}").get_data(as_text=True)
+    page = owner.get(f"/tokens/mint?client={c.public_id}").get_data(as_text=True)
     grant = c.grants[0]
 
     minted = owner.http.post("/tokens/mint", data={

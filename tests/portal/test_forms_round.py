@@ -82,7 +82,7 @@ def test_new_user_client_without_a_member_is_told_with_the_other_errors(owner, s
 
 def test_edit_client_shows_every_error_at_once(owner, session, org):
     _, c = make_client(session, org, name="billing-sync")
-    url = f"/clients/{c.client_id}/edit"
+    url = f"/clients/{c.public_id}/edit"
     form = hidden_fields(owner.get(url).get_data(as_text=True))
 
     response = owner.http.post(url, data={
@@ -127,7 +127,7 @@ def test_one_broken_rule_keeps_its_own_error(session, org):
 
 
 def mint_form(owner: Any, client: Client) -> dict[str, Any]:
-    page = owner.get(f"/tokens/mint?client={client.client_id}").get_data(as_text=True)
+    page = owner.get(f"/tokens/mint?client={client.public_id}").get_data(as_text=True)
     return hidden_fields(page)
 
 

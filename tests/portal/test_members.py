@@ -358,7 +358,7 @@ def test_another_orgs_member_is_not_found(outsider, session, org):
 
 def introspect(http, caller, secret: str, token: str) -> dict:
     response = http.post("/oauth/introspect", data={"token": token},
-                         headers=basic(caller.client_id, secret))
+                         headers=basic(caller.public_id, secret))
     assert response.status_code == HTTPStatus.OK, response.get_data(as_text=True)
     return response.get_json()
 

@@ -33,7 +33,7 @@ def record(session, jti: str) -> IssuedToken:
 
 def introspect(http, client, token: str) -> dict:
     response = http.post("/oauth/introspect", data={"token": token},
-                         headers=basic(client.client_id, client.plaintext_secret))
+                         headers=basic(client.public_id, client.plaintext_secret))
     assert response.status_code == 200
     return response.get_json()
 

@@ -55,7 +55,7 @@ def usage_history(session, org):
     _, client = make_client(session, org, name="billing")
     for _ in range(20):
         usage.record_event(session, kind=UsageKind.TOKEN_ISSUED, org_id=org.id,
-                           client_id=client.id, client_ref=client.client_id)
+                           client_id=client.id, client_ref=client.public_id)
     session.commit()
     return client
 

@@ -253,7 +253,7 @@ def test_removing_a_scope_takes_it_from_every_grant(session, acme):
     entries = session.scalars(select(AuditEntry).where(
         AuditEntry.action == "client:grant:updated")).all()
     assert [(e.target_id, e.details["removed"]) for e in entries] == [
-        (billing.client_id, ["orders:write"])]
+        (billing.public_id, ["orders:write"])]
 
 
 def test_a_scope_description_changes_but_not_its_name(session, acme):

@@ -23,8 +23,8 @@ def test_another_orgs_client_is_not_found(session):
     acme, globex = make_org(session), make_org(session)
     _, theirs = make_client(session, globex)
 
-    assert clients.find_client(session, org_id=acme.id, client_id=theirs.client_id) is None
-    assert clients.find_client(session, org_id=globex.id, client_id=theirs.client_id) is theirs
+    assert clients.find_client(session, org_id=acme.id, public_id=theirs.public_id) is None
+    assert clients.find_client(session, org_id=globex.id, public_id=theirs.public_id) is theirs
 
 
 def test_a_user_of_another_org_is_not_a_member(session):

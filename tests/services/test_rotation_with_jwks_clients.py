@@ -76,7 +76,7 @@ def test_tokens_verify_across_two_rotations_when_the_second_comes_too_soon(sessi
                                                                            live_server):
     org = make_org(session, name="Acme")
     secret, client = make_client(session, org)
-    verifier = Verifier(live_server, client.client_id, secret)
+    verifier = Verifier(live_server, client.public_id, secret)
     verifier.verify_tokens()  # the verifier now caches the JWKS: the active and next keys
     publish_next_key_an_hour_ago(session, org)
 

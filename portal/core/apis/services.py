@@ -411,7 +411,7 @@ def remove_scope(session: Session, api: Api, *, acting_org_id: int | None, scope
             affected.append(grant.client)
             audit.record(session, org_id=grant.client.org_id, actor=actor,
                          action="client:grant:updated", target_type="client",
-                         target_id=grant.client.client_id, now=now,
+                         target_id=grant.client.public_id, now=now,
                          details={"api": api.identifier, "scopes": list(grant.scopes),
                                   "removed": [scope.name]})
     api.scopes.remove(scope)
@@ -566,7 +566,7 @@ def grant(session: Session, client: Client, api: Api, *, scopes: Sequence[str],
         _set_default(session, client, api)
     session.flush()
     audit.record(session, org_id=client.org_id, actor=actor, action="client:granted",
-                 target_type="client", target_id=client.client_id,
+                 target_type="client", target_id=client.public_id,
                  now=now, details={"api": api.identifier, "scopes": chosen,
                                    "default": found.is_default})
     return found
@@ -592,7 +592,7 @@ def ungrant(session: Session, client: Client, api: Api, *, actor: Actor,
         _set_default(session, client, client.grants[0].api)
     session.flush()
     audit.record(session, org_id=client.org_id, actor=actor, action="client:ungranted",
-                 target_type="client", target_id=client.client_id,
+                 target_type="client", target_id=client.public_id,
                  now=now, details={"api": api.identifier})
 
 

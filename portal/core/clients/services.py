@@ -184,7 +184,7 @@ def create_client(
     jwks, methods = clean["jwks"], clean["auth_methods"]
     client = Client(
         org_id=org.id,
-        client_id=crypto.new_public_id(crypto.CLIENT_ID_PREFIX, 16),
+        public_id=crypto.new_public_id(crypto.CLIENT_ID_PREFIX, 16),
         name=clean["name"],
         description=(description or "").strip(),
         kind=client_kind,
@@ -209,7 +209,7 @@ def create_client(
         actor=actor,
         action="client:created",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"name": client.name, "kind": client.kind.value, "grants": grant_summary(client),
                  "default_api": client.default_audience, "ttl": client.token_ttl},
         now=now,
@@ -261,7 +261,7 @@ def add_secret(
         actor=actor,
         action="client:secret:added",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"secret_id": secret.id, "hint": secret.hint,
                  "expires_at": expires_at.isoformat() if expires_at else None},
         now=now,
@@ -295,7 +295,7 @@ def revoke_secret(
             actor=actor,
             action="client:secret:revoked",
             target_type="client",
-            target_id=client.client_id,
+            target_id=client.public_id,
             details={"secret_id": secret.id, "hint": secret.hint},
             now=now,
         )
@@ -303,10 +303,10 @@ def revoke_secret(
     return secret
 
 
-def get_client(session: Session, *, org_id: int, client_id: str) -> Client:
-    """The org's client with this client id; another org's client is NotFound."""
+def get_client(session: Session, *, org_id: int, public_id: str) -> Client:
+    """The org's client with this public id; another org's client is NotFound."""
     client = session.scalar(
-        select(Client).where(Client.org_id == org_id, Client.client_id == client_id)
+        select(Client).where(Client.org_id == org_id, Client.public_id == public_id)
     )
     if client is None:
         raise NotFound("no such client")
@@ -335,7 +335,7 @@ def regenerate_secret(
         actor=actor,
         action="client:secret:regenerated",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"secret_id": secret.id, "hint": secret.hint,
                  "revoked": [s.hint for s in revoked]},
         now=now,
@@ -372,20 +372,20 @@ def list_enabled_clients(session: Session, *, org_id: int) -> list[Client]:
     return list(session.scalars(stmt))
 
 
-def find_client(session: Session, *, org_id: int, client_id: str) -> Client | None:
-    """The org's client with this client id, or None (another org's client too)."""
+def find_client(session: Session, *, org_id: int, public_id: str) -> Client | None:
+    """The org's client with this public id, or None (another org's client too)."""
     return session.scalar(
-        select(Client).where(Client.org_id == org_id, Client.client_id == client_id[:64])
+        select(Client).where(Client.org_id == org_id, Client.public_id == public_id[:64])
     )
 
 
-def find_client_for_auth(session: Session, client_id: str) -> Client | None:
+def find_client_for_auth(session: Session, public_id: str) -> Client | None:
     """Look up a client by its public id for authentication, secrets loaded in one go."""
-    if not client_id or len(client_id) > 64 or "\x00" in client_id:  # PostgreSQL refuses NUL
+    if not public_id or len(public_id) > 64 or "\x00" in public_id:  # PostgreSQL refuses NUL
         return None
     # One round trip: the client, its org (for the `oid` claim) and its secrets.
     found: Client | None = (
-        session.scalars(_client_for_auth(), {"client_id": client_id}).unique().first()
+        session.scalars(_client_for_auth(), {"public_id": public_id}).unique().first()
     )
     return found
 
@@ -395,7 +395,7 @@ def _client_for_auth() -> Select[Client]:
     """Built once: constructing the statement cost more than running it from the cache."""
     return (
         select(Client)
-        .where(Client.client_id == bindparam("client_id"))
+        .where(Client.public_id == bindparam("public_id"))
         .options(joinedload(Client.secrets), joinedload(Client.org))
     )
 
@@ -434,7 +434,7 @@ def set_enabled(
             actor=actor,
             action="client:enabled" if enabled else "client:disabled",
             target_type="client",
-            target_id=client.client_id,
+            target_id=client.public_id,
             now=now,
         )
     session.flush()
@@ -452,7 +452,7 @@ def delete_client(
         actor=actor,
         action="client:deleted",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"name": client.name},
         now=now,
     )
@@ -511,7 +511,7 @@ def update_client(
         actor=actor,
         action="client:updated",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"changed": changed,
                  **({"grants": grant_summary(client), "default_api": client.default_audience}
                     if grant_change else {})},
@@ -550,7 +550,7 @@ def set_secret_expiry(
         actor=actor,
         action="client:secret:expiry_set",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"secret_id": secret.id, "hint": secret.hint,
                  "expires_at": expires_at.isoformat()},
         now=now,

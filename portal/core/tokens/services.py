@@ -215,7 +215,7 @@ def revoke_all_for_client(
         actor=actor,
         action="client:tokens:revoked",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"count": count},
         now=now,
     )
