@@ -63,23 +63,23 @@ Door = Callable[[Any, dict[str, Any], dict[str, str]], Any]
 
 def basic_door(http, w, params):
     return http.post("/oauth/token", data={"grant_type": "client_credentials", **params},
-                     headers=basic(w["secret_client"].client_id, w["secret"]))
+                     headers=basic(w["secret_client"].public_id, w["secret"]))
 
 
 def post_door(http, w, params):
     return http.post("/oauth/token", data={
-        "grant_type": "client_credentials", "client_id": w["secret_client"].client_id,
+        "grant_type": "client_credentials", "client_id": w["secret_client"].public_id,
         "client_secret": w["secret"], **params})
 
 
 def json_door(http, w, params):
     return http.post("/oauth/token", json={
-        "grant_type": "client_credentials", "client_id": w["secret_client"].client_id,
+        "grant_type": "client_credentials", "client_id": w["secret_client"].public_id,
         "client_secret": w["secret"], **params})
 
 
 def key_door(http, w, params):
-    client_id = w["key_client"].client_id
+    client_id = w["key_client"].public_id
     return http.post("/oauth/token", data={
         "grant_type": "client_credentials",
         "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
