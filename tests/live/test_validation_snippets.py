@@ -80,9 +80,9 @@ def world(session, live_url) -> dict[str, Any]:
     beta_api = make_api(session, beta, identifier=BETA, name="Beta API", scopes=("beta:read",))
     platform = make_api(session, None, identifier=PLATFORM, name="Platform",
                         scopes=("platform:use",))
-    acme_client, acme_secret = make_client(session, acme, grants=[
+    acme_secret, acme_client = make_client(session, acme, grants=[
         (orders, ["orders:read"]), (reports, ["reports:read"]), (platform, ["platform:use"])])
-    beta_client, beta_secret = make_client(session, beta, grants=[
+    beta_secret, beta_client = make_client(session, beta, grants=[
         (beta_api, ["beta:read"]), (platform, ["platform:use"])])
     admin = make_user(session, org=acme, role="admin")
     session.commit()
@@ -105,7 +105,7 @@ def signed_in(live_url: str, email: str) -> requests.Session:
 def token_for(live_url: str, world: dict[str, Any], org: str, audience: str) -> str:
     client, secret = world["clients"][org]
     response = requests.post(live_url + "/oauth/token", timeout=10, headers=basic(
-        client.client_id, secret), data={"grant_type": "client_credentials", "audience": audience})
+        client.public_id, secret), data={"grant_type": "client_credentials", "audience": audience})
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
 
@@ -197,7 +197,7 @@ def test_a_token_another_org_could_mint_with_a_taken_identifier_does_not_exist(s
     client, secret = world["clients"]["beta"]
 
     response = requests.post(live_url + "/oauth/token", timeout=10,
-                             headers=basic(client.client_id, secret),
+                             headers=basic(client.public_id, secret),
                              data={"grant_type": "client_credentials", "audience": ORDERS})
 
     assert response.status_code == 400 and response.json()["error"] == "invalid_target"
