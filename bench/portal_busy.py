@@ -229,7 +229,7 @@ def seed_usage(database_url: str, client_id: str, count: int) -> None:
     try:
         with engine.begin() as conn:
             row = conn.execute(select(Client.id, Client.org_id)
-                               .where(Client.client_id == client_id)).one()
+                               .where(Client.public_id == client_id)).one()
             now = datetime.now(UTC)
             span = timedelta(days=30).total_seconds()
             batch: list[dict[str, Any]] = []

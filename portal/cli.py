@@ -12,6 +12,7 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
+from portal.core.actor import CLI
 from portal.core.db import get_session
 from portal.core.errors import LatchkeyError
 from portal.core.types import utcnow
@@ -19,7 +20,6 @@ from portal.core.types import utcnow
 if TYPE_CHECKING:
     from flask import Flask
 
-ACTOR = "cli"
 USAGE_ERROR = 2
 
 
@@ -107,7 +107,7 @@ def create_org(name: str, slug: str | None, alg: str | None, as_json: bool) -> N
     from portal.core.orgs import services as orgs
 
     session = get_session()
-    org = orgs.create_org(session, name=name, slug=slug, signing_alg=alg, actor=ACTOR)
+    org = orgs.create_org(session, name=name, slug=slug, signing_alg=alg, actor=CLI)
     session.commit()
     if as_json:
         click.echo(json.dumps({"slug": org.slug, "id": org.public_id, "name": org.name}))
@@ -137,7 +137,7 @@ def create_user(email: str, password: str | None, name: str, org_slug: str | Non
             fail("--password or LATCHKEY_NEW_USER_PASSWORD is required when not interactive")
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     user = users.create_user(session, email=email, password=password, name=name, org=org,
-                             role=role, actor=ACTOR)
+                             role=role, actor=CLI)
     session.commit()
     click.echo(f"created user {user.email}" + (f" ({role} of {org.slug})" if org else ""))
 
@@ -173,7 +173,6 @@ def create_client(org_slug: str, name: str, scopes: str, audiences: tuple[str, .
     with that identifier, and given any it lacks) or a deployment API; another
     org's is refused. The first --audience is the client's default API.
     """
-    from portal.core.actor import CLI
     from portal.core.apis import services as apis
     from portal.core.clients import services as clients
     from portal.core.orgs import services as orgs
@@ -186,17 +185,17 @@ def create_client(org_slug: str, name: str, scopes: str, audiences: tuple[str, .
     claims = _load_json(claims_json, "--claims") if claims_json is not None else None
     grants = apis.apis_for_audiences(session, org=org, audiences=list(audiences),
                                      scopes=_csv(scopes), actor=CLI)
-    client, secret = clients.create_client(
+    secret, client = clients.create_client(
         session, org=org, name=name, description=description, kind=kind,
         grants=grants, ttl=ttl,
         auth_methods=list(auth_methods) or None, custom_claims=claims, jwks=jwks, user=user,
-        actor=ACTOR,
+        actor=CLI,
     )
     session.commit()
     if as_json:
-        click.echo(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+        click.echo(json.dumps({"client_id": client.public_id, "client_secret": secret}))
         return
-    click.echo(f"client_id:     {client.client_id}")
+    click.echo(f"client_id:     {client.public_id}")
     if secret:
         click.echo(f"client_secret: {secret}")
         click.echo("(the secret is shown only now; store it safely)", err=True)
@@ -219,7 +218,7 @@ def create_api_key(org_slug: str, name: str, role: str, as_json: bool) -> None:
     session = get_session()
     org = orgs.get_org(session, org_slug)
     plaintext, key = api_keys.create_api_key(session, org=org, name=name, role=role,
-                                             actor=ACTOR)
+                                             actor=CLI)
     session.commit()
     if as_json:
         click.echo(json.dumps({"api_key": plaintext, "name": key.name, "role": key.role.value}))
@@ -256,7 +255,6 @@ def create_api(org_slug: str | None, deployment: bool, identifier: str, name: st
     A deployment API is visible to every org and can be granted to any org's
     clients; its resource servers must check each token's oid.
     """
-    from portal.core.actor import CLI
     from portal.core.apis import services as apis
     from portal.core.orgs import services as orgs
 
@@ -292,7 +290,6 @@ def update_api(identifier: str, name: str | None, description: str | None, ttl: 
                max_ttl: int | None, no_ttl: bool, no_max_ttl: bool, add_scopes: str,
                remove_scopes: str, as_json: bool) -> None:
     """Change any API as the operator (the only way to change a deployment API)."""
-    from portal.core.actor import CLI
     from portal.core.apis import services as apis
 
     session = get_session()
@@ -326,7 +323,6 @@ def update_api(identifier: str, name: str | None, description: str | None, ttl: 
 @domain_command
 def delete_api(identifier: str) -> None:
     """Delete an API; refused while any client is granted it."""
-    from portal.core.actor import CLI
     from portal.core.apis import services as apis
 
     session = get_session()
@@ -348,7 +344,6 @@ def delete_api(identifier: str) -> None:
 def grant(client_id: str, identifier: str, scopes: str, make_default: bool,
           as_json: bool) -> None:
     """Grant a client some scopes of an API (its org's, or a deployment API)."""
-    from portal.core.actor import CLI
     from portal.core.apis import services as apis
     from portal.core.clients import services as clients
 
@@ -364,10 +359,10 @@ def grant(client_id: str, identifier: str, scopes: str, make_default: bool,
     session.commit()
     granted, default = apis.grants_of(session, client)
     if as_json:
-        click.echo(json.dumps({"client_id": client.client_id, "grants": granted,
+        click.echo(json.dumps({"client_id": client.public_id, "grants": granted,
                                "default": default}))
     else:
-        click.echo(f"{client.client_id} may get {identifier} with scopes "
+        click.echo(f"{client.public_id} may get {identifier} with scopes "
                    f"{' '.join(granted[api.identifier]) or '(none)'}"
                    + (" (its default API)" if default == api.identifier else ""))
 
@@ -429,7 +424,6 @@ def rotate_signing_key(org_slug: str | None, alg: str | None, wait: bool) -> Non
 
     from sqlalchemy import select
 
-    from portal.core.actor import CLI
     from portal.core.errors import RotationTooSoon
     from portal.core.orgs import services as orgs
     from portal.core.orgs.models import Organization
@@ -495,7 +489,6 @@ def rotate_kek() -> None:
     Put a new key first in KEY_ENCRYPTION_KEYS (keeping the old one after it)
     on every instance, run this once, then remove the old key.
     """
-    from portal.core.actor import CLI
     from portal.core.signing_keys.reencrypt import reencrypt_private_keys
 
     session = get_session()
@@ -631,7 +624,6 @@ def seed_demo() -> None:
 
     from sqlalchemy import select
 
-    from portal.core.actor import CLI
     from portal.core.apis import services as apis
     from portal.core.clients import services as clients
     from portal.core.orgs import services as orgs
@@ -646,18 +638,18 @@ def seed_demo() -> None:
             "  (credentials were printed on first run; `make reset` starts over)"
         )
         return
-    org = orgs.create_org(session, name="Demo Org", slug="demo", actor=ACTOR)
+    org = orgs.create_org(session, name="Demo Org", slug="demo", actor=CLI)
     password = pysecrets.token_urlsafe(12)
     users.create_user(session, email="admin@demo.test", password=password, name="Demo Admin",
-                      org=org, role="owner", actor=ACTOR)
+                      org=org, role="owner", actor=CLI)
     api = apis.create_api(
         session, org=org, identifier="https://api.demo.test", name="Demo orders API",
         description="Created by make run", actor=CLI,
         scopes=[("orders:read", "Read orders"), ("orders:write", "Create and change orders")],
     )
-    client, secret = clients.create_client(
+    secret, client = clients.create_client(
         session, org=org, name="Demo service", description="Created by make run",
-        grants=[(api, ["orders:read", "orders:write"])], actor=ACTOR,
+        grants=[(api, ["orders:read", "orders:write"])], actor=CLI,
     )
     session.commit()
     click.echo(
@@ -667,11 +659,11 @@ def seed_demo() -> None:
             f"  portal:         {issuer}/",
             "  sign in as:     admin@demo.test",
             f"  password:       {password}",
-            f"  client_id:      {client.client_id}",
+            f"  client_id:      {client.public_id}",
             f"  client_secret:  {secret}",
             "",
             "Get a token:",
-            f"  curl -s -u '{client.client_id}:{secret}' \\",
+            f"  curl -s -u '{client.public_id}:{secret}' \\",
             "       -d grant_type=client_credentials \\",
             f"       {issuer}/oauth/token",
             "",

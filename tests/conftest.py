@@ -301,7 +301,8 @@ class Tenant:
     def _client_and_secret(self) -> tuple[Client, str]:
         from tests.factories import make_client
 
-        return make_client(self.session, self.org)
+        secret, client = make_client(self.session, self.org)
+        return client, secret
 
     @property
     def client(self) -> Client:

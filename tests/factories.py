@@ -27,7 +27,7 @@ TEST_ACTOR = Actor("test")
 
 
 def make_org(session: Session, *, name: str | None = None, **kwargs: Any) -> Organization:
-    org = orgs.create_org(session, name=name or f"Org {next(_seq)}", actor="test", **kwargs)
+    org = orgs.create_org(session, name=name or f"Org {next(_seq)}", actor=TEST_ACTOR, **kwargs)
     session.commit()
     return org
 
@@ -35,12 +35,12 @@ def make_org(session: Session, *, name: str | None = None, **kwargs: Any) -> Org
 def make_user(session: Session, *, org: Organization | None = None, role: str = "admin",
               email: str | None = None, password: str = PASSWORD) -> User:
     user = users.create_user(session, email=email or f"user{next(_seq)}@example.com",
-                             password=password, org=org, role=role, actor="test")
+                             password=password, org=org, role=role, actor=TEST_ACTOR)
     session.commit()
     return user
 
 
-def make_client(session: Session, org: Organization, **overrides: Any) -> tuple[Client, str]:
+def make_client(session: Session, org: Organization, **overrides: Any) -> tuple[str, Client]:
     """A client granted scopes ``read write`` of the org's API ``https://api.example.com``
     (see :func:`_default_identifier` for a second org).
 
@@ -55,9 +55,9 @@ def make_client(session: Session, org: Organization, **overrides: Any) -> tuple[
     if "grants" not in values:
         values["grants"] = apis.apis_for_audiences(session, org=org, audiences=audiences,
                                                    scopes=scopes, actor=TEST_ACTOR)
-    client, secret = clients.create_client(session, org=org, actor="test", **values)
+    secret, client = clients.create_client(session, org=org, actor=TEST_ACTOR, **values)
     session.commit()
-    return client, secret or ""
+    return secret or "", client
 
 
 def _default_identifier(session: Session, org: Organization) -> str:
@@ -83,7 +83,7 @@ def make_api(session: Session, org: Organization | None, *, identifier: str | No
 def make_api_key(session: Session, org: Organization, *, role: str = "introspect",
                  name: str = "test key") -> tuple[str, ApiKey]:
     plaintext, key = api_keys.create_api_key(session, org=org, name=name, role=role,
-                                             actor="test")
+                                             actor=TEST_ACTOR)
     session.commit()
     return plaintext, key
 
@@ -97,7 +97,7 @@ def basic(client_id: str, secret: str) -> dict[str, str]:
 def get_token(http: Any, client: Client, secret: str, **params: Any) -> str:
     """A token from the token endpoint, asserting success."""
     response = http.post("/oauth/token", data={"grant_type": "client_credentials", **params},
-                         headers=basic(client.client_id, secret))
+                         headers=basic(client.public_id, secret))
     assert response.status_code == 200, response.get_json()
     return str(response.get_json()["access_token"])
 
@@ -116,7 +116,7 @@ def mint(session: Session, client: Client, *, now: Any = None, **asked: Any) -> 
     from portal.core.tokens.models import TokenSource
     from portal.core.tokens.services import mint as mint_token
 
-    issued = mint_token(session, org_id=client.org_id, client_public_id=client.client_id,
+    issued = mint_token(session, org_id=client.org_id, client_public_id=client.public_id,
                         wanted=TokenRequest(**asked), source=TokenSource.PORTAL,
                         actor=Actor("test"), now=now)
     session.commit()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response
-from sqlalchemy import select
 
 from api.v1 import auth
 from api.v1.common import CLIENTS, bp, no_content, precondition_failed, problems, respond, session
@@ -43,6 +42,7 @@ from portal.core.tokens import services as tokens
 from portal.core.tokens.exchange import TokenRequest
 from portal.core.tokens.models import IssuedToken, TokenSource
 from portal.core.types import utcnow
+from portal.core.users import services as users
 from portal.core.users.models import User
 
 TAGS = [CLIENTS]
@@ -55,7 +55,7 @@ MINT_FIELDS = {"scope": "scopes", "custom_claims": "claims", "resource": "audien
 
 def client_out(client: Client) -> ClientOut:
     return ClientOut(
-        client_id=client.client_id, name=client.name, description=client.description,
+        client_id=client.public_id, name=client.name, description=client.description,
         kind=client.kind.value, user=client.user.public_id if client.user else None,
         enabled=client.enabled,
         grants=[{"api": g.api.identifier, "scopes": list(g.scopes)}  # type: ignore[misc]
@@ -78,8 +78,8 @@ def _status(secret: ClientSecret) -> Any:
     return "active" if secret.is_active(utcnow()) else "expired"
 
 
-def _client(client_id: str) -> Client:
-    return clients.get_client(session(), org_id=auth.org_id(), client_id=client_id)
+def _client(public_id: str) -> Client:
+    return clients.get_client(session(), org_id=auth.org_id(), public_id=public_id)
 
 
 def _grants(wanted: list[GrantIn], default: str | None) -> tuple[list[tuple[Api, list[str]]],
@@ -102,7 +102,7 @@ def _grants(wanted: list[GrantIn], default: str | None) -> tuple[list[tuple[Api,
 def _user(public_id: str | None) -> User | None:
     if public_id is None:
         return None
-    user = session().scalar(select(User).where(User.public_id == public_id))
+    user = users.find_member(session(), org_id=auth.org_id(), public_id=public_id)
     if user is None:
         raise ValidationFailed("that user is not a member of this organisation", field="user")
     return user
@@ -116,15 +116,14 @@ def create_client(body: ClientCreate) -> Response:
     """Create a client; the response holds its secret, shown this once."""
     actor = auth.current_actor()
     grants, default = _grants(body.grants, body.default_api)
-    client, plaintext = clients.create_client(
+    plaintext, client = clients.create_client(
         session(), org=auth.current_org(), name=body.name, description=body.description,
         kind=body.kind, user=_user(body.user), grants=grants, default_api=default,
         ttl=body.ttl, auth_methods=list(body.auth_methods) if body.auth_methods else None,
-        jwks=body.jwks, custom_claims=body.custom_claims, actor=actor.label,
-        source_ip=actor.source_ip)
+        jwks=body.jwks, custom_claims=body.custom_claims, actor=actor)
     session().commit()
     created = ClientCreated(**client_out(client).model_dump(), client_secret=plaintext)
-    return respond(created, 201, headers={"Location": f"/api/v1/clients/{client.client_id}"})
+    return respond(created, 201, headers={"Location": f"/api/v1/clients/{client.public_id}"})
 
 
 @bp.get("/clients", tags=TAGS, responses={200: ClientPage})
@@ -168,7 +167,7 @@ def update_client(path: ClientPath, body: ClientPatch, header: IfMatch) -> Respo
                        else client.custom_claims),
         auth_methods=(list(body.auth_methods) if body.auth_methods is not None
                       else list(client.auth_methods)),
-        actor=actor.label, source_ip=actor.source_ip)
+        actor=actor)
     session().commit()
     return respond(client_out(client), etag=True)
 
@@ -177,8 +176,7 @@ def update_client(path: ClientPath, body: ClientPatch, header: IfMatch) -> Respo
 def delete_client(path: ClientPath) -> Response:
     """Delete a client with its secrets and tokens."""
     actor = auth.current_actor()
-    clients.delete_client(session(), _client(path.client_id), actor=actor.label,
-                          source_ip=actor.source_ip)
+    clients.delete_client(session(), _client(path.client_id), actor=actor)
     session().commit()
     return no_content()
 
@@ -186,7 +184,7 @@ def delete_client(path: ClientPath) -> Response:
 def _set_enabled(client_id: str, *, enabled: bool) -> Response:
     actor = auth.current_actor()
     client = clients.set_enabled(session(), _client(client_id), enabled=enabled,
-                                 actor=actor.label, source_ip=actor.source_ip)
+                                 actor=actor)
     session().commit()
     return respond(client_out(client))
 
@@ -222,7 +220,7 @@ def add_secret(path: ClientPath, body: SecretCreate) -> Response:
     client = _client(path.client_id)
     actor = auth.current_actor()
     plaintext, secret = clients.add_secret(session(), client, expires_at=body.expires_at,
-                                           actor=actor.label, source_ip=actor.source_ip)
+                                           actor=actor)
     session().commit()
     return respond(SecretCreated(**secret_out(secret).model_dump(), client_secret=plaintext),
                    201)
@@ -234,7 +232,7 @@ def regenerate_secret(path: ClientPath, body: SecretCreate) -> Response:
     client = _client(path.client_id)
     actor = auth.current_actor()
     plaintext, secret = clients.regenerate_secret(session(), client, expires_at=body.expires_at,
-                                                  actor=actor.label, source_ip=actor.source_ip)
+                                                  actor=actor)
     session().commit()
     return respond(SecretCreated(**secret_out(secret).model_dump(), client_secret=plaintext))
 
@@ -246,8 +244,7 @@ def update_secret(path: SecretPath, body: SecretPatch) -> Response:
     client = _client(path.client_id)
     actor = auth.current_actor()
     secret = clients.set_secret_expiry(session(), client, secret_id=path.secret_id,
-                                       expires_at=body.expires_at, actor=actor.label,
-                                       source_ip=actor.source_ip)
+                                       expires_at=body.expires_at, actor=actor)
     session().commit()
     return respond(secret_out(secret))
 
@@ -259,7 +256,7 @@ def revoke_secret(path: SecretPath) -> Response:
     client = _client(path.client_id)
     actor = auth.current_actor()
     secret = clients.revoke_secret(session(), client, secret_id=path.secret_id,
-                                   actor=actor.label, source_ip=actor.source_ip)
+                                   actor=actor)
     session().commit()
     return respond(secret_out(secret))
 
@@ -281,7 +278,7 @@ def mint_token(path: ClientPath, body: MintRequest) -> Response:
                           audiences=tuple(body.audience) if body.audience else None,
                           ttl=body.ttl, extra_claims=body.claims or None)
     try:
-        issued = tokens.mint(session(), org_id=client.org_id, client_public_id=client.client_id,
+        issued = tokens.mint(session(), org_id=client.org_id, client_public_id=client.public_id,
                              wanted=wanted, source=TokenSource.API, actor=auth.current_actor())
     except ValidationFailed as e:  # the token endpoint's parameter names -> this body's
         e.field = MINT_FIELDS.get(e.field or "", e.field)
@@ -307,8 +304,7 @@ def revoke_tokens(path: ClientPath) -> Response:
     """Revoke every active token of the client."""
     client = _client(path.client_id)
     actor = auth.current_actor()
-    count = tokens.revoke_all_for_client(session(), client, by=actor.label,
-                                         source_ip=actor.source_ip)
+    count = tokens.revoke_all_for_client(session(), client, actor=actor)
     session().commit()
     return respond(RevokedCount(revoked=count))
 
@@ -318,6 +314,6 @@ def revoke_token(path: TokenPath) -> Response:
     """Revoke one of the org's tokens by its jti (already revoked: the same 204)."""
     record = tokens.get_record(session(), org_id=auth.org_id(), jti=path.jti)
     actor = auth.current_actor()
-    tokens.revoke_from_portal(session(), record, by=actor.label, source_ip=actor.source_ip)
+    tokens.revoke_from_portal(session(), record, actor=actor)
     session().commit()
     return no_content()

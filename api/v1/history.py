@@ -35,12 +35,12 @@ DEFAULT_SPAN = {"hour": timedelta(hours=24), "day": timedelta(days=30)}
 CSV = "text/csv"
 
 
-def _client_pk(client_id: str | None) -> int | None:
+def _client_pk(public_id: str | None) -> int | None:
     """The row id of the org's client named by public id; unknown: on ``client_id``."""
-    if client_id is None:
+    if public_id is None:
         return None
     try:
-        return clients.get_client(session(), org_id=auth.org_id(), client_id=client_id).id
+        return clients.get_client(session(), org_id=auth.org_id(), public_id=public_id).id
     except NotFound as e:
         raise ValidationFailed("no client of this organisation has that id",
                                field="client_id") from e

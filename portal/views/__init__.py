@@ -12,8 +12,8 @@ Conventions every portal view follows:
 * Viewers read everything and change nothing: every POST from a viewer is
   refused with 403 before the view runs (``_enforce_roles``). Views that only
   an owner may use are decorated with ``@owner_required``.
-* Every change is recorded with ``current_actor()`` (older views: ``actor()``
-  and ``source_ip()``).
+* Every change is recorded with ``current_actor()``: the signed-in user and the
+  request's address, passed to the service as one ``Actor``.
 * A page that shows a one-time secret is the POST response itself, sent with
   ``Cache-Control: no-store`` (``no_store``); the form that leads to it carries
   a one-time nonce (``issue_nonce`` / ``consume_nonce``) so a reload re-posting
@@ -95,11 +95,6 @@ def owner_required(view: F) -> F:
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
-
-
-def actor() -> str:
-    """Who is acting, as written to the audit log."""
-    return f"user:{current_user.user.email}"
 
 
 def source_ip() -> str:

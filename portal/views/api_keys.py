@@ -21,8 +21,15 @@ from portal.core.errors import NotFound, ValidationFailed
 from portal.core.types import utcnow
 from portal.forms import sentence
 from portal.forms.keys import ApiKeyForm
-from portal.views import actor, bp, can_manage, consume_nonce, current_org, issue_nonce, no_store
-from portal.views import source_ip as request_source_ip
+from portal.views import (
+    bp,
+    can_manage,
+    consume_nonce,
+    current_actor,
+    current_org,
+    issue_nonce,
+    no_store,
+)
 from portal.views.confirm import Confirmation, confirm_first
 from portal.views.snippets import Snippet
 
@@ -73,8 +80,7 @@ def api_keys_create() -> ResponseReturnValue:
         try:
             plaintext, key = api_keys.create_api_key(
                 session, org=current_org(), name=form.name.data or "",
-                role=form.role.data or "", actor=actor(),
-                source_ip=request_source_ip())
+                role=form.role.data or "", actor=current_actor())
         except ValidationFailed as e:
             session.rollback()
             field = form.role if e.field == "role" else form.name
@@ -111,7 +117,7 @@ def api_keys_revoke(key_id: int) -> ResponseReturnValue:
     now = utcnow()
     try:
         key = api_keys.revoke_api_key(session, org_id=current_org().id, key_id=key_id,
-                                      actor=actor(), source_ip=request_source_ip(), now=now)
+                                      actor=current_actor(), now=now)
     except NotFound:
         abort(404)  # another org's key looks exactly like a missing one
     session.commit()

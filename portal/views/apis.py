@@ -15,19 +15,14 @@ from flask_login import login_required
 from flask_wtf import FlaskForm
 
 from portal.core import settings
-from portal.core.actor import Actor
 from portal.core.apis import services as apis
 from portal.core.apis.models import Api
 from portal.core.db import get_session
 from portal.core.errors import Conflict, NotFound, NotPermitted, ValidationFailed
 from portal.forms import attach_error, sentence
 from portal.forms.apis import ApiSettingsForm, NewApiForm, ScopeDescriptionForm, ScopeForm
-from portal.views import actor, bp, can_manage, current_org, source_ip
+from portal.views import bp, can_manage, current_actor, current_org
 from portal.views.snippets import validation_snippets
-
-
-def _actor() -> Actor:
-    return Actor(actor(), source_ip())
 
 
 def _api(api_id: str) -> Api:
@@ -77,7 +72,8 @@ def apis_new() -> ResponseReturnValue:
     form = NewApiForm()
     if form.validate_on_submit():
         try:
-            api = apis.create_api(session, org=current_org(), actor=_actor(), **form.settings())
+            api = apis.create_api(session, org=current_org(), actor=current_actor(),
+                                  **form.settings())
         except ValidationFailed as e:
             session.rollback()
             _form_error(form, e)
@@ -134,7 +130,7 @@ def apis_edit(api_id: str) -> ResponseReturnValue:
     if form.validate_on_submit():
         try:
             changed = apis.update_api(session, api, acting_org_id=current_org().id,
-                                      actor=_actor(), **form.settings())
+                                      actor=current_actor(), **form.settings())
         except ValidationFailed as e:
             session.rollback()
             _form_error(form, e)
@@ -160,7 +156,7 @@ def apis_delete(api_id: str) -> ResponseReturnValue:
     if form.validate_on_submit():
         name = api.name
         try:
-            apis.delete_api(session, api, acting_org_id=current_org().id, actor=_actor())
+            apis.delete_api(session, api, acting_org_id=current_org().id, actor=current_actor())
         except Conflict as e:
             session.rollback()
             error = sentence(e.message)
@@ -188,7 +184,7 @@ def apis_add_scope(api_id: str) -> ResponseReturnValue:
             scope = apis.add_scope(session, api, acting_org_id=current_org().id,
                                    name=form.scope.data or "",
                                    description=form.scope_description.data or "",
-                                   actor=_actor())
+                                   actor=current_actor())
         except ValidationFailed as e:
             session.rollback()
             _form_error(form, e)
@@ -217,7 +213,7 @@ def apis_update_scope(api_id: str, scope_id: int) -> ResponseReturnValue:
         changed = apis.update_scope(session, api, acting_org_id=current_org().id,
                                     scope_id=scope.id,
                                     description=form.scope_description.data or "",
-                                    actor=_actor())
+                                    actor=current_actor())
     except ValidationFailed as e:
         session.rollback()
         flash(sentence(e.message), "error")
@@ -246,7 +242,7 @@ def apis_remove_scope(api_id: str, scope_id: int) -> ResponseReturnValue:
         name = scope.name
         try:
             affected = apis.remove_scope(session, api, acting_org_id=current_org().id,
-                                         scope_id=scope.id, actor=_actor())
+                                         scope_id=scope.id, actor=current_actor())
         except NotPermitted:  # pragma: no cover (checked by _changeable)
             abort(403)
         session.commit()

@@ -21,6 +21,7 @@ from flask_login import UserMixin, current_user, login_required, login_user, log
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import TooManyRequests
 
+from portal.core.actor import Actor
 from portal.core.db import get_session
 from portal.core.errors import Conflict, ValidationFailed
 from portal.core.orgs import services as orgs
@@ -204,9 +205,9 @@ def signup() -> ResponseReturnValue:
                 raise Conflict(EMAIL_UNAVAILABLE)
             who = f"user:{email}"
             org = orgs.create_org(db, name=name, slug=orgs.available_slug(db, name),
-                                  actor=who, source_ip=source_ip())
+                                  actor=Actor(who, source_ip()))
             user = users.create_user(db, email=email, password=password, org=org,
-                                     role=Role.OWNER.value, actor=who, source_ip=source_ip())
+                                     role=Role.OWNER.value, actor=Actor(who, source_ip()))
         except ValidationFailed as e:
             db.rollback()
             field = getattr(form, _SIGNUP_FIELDS.get(e.field or "", "org_name"))

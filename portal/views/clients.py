@@ -41,16 +41,15 @@ from portal.forms.clients import (
     parse_expiry,
 )
 from portal.views import (
-    actor,
     bp,
     can_manage,
     consume_nonce,
+    current_actor,
     current_org,
     flash_at,
     issue_nonce,
     no_store,
     redirect_to_section,
-    source_ip,
 )
 from portal.views.confirm import Confirmation, confirm_first
 from portal.views.pagination import paginate
@@ -68,7 +67,7 @@ TOKENS_PER_PAGE = 25
 
 
 def _secret_nonce(client: Client) -> str:
-    return f"client:secret:{client.client_id}"
+    return f"client:secret:{client.public_id}"
 
 
 def _require_manager() -> None:
@@ -77,16 +76,16 @@ def _require_manager() -> None:
         abort(403, "Your role in this organisation is read-only.")
 
 
-def _client(client_id: str) -> Client:
+def _client(public_id: str) -> Client:
     """The signed-in org's client, or 404 (another org's client looks missing)."""
     try:
-        return clients.get_client(get_session(), org_id=current_org().id, client_id=client_id)
+        return clients.get_client(get_session(), org_id=current_org().id, public_id=public_id)
     except NotFound:
         abort(404)
 
 
 def _detail_url(client: Client) -> str:
-    return url_for("portal.client_detail", client_id=client.client_id)
+    return url_for("portal.client_detail", client_id=client.public_id)
 
 
 def _auth_method_choices(client: Client | None) -> list[SelectChoice]:
@@ -139,9 +138,9 @@ def _show_secret(client: Client, plaintext: str, *, secret: ClientSecret | None,
                  created: bool) -> ResponseReturnValue:
     """The one response that ever shows this secret: never cached, never stored."""
     snippets = [
-        *token_snippets(client.client_id, plaintext),
-        export_token_snippet(client.client_id, plaintext),
-        *use_snippets(client.client_id, plaintext, audience=client.default_audience),
+        *token_snippets(client.public_id, plaintext),
+        export_token_snippet(client.public_id, plaintext),
+        *use_snippets(client.public_id, plaintext, audience=client.default_audience),
     ]
     return no_store(render_template(
         "portal/clients/created.html", client=client, plaintext=plaintext, secret=secret,
@@ -161,7 +160,7 @@ def clients_list() -> ResponseReturnValue:
     rows = clients.list_clients_with_stats(session, org_id=org.id)
     # A new org (no client, or no token yet) is shown how to get its first token.
     getting_started = not rows or not usage.has_issued_tokens(session, org_id=org.id)
-    quickstart = quickstart_snippets(rows[0].client.client_id if rows else None)
+    quickstart = quickstart_snippets(rows[0].client.public_id if rows else None)
     return render_template("portal/clients/list.html", org=org, rows=rows,
                            issuer=settings.issuer(), getting_started=getting_started,
                            quickstart=quickstart)
@@ -201,10 +200,10 @@ def clients_new() -> ResponseReturnValue:
         kind = form.kind.data or ""
         member = members.get(form.user.data or "") if kind == ClientKind.USER.value else None
         try:
-            client, plaintext = clients.create_client(
+            plaintext, client = clients.create_client(
                 session, org=org, kind=kind, user=member.user if member else None,
                 grants=picker.grants(), default_api=picker.default_api(),
-                actor=actor(), source_ip=source_ip(), **form.settings())
+                actor=current_actor(), **form.settings())
         except ValidationFailed as e:
             session.rollback()
             _domain_error(form, picker, e)
@@ -234,10 +233,9 @@ def _render_detail(client: Client, *, status: int = 200,
                           per_page=TOKENS_PER_PAGE)
     buckets = usage.series(session, org_id=client.org_id, start=now - timedelta(hours=23),
                            end=now, bucket="hour", client_id=client.id)
-    trail = list(session.scalars(
-        audit.entries_query(org_id=client.org_id, target_type="client",
-                            target_id=client.client_id).limit(AUDIT_TRAIL_LENGTH)))
-    usage_url = url_for("portal.usage", client=client.client_id)
+    trail = audit.list_entries(session, org_id=client.org_id, target_type="client",
+                               target_id=client.public_id, limit=AUDIT_TRAIL_LENGTH)
+    usage_url = url_for("portal.usage", client=client.public_id)
     return render_template(
         "portal/clients/detail.html",
         client=client,
@@ -291,8 +289,8 @@ def clients_edit(client_id: str) -> ResponseReturnValue:
         _rule_errors(form, picker, client=client)
     if valid:
         try:
-            changed = clients.update_client(session, client, actor=actor(),
-                                            source_ip=source_ip(), grants=picker.grants(),
+            changed = clients.update_client(session, client, actor=current_actor(),
+                                            grants=picker.grants(),
                                             default_api=picker.default_api(), **form.settings())
         except ValidationFailed as e:
             session.rollback()
@@ -331,7 +329,7 @@ def clients_add_secret(client_id: str) -> ResponseReturnValue:
     try:
         expires_at = parse_expiry(typed)
         plaintext, secret = clients.add_secret(session, client, expires_at=expires_at,
-                                               actor=actor(), source_ip=source_ip())
+                                               actor=current_actor())
     except SecretLimitReached as e:
         session.rollback()
         flash_at(sentence(e.message), "error", "secrets")
@@ -356,8 +354,7 @@ def clients_secret_expiry(client_id: str, secret_id: int) -> ResponseReturnValue
             raise ValidationFailed("choose the date and time the secret expires",
                                    field="expires_at")
         secret = clients.set_secret_expiry(session, client, secret_id=secret_id,
-                                           expires_at=expires_at, actor=actor(),
-                                           source_ip=source_ip())
+                                           expires_at=expires_at, actor=current_actor())
     except NotFound:
         abort(404)
     except ValidationFailed as e:
@@ -390,8 +387,7 @@ def clients_revoke_secret(client_id: str, secret_id: int) -> ResponseReturnValue
     session = get_session()
     client = _client(client_id)
     try:
-        secret = clients.revoke_secret(session, client, secret_id=secret_id, actor=actor(),
-                                       source_ip=source_ip())
+        secret = clients.revoke_secret(session, client, secret_id=secret_id, actor=current_actor())
     except NotFound:
         abort(404)
     session.commit()
@@ -422,7 +418,7 @@ def clients_revoke_token(client_id: str, jti: str) -> ResponseReturnValue:
     record = tokens.find_record(session, org_id=client.org_id, jti=jti[:64])
     if record is None or record.client_id != client.id:
         abort(404)
-    if tokens.revoke_from_portal(session, record, by=actor(), source_ip=source_ip()):
+    if tokens.revoke_from_portal(session, record, actor=current_actor()):
         flash_at(f"Token {record.jti} revoked; it introspects inactive from now on.", "success",
                  "tokens")
     else:
@@ -447,7 +443,7 @@ def clients_revoke_all(client_id: str) -> ResponseReturnValue:
     """Revoke every active token of this client."""
     session = get_session()
     client = _client(client_id)
-    count = tokens.revoke_all_for_client(session, client, by=actor(), source_ip=source_ip())
+    count = tokens.revoke_all_for_client(session, client, actor=current_actor())
     session.commit()
     flash_at(f"Revoked {count} active token{'' if count == 1 else 's'} of {client.name}.",
              "success", "tokens")
@@ -460,7 +456,7 @@ def clients_revoke_all(client_id: str) -> ResponseReturnValue:
 def _set_enabled(client_id: str, *, enabled: bool) -> ResponseReturnValue:
     session = get_session()
     client = _client(client_id)
-    clients.set_enabled(session, client, enabled=enabled, actor=actor(), source_ip=source_ip())
+    clients.set_enabled(session, client, enabled=enabled, actor=current_actor())
     session.commit()
     if enabled:
         flash_at(f"{client.name} enabled: it can get tokens again.", "success", "settings")
@@ -507,7 +503,7 @@ def clients_delete(client_id: str) -> ResponseReturnValue:
             form.confirm_name.errors = ["That is not the client's name; nothing was deleted."]
         else:
             name = client.name
-            clients.delete_client(session, client, actor=actor(), source_ip=source_ip())
+            clients.delete_client(session, client, actor=current_actor())
             session.commit()
             flash(f"Client {name} deleted; its tokens are no longer valid.", "success")
             return redirect(url_for("portal.clients"))

@@ -9,7 +9,6 @@ from flask.typing import ResponseReturnValue
 from flask_login import login_required
 
 from portal.core import settings
-from portal.core.actor import Actor
 from portal.core.db import get_session
 from portal.core.errors import RotationTooSoon, ValidationFailed
 from portal.core.signing_keys import services as signing_keys
@@ -17,7 +16,7 @@ from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.types import utcnow
 from portal.forms import sentence
 from portal.forms.keys import RotateKeyForm
-from portal.views import actor, bp, can_manage, current_org, source_ip
+from portal.views import bp, can_manage, current_actor, current_org
 from portal.views.confirm import Confirmation, confirm_first
 
 #: Signing first, then the key that signs next, then the retired ones.
@@ -73,7 +72,7 @@ def keys_rotate() -> ResponseReturnValue:
         old = next((k for k in before if k.state is KeyState.ACTIVE), None)
         try:
             new = signing_keys.rotate(session, org_id=org_id, alg=form.alg.data,
-                                      actor=Actor(actor(), source_ip()))
+                                      actor=current_actor())
         except ValidationFailed as e:
             session.rollback()
             form.alg.errors = [*form.alg.errors, sentence(e.message)]

@@ -15,11 +15,10 @@ import jwt
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
-from sqlalchemy import select
 
 from portal.core import settings
-from portal.core.actor import Actor
 from portal.core.clients.models import Client
+from portal.core.clients.services import find_client, list_enabled_clients
 from portal.core.db import get_session
 from portal.core.errors import LatchkeyError, ValidationFailed
 from portal.core.tokens import services as tokens
@@ -29,8 +28,15 @@ from portal.core.types import utcnow
 from portal.forms import attach_error, sentence
 from portal.forms.apis import AudiencePicker
 from portal.forms.tokens import MintForm, RevokeForm
-from portal.views import actor, bp, can_manage, consume_nonce, current_org, issue_nonce, no_store
-from portal.views import source_ip as request_source_ip
+from portal.views import (
+    bp,
+    can_manage,
+    consume_nonce,
+    current_actor,
+    current_org,
+    issue_nonce,
+    no_store,
+)
 from portal.views.snippets import Snippet, use_snippets
 
 MINT_NONCE = "mint"
@@ -38,18 +44,10 @@ ALREADY_MINTED = "That form was already submitted; a minted token is only shown 
 NO_MATCH = "No token of this organisation matches. Nothing was revoked."
 
 
-def _enabled_clients() -> list[Client]:
-    """The org's enabled clients, by name: the ones that can be minted for."""
-    stmt = (select(Client)
-            .where(Client.org_id == current_org().id, Client.enabled.is_(True))
-            .order_by(Client.name, Client.id))
-    return list(get_session().scalars(stmt))
-
-
 def _introspect_snippet(client: Client, token: str) -> Snippet:
     """Introspection with the client's own credentials; the portal never has the secret."""
     url = settings.issuer() + "/oauth/introspect"
-    credentials = shlex.quote(client.client_id + ":") + '"$CLIENT_SECRET"'
+    credentials = shlex.quote(client.public_id + ":") + '"$CLIENT_SECRET"'
     return Snippet("snippet-introspect", "Introspect the token (set CLIENT_SECRET first)",
                    f"curl -s {shlex.quote(url)} \\\n  -u {credentials} \\\n"
                    f"  -d token={shlex.quote(token)}")
@@ -66,14 +64,12 @@ def _render_form(form: MintForm | None, clients: list[Client], client: Client | 
 def mint() -> ResponseReturnValue:
     """Mint a token for one of the org's clients; the response to a valid POST shows it, once."""
     session = get_session()
-    clients = _enabled_clients()
-    by_id = {c.client_id: c for c in clients}
+    clients = list_enabled_clients(session, org_id=current_org().id)
+    by_id = {c.public_id: c for c in clients}
     wanted = (request.form.get("client") if request.method == "POST"
               else request.args.get("client")) or ""
     if wanted and wanted not in by_id:
-        known = session.scalar(select(Client.id).where(
-            Client.org_id == current_org().id, Client.client_id == wanted[:64]))
-        if known is None:
+        if find_client(session, org_id=current_org().id, public_id=wanted) is None:
             abort(404)  # another org's client looks exactly like a missing one
         if request.method == "GET":
             flash("That client is disabled: enable it to mint tokens for it.", "warning")
@@ -87,7 +83,7 @@ def mint() -> ResponseReturnValue:
     form = MintForm()
     picker = AudiencePicker.of(client.grants)
     if request.method == "GET":
-        form.client.data = client.client_id
+        form.client.data = client.public_id
         picker.preselect(client.default_audience)
         form.ttl.data = client.token_ttl
         form.nonce.data = issue_nonce(MINT_NONCE)
@@ -103,13 +99,13 @@ def mint() -> ResponseReturnValue:
             extra_claims=(form.claims() or None) if not form.custom_claims.errors else None)
         try:
             tokens.check_mint(session, org_id=current_org().id,
-                              client_public_id=client.client_id, wanted=asked)
+                              client_public_id=client.public_id, wanted=asked)
         except ValidationFailed as e:
             _mint_errors(form, picker, e)
     else:
         if not consume_nonce(MINT_NONCE, form.nonce.data):
             flash(ALREADY_MINTED, "warning")
-            return redirect(url_for("portal.mint", client=client.client_id))
+            return redirect(url_for("portal.mint", client=client.public_id))
         try:
             # The token service judges the APIs and scopes as the token endpoint does:
             # another org's API is refused (invalid_target), an ungranted scope too.
@@ -117,9 +113,9 @@ def mint() -> ResponseReturnValue:
                                  audiences=tuple(picker.audiences() or ()) or None,
                                  ttl=form.ttl.data, extra_claims=form.claims() or None)
             issued = tokens.mint(session, org_id=current_org().id,
-                                 client_public_id=client.client_id, wanted=asked,
+                                 client_public_id=client.public_id, wanted=asked,
                                  source=TokenSource.PORTAL,
-                                 actor=Actor(actor(), request_source_ip()))
+                                 actor=current_actor())
         except LatchkeyError as e:
             session.rollback()
             if isinstance(e, ValidationFailed):
@@ -141,7 +137,7 @@ def _mint_errors(form: MintForm, picker: AudiencePicker, error: ValidationFailed
 def _render_minted(client: Client, issued: tokens.Issued) -> str:
     token = issued.access_token
     audience = issued.values["audience"][0] if issued.values["audience"] else ""
-    snippets = [use_snippets(client.client_id, "", token=token, audience=audience or None)[0],
+    snippets = [use_snippets(client.public_id, "", token=token, audience=audience or None)[0],
                 _introspect_snippet(client, token)]
     return render_template(
         "portal/tokens/minted.html",
@@ -170,8 +166,7 @@ def revoke() -> ResponseReturnValue:
     if form.validate_on_submit():
         session = get_session()
         result = tokens.revoke_by_reference(
-            session, org_id=current_org().id, value=form.token.data or "", by=actor(),
-            source_ip=request_source_ip())
+            session, org_id=current_org().id, value=form.token.data or "", actor=current_actor())
         record, client = result.record, result.client
         if record is None:
             form.token.errors = [NO_MATCH]

@@ -27,10 +27,10 @@ from portal.views.pagination import paginate
 
 
 def _filters() -> tuple[UsageFilterForm, dict[str, Client]]:
-    clients = {c.client_id: c for c in list_clients(get_session(), org_id=current_org().id)}
+    clients = {c.public_id: c for c in list_clients(get_session(), org_id=current_org().id)}
     form = UsageFilterForm(request.args)
     form.client.choices = [SelectChoice("", "All clients")] + [
-        SelectChoice(c.client_id, c.name) for c in sorted(clients.values(), key=lambda c: c.name)]
+        SelectChoice(c.public_id, c.name) for c in sorted(clients.values(), key=lambda c: c.name)]
     return form, clients
 
 

@@ -59,13 +59,13 @@ def app_config(door: str, extra_config: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def acme(session, org):
-    """``(client, secret)``: scopes ``read write``, audience ``https://api.example.com``."""
+    """``(secret, client)``: scopes ``read write``, audience ``https://api.example.com``."""
     return make_client(session, org)
 
 
 @pytest.fixture
 def token(client, acme):
-    c, secret = acme
+    secret, c = acme
     return get_token(client, c, secret)
 
 
@@ -76,9 +76,9 @@ def wrong_secrets_then_the_right_one_elsewhere(http: Any, other: Any, c: Any, se
     second app's response."""
     grant = {"grant_type": "client_credentials"}
     for _ in range(failures):
-        http.post("/oauth/token", data=grant, headers=basic(c.client_id, "wrong"))
+        http.post("/oauth/token", data=grant, headers=basic(c.public_id, "wrong"))
     return other.test_client().post("/oauth/token", data=grant,
-                                    headers=basic(c.client_id, secret))
+                                    headers=basic(c.public_id, secret))
 
 
 def only_usage_event(session: Any, kind: UsageKind) -> UsageEvent:

@@ -41,14 +41,14 @@ def world(session, tenants, beta_key) -> dict[str, Any]:
     deployment API."""
     acme, beta = tenants.ours.org, tenants.theirs.org
     make_api(session, acme, identifier=ACME_API, scopes=("orders:read", "orders:write"))
-    acme_client, acme_secret = make_client(session, acme, audiences=[ACME_API],
+    acme_secret, acme_client = make_client(session, acme, audiences=[ACME_API],
                                            scopes=["orders:read", "orders:write"])
     platform = make_api(session, None, identifier=PLATFORM, scopes=("platform:use",))
     beta_api = make_api(session, beta, identifier=BETA_API, scopes=("beta:read",))
     grants = [(beta_api, ["beta:read"]), (platform, ["platform:use"])]
     jwk = {**ECAlgorithm.to_jwk(beta_key.public_key(), as_dict=True), "kid": "beta-1"}
-    secret_client, secret = make_client(session, beta, grants=grants)
-    key_client, _ = make_client(session, beta, grants=grants, auth_methods=["private_key_jwt"],
+    secret, secret_client = make_client(session, beta, grants=grants)
+    _, key_client = make_client(session, beta, grants=grants, auth_methods=["private_key_jwt"],
                                 jwks={"keys": [jwk]})
     return {"acme": acme, "beta": beta, "secret_client": secret_client, "secret": secret,
             "key_client": key_client, "acme_client": acme_client, "acme_secret": acme_secret}
@@ -66,23 +66,23 @@ Door = Callable[[Any, dict[str, Any], dict[str, str]], Any]
 
 def basic_door(http, w, params):
     return http.post("/oauth/token", data={"grant_type": "client_credentials", **params},
-                     headers=basic(w["secret_client"].client_id, w["secret"]))
+                     headers=basic(w["secret_client"].public_id, w["secret"]))
 
 
 def post_door(http, w, params):
     return http.post("/oauth/token", data={
-        "grant_type": "client_credentials", "client_id": w["secret_client"].client_id,
+        "grant_type": "client_credentials", "client_id": w["secret_client"].public_id,
         "client_secret": w["secret"], **params})
 
 
 def json_door(http, w, params):
     return http.post("/oauth/token", json={
-        "grant_type": "client_credentials", "client_id": w["secret_client"].client_id,
+        "grant_type": "client_credentials", "client_id": w["secret_client"].public_id,
         "client_secret": w["secret"], **params})
 
 
 def key_door(http, w, params):
-    client_id = w["key_client"].client_id
+    client_id = w["key_client"].public_id
     return http.post("/oauth/token", data={
         "grant_type": "client_credentials",
         "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",

@@ -29,7 +29,16 @@ from portal.core.tokens.models import IssuedToken
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageKind
 from portal.core.users.models import Membership
-from tests.factories import basic, get_token, issue, make_client, make_org, make_user, mint
+from tests.factories import (
+    TEST_ACTOR,
+    basic,
+    get_token,
+    issue,
+    make_client,
+    make_org,
+    make_user,
+    mint,
+)
 
 GRANT = {"grant_type": "client_credentials"}
 
@@ -38,7 +47,7 @@ GRANT = {"grant_type": "client_credentials"}
 class Case:
     """A client set up to be refused, how it asks, and the refusal it must get."""
 
-    arrange: Callable[[Any, Any], tuple[Any, str]]  # (session, org) -> (client, secret)
+    arrange: Callable[[Any, Any], tuple[str, Any]]  # (session, org) -> (secret, client)
     error: str
     status: HTTPStatus = HTTPStatus.BAD_REQUEST
     ask: dict[str, str] | None = None  # extra token request parameters
@@ -50,28 +59,28 @@ def plain(session, org):
 
 
 def unknown_client(session, org):
-    c, _ = make_client(session, org)
-    return type("Ghost", (), {"client_id": "lkc_" + "g" * 22, "id": None})(), "lk_secret_x"
+    _, c = make_client(session, org)
+    return "lk_secret_x", type("Ghost", (), {"public_id": "lkc_" + "g" * 22, "id": None})()
 
 
 def wrong_secret(session, org):
-    c, _ = make_client(session, org)
-    return c, "lk_secret_" + "w" * 43
+    _, c = make_client(session, org)
+    return "lk_secret_" + "w" * 43, c
 
 
 def revoked_secret(session, org):
-    c, secret = make_client(session, org)
-    clients.revoke_secret(session, c, secret_id=c.secrets[0].id, actor="test")
+    secret, c = make_client(session, org)
+    clients.revoke_secret(session, c, secret_id=c.secrets[0].id, actor=TEST_ACTOR)
     session.commit()
-    return c, secret
+    return secret, c
 
 
 def expired_secret(session, org):
-    c, secret = make_client(session, org)
+    secret, c = make_client(session, org)
     stored = session.get(ClientSecret, c.secrets[0].id)
     stored.expires_at = utcnow() - timedelta(seconds=1)
     session.commit()
-    return c, secret
+    return secret, c
 
 
 def post_only(session, org):
@@ -79,19 +88,19 @@ def post_only(session, org):
 
 
 def disabled(session, org):
-    c, secret = make_client(session, org)
-    clients.set_enabled(session, c, enabled=False, actor="test")
+    secret, c = make_client(session, org)
+    clients.set_enabled(session, c, enabled=False, actor=TEST_ACTOR)
     session.commit()
-    return c, secret
+    return secret, c
 
 
 def user_who_left(session, org):
     user = make_user(session, org=org)
-    c, secret = make_client(session, org, kind="user", user=user)
+    secret, c = make_client(session, org, kind="user", user=user)
     for membership in session.scalars(select(Membership).where(Membership.user_id == user.id)):
         session.delete(membership)
     session.commit()
-    return c, secret
+    return secret, c
 
 
 CASES = {
@@ -123,9 +132,9 @@ def issued_count(session) -> int:
 @pytest.mark.parametrize("name", list(CASES))
 def test_every_refusal_is_the_same_through_the_door(client, session, org, name):
     case = CASES[name]
-    c, secret = case.arrange(session, org)
+    secret, c = case.arrange(session, org)
     response = client.post("/oauth/token", data={**GRANT, **(case.ask or {})},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     body = response.get_json()
     assert (response.status_code, body["error"]) == (case.status, case.error), body
     assert response.headers["Cache-Control"] == "no-store"
@@ -140,7 +149,7 @@ def test_every_refusal_that_binds_an_admin_is_the_same_at_the_mint(session, org,
     if door != "wsgi":
         pytest.skip("the mint is not behind the HTTP doors; one run of it per backend")
     case = CASES[name]
-    c, _secret = case.arrange(session, org)
+    _secret, c = case.arrange(session, org)
     ask = case.ask or {}
     wanted = {"scopes": tuple(ask["scope"].split())} if "scope" in ask else {}
     if "audience" in ask or "resource" in ask:
@@ -153,8 +162,8 @@ def test_every_refusal_that_binds_an_admin_is_the_same_at_the_mint(session, org,
 
 
 def test_the_common_request_is_granted_through_the_door(client, acme):
-    c, secret = acme
-    response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
+    secret, c = acme
+    response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json()["scope"] == "read write"
 
@@ -185,7 +194,7 @@ def revoked(session, client, c, secret):
     token = get_token(client, c, secret)
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     record = tokens.get_record(session, org_id=c.org_id, jti=jti)
-    tokens.revoke(session, record, by="test")
+    tokens.revoke(session, record, actor=TEST_ACTOR)
     session.commit()
     return token
 
@@ -195,9 +204,9 @@ def expired(session, client, c, secret):
 
 
 def of_a_disabled_client(session, client, c, secret):
-    owner, owner_secret = make_client(session, session.get(type(c), c.id).org)
+    owner_secret, owner = make_client(session, session.get(type(c), c.id).org)
     token = get_token(client, owner, owner_secret)
-    clients.set_enabled(session, owner, enabled=False, actor="test")
+    clients.set_enabled(session, owner, enabled=False, actor=TEST_ACTOR)
     session.commit()
     return token
 
@@ -215,11 +224,11 @@ TOKENS: dict[str, tuple[Callable[..., str], bool]] = {
 
 @pytest.mark.parametrize("kind", list(TOKENS))
 def test_every_kind_of_token_is_judged_the_same_through_the_door(client, session, acme, kind):
-    c, secret = acme
+    secret, c = acme
     make, active = TOKENS[kind]
     token = make(session, client, c, secret)
     response = client.post("/oauth/introspect", data={"token": token},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     body = response.get_json()
     assert body["active"] is active
@@ -230,21 +239,21 @@ def test_every_kind_of_token_is_judged_the_same_through_the_door(client, session
 def test_a_token_signed_with_another_orgs_key_is_not_revoked(client, session, acme):
     """Keys are bound to their org (review H1): org B's key cannot vouch for org A's token,
     so revoking the forgery changes nothing and the real token stays active."""
-    c, secret = acme
+    secret, c = acme
     real = get_token(client, c, secret)
     other = make_org(session)
     claims = jwt.decode(real, options={"verify_signature": False})
     forged = keyring().active_key(other.id).sign(claims)
     response = client.post("/oauth/revoke", data={"token": forged},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     answer = client.post("/oauth/introspect", data={"token": real},
-                         headers=basic(c.client_id, secret)).get_json()
+                         headers=basic(c.public_id, secret)).get_json()
     assert answer["active"] is True
 
 
 def test_the_mint_and_the_endpoint_sign_the_same_claims(client, session, acme):
-    c, secret = acme
+    secret, c = acme
     minted = mint(session, c)
     endpoint = jwt.decode(get_token(client, c, secret), options={"verify_signature": False})
     volatile = {"jti", "iat", "nbf", "exp"}
@@ -257,7 +266,7 @@ def test_mint_of_another_orgs_client_is_not_found(session, acme, other_org):
     from portal.core.errors import NotFound
     from portal.core.tokens.models import TokenSource
 
-    c, _secret = acme
+    _secret, c = acme
     with pytest.raises(NotFound):
-        tokens.mint(session, org_id=other_org.id, client_public_id=c.client_id,
+        tokens.mint(session, org_id=other_org.id, client_public_id=c.public_id,
                     wanted=TokenRequest(), source=TokenSource.PORTAL, actor=Actor("test"))

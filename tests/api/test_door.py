@@ -66,7 +66,7 @@ def flask_only(database_url):
 
 
 def post_token(client, c, secret, **data):
-    return client.post("/oauth/token", data={**GRANT, **data}, headers=basic(c.client_id, secret))
+    return client.post("/oauth/token", data={**GRANT, **data}, headers=basic(c.public_id, secret))
 
 
 def headers_of(response) -> dict[str, str]:
@@ -74,32 +74,32 @@ def headers_of(response) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("request_of", [
-    pytest.param(lambda c, s: ("/oauth/token", {"data": GRANT, "headers": basic(c.client_id, s)}),
+    pytest.param(lambda c, s: ("/oauth/token", {"data": GRANT, "headers": basic(c.public_id, s)}),
                  id="token-basic"),
-    pytest.param(lambda c, s: ("/oauth/token", {"json": {**GRANT, "client_id": c.client_id,
+    pytest.param(lambda c, s: ("/oauth/token", {"json": {**GRANT, "client_id": c.public_id,
                                                          "client_secret": s}}),
                  id="token-json"),
     pytest.param(lambda c, s: ("/oauth/token", {"data": GRANT,
-                                                "headers": basic(c.client_id, "wrong")}),
+                                                "headers": basic(c.public_id, "wrong")}),
                  id="token-wrong-secret"),
     pytest.param(lambda c, s: ("/oauth/token", {"data": {"grant_type": "password"},
-                                                "headers": basic(c.client_id, s)}),
+                                                "headers": basic(c.public_id, s)}),
                  id="token-unsupported-grant"),
     pytest.param(lambda c, s: ("/oauth/token", {"data": "x", "content_type": "text/plain"}),
                  id="token-malformed"),
     pytest.param(lambda c, s: ("/oauth/token", {"data": {**GRANT, "scope": "read " * 20000},
-                                                "headers": basic(c.client_id, s)}),
+                                                "headers": basic(c.public_id, s)}),
                  id="token-too-large"),
     pytest.param(lambda c, s: ("/oauth/introspect", {"data": {"token": "x"},
-                                                     "headers": basic(c.client_id, s)}),
+                                                     "headers": basic(c.public_id, s)}),
                  id="introspect"),
     pytest.param(lambda c, s: ("/oauth/introspect", {"data": {},
-                                                     "headers": basic(c.client_id, s)}),
+                                                     "headers": basic(c.public_id, s)}),
                  id="introspect-without-token"),
 ])
 def test_the_door_answers_every_request_itself(client, acme, flask_calls, flask_only,
                                                request_of):
-    c, secret = acme
+    secret, c = acme
     path, kwargs = request_of(c, secret)
     through_door = client.post(path, **kwargs)
     through_flask = flask_only.post(path, **kwargs)
@@ -122,9 +122,9 @@ def test_introspection_by_an_api_key_is_answered_by_the_door(client, session, or
 
 
 def test_revocation_is_answered_by_flask(client, acme, token, flask_calls):
-    c, secret = acme
+    secret, c = acme
     response = client.post("/oauth/revoke", data={"token": token},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK and flask_calls == ["/oauth/revoke"]
 
 
@@ -135,7 +135,7 @@ def test_other_methods_are_answered_by_flask(client, flask_calls):
 
 @pytest.mark.parametrize("extra_config", [{"PROTOCOL_DOOR": False}])
 def test_without_the_door_flask_answers(app, client, acme, extra_config):
-    c, secret = acme
+    secret, c = acme
     assert not any(isinstance(layer, ProtocolDoor) for layer in _layers(app))
     assert post_token(client, c, secret).status_code == HTTPStatus.OK
 
@@ -151,13 +151,13 @@ def _layers(app):
 def test_keys_reread_for_every_request_do_not_block_the_write(client, acme, extra_config):
     # The key ring re-reads its keys on every request here; a read that left a
     # transaction open would, on SQLite, hold the write lock the token's write waits for.
-    c, secret = acme
+    secret, c = acme
     for _ in range(3):
         assert post_token(client, c, secret).status_code == HTTPStatus.OK
 
 
 def test_connections_are_reused_and_closed_with_the_engine(app, client, acme):
-    c, secret = acme
+    secret, c = acme
     for _ in range(3):
         post_token(client, c, secret)
     connections = app.extensions[STORE_KEY].connections
@@ -170,9 +170,9 @@ def test_connections_are_reused_and_closed_with_the_engine(app, client, acme):
 def test_behind_a_proxy_the_door_sees_the_forwarded_address_and_scheme(
     client, session, acme, flask_calls, extra_config
 ):
-    c, secret = acme
+    secret, c = acme
     response = client.post("http://api.example.com/oauth/token", data=GRANT, headers={
-        **basic(c.client_id, secret), "X-Forwarded-Proto": "https",
+        **basic(c.public_id, secret), "X-Forwarded-Proto": "https",
         "X-Forwarded-For": "203.0.113.7",
     })
     assert response.status_code == HTTPStatus.OK and flask_calls == []
@@ -182,16 +182,16 @@ def test_behind_a_proxy_the_door_sees_the_forwarded_address_and_scheme(
 
 
 def test_plain_http_off_loopback_is_refused_by_the_door(client, acme, flask_calls):
-    c, secret = acme
+    secret, c = acme
     response = client.post("http://api.example.com/oauth/token", data=GRANT,
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.get_json()["error"] == "insecure_transport" and flask_calls == []
 
 
 def test_sqlite_wal_is_checkpointed_by_a_thread_not_by_requests(app, client, acme, database_url):
     if not database_url.startswith("sqlite"):
         pytest.skip("SQLite only: PostgreSQL has no WAL checkpoint per connection")
-    c, secret = acme
+    secret, c = acme
     post_token(client, c, secret)
     connections = app.extensions[STORE_KEY].connections
     (lent,) = connections._idle
@@ -217,7 +217,7 @@ def test_sqlite_wal_starts_over_though_no_passive_checkpoint_catches_up(app, cli
     monkeypatch.setattr(RawConnections, "CHECKPOINT_WAIT_MS", 5000)
     # Only the checkpoint called below: the app's thread must not run one meanwhile.
     monkeypatch.setattr(RawConnections, "CHECKPOINT_SECONDS", 3600)
-    c, secret = acme
+    secret, c = acme
     for _ in range(5):
         post_token(client, c, secret)
     path = get_engine().url.database

@@ -58,11 +58,11 @@ def test_durable_token_writes_wait_for_the_flush(app, database_url):
 
 @pytest.mark.parametrize("app_config", [{"DURABLE_TOKEN_WRITES": True}])
 def test_a_token_is_recorded_with_durable_writes_too(app, client, acme):
-    c, secret = acme
+    secret, c = acme
     response = client.post("/oauth/token", data={"grant_type": "client_credentials"},
-                           headers=basic(c.client_id, secret))
+                           headers=basic(c.public_id, secret))
     assert response.status_code == 200
     introspected = client.post("/oauth/introspect",
                                data={"token": response.get_json()["access_token"]},
-                               headers=basic(c.client_id, secret))
+                               headers=basic(c.public_id, secret))
     assert introspected.get_json()["active"] is True

@@ -16,7 +16,7 @@ from portal.core.tokens import services as tokens
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageKind
 from tests.api.conftest import NOT_TOKENS, only_usage_event
-from tests.factories import basic, bearer, get_token, issue, make_api_key, make_client
+from tests.factories import TEST_ACTOR, basic, bearer, get_token, issue, make_api_key, make_client
 
 INTROSPECT = "/oauth/introspect"
 INACTIVE = {"active": False}
@@ -28,8 +28,8 @@ def introspect(http, token, headers, **params):
 
 def assert_inactive(http, acme, token):
     """Introspected by ``acme``'s client (Basic): 200 and only ``{"active": false}``."""
-    c, secret = acme
-    response = introspect(http, token, basic(c.client_id, secret))
+    secret, c = acme
+    response = introspect(http, token, basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == INACTIVE
 
@@ -39,16 +39,16 @@ def claims_of(token):
 
 
 def test_active_token_shows_its_claims(client, acme, token, org):
-    c, secret = acme
-    response = introspect(client, token, basic(c.client_id, secret))
+    secret, c = acme
+    response = introspect(client, token, basic(c.public_id, secret))
     claims = claims_of(token)
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == {
         "active": True,
         "token_type": "Bearer",
         "scope": "read write",
-        "client_id": c.client_id,
-        "sub": c.client_id,
+        "client_id": c.public_id,
+        "sub": c.public_id,
         "aud": "https://api.example.com",
         "iss": "http://localhost",
         "exp": claims["exp"],
@@ -61,15 +61,15 @@ def test_active_token_shows_its_claims(client, acme, token, org):
 
 
 def test_another_client_of_the_org_may_introspect_with_basic(client, session, org, token):
-    caller, secret = make_client(session, org)
-    response = introspect(client, token, basic(caller.client_id, secret))
+    secret, caller = make_client(session, org)
+    response = introspect(client, token, basic(caller.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json()["active"] is True
 
 
 def test_another_client_of_the_org_may_introspect_with_post(client, session, org, token):
-    caller, secret = make_client(session, org)
-    response = introspect(client, token, {}, client_id=caller.client_id, client_secret=secret)
+    secret, caller = make_client(session, org)
+    response = introspect(client, token, {}, client_id=caller.public_id, client_secret=secret)
     assert response.status_code == HTTPStatus.OK
     assert response.get_json()["active"] is True
 
@@ -91,9 +91,9 @@ def test_org_api_key_may_introspect_as_bearer(client, session, org, token):
     ("", True),  # RFC 6749 §3.1: a parameter sent without a value is as if omitted
 ])
 def test_scope_parameter_requires_every_scope_asked_for(client, session, org, asked, active):
-    c, secret = make_client(session, org, scopes=["read", "write", "other"])
+    secret, c = make_client(session, org, scopes=["read", "write", "other"])
     token = get_token(client, c, secret, scope="read write")
-    body = introspect(client, token, basic(c.client_id, secret), scope=asked).get_json()
+    body = introspect(client, token, basic(c.public_id, secret), scope=asked).get_json()
     assert body["active"] is active
     if not active:
         assert body == INACTIVE
@@ -101,7 +101,7 @@ def test_scope_parameter_requires_every_scope_asked_for(client, session, org, as
 
 def test_revoked_token_is_inactive(client, session, acme, token, org):
     record = tokens.find_record(session, org_id=org.id, jti=claims_of(token)["jti"])
-    tokens.revoke(session, record, by="test", now=utcnow())
+    tokens.revoke(session, record, actor=TEST_ACTOR, now=utcnow())
     session.commit()
     assert_inactive(client, acme, token)
 
@@ -112,9 +112,9 @@ def test_expired_token_is_inactive(client, session, acme):
 
 
 def test_token_that_has_not_expired_yet_is_active(client, session, acme):
-    c, secret = acme
+    secret, c = acme
     recent = issue(session, c, now=utcnow() - timedelta(minutes=50))
-    assert introspect(client, recent, basic(c.client_id, secret)).get_json()["active"] is True
+    assert introspect(client, recent, basic(c.public_id, secret)).get_json()["active"] is True
 
 
 def test_token_forged_with_another_key_is_inactive(client, acme, token):
@@ -139,8 +139,8 @@ def test_unauthenticated_caller_is_invalid_client(client, token):
 
 
 def test_wrong_caller_secret_is_invalid_client(client, acme, token):
-    c, _secret = acme
-    response = introspect(client, token, basic(c.client_id, "lk_secret_wrong"))
+    _secret, c = acme
+    response = introspect(client, token, basic(c.public_id, "lk_secret_wrong"))
     assert response.status_code == HTTPStatus.UNAUTHORIZED
     assert response.get_json() == {"error": "invalid_client",
                                    "error_description": "Invalid client credentials."}
@@ -148,7 +148,7 @@ def test_wrong_caller_secret_is_invalid_client(client, acme, token):
 
 def test_revoked_api_key_is_invalid_client(client, session, org, token):
     key, row = make_api_key(session, org)
-    api_keys.revoke_api_key(session, org_id=org.id, key_id=row.id, actor="test", now=utcnow())
+    api_keys.revoke_api_key(session, org_id=org.id, key_id=row.id, actor=TEST_ACTOR, now=utcnow())
     session.commit()
     response = introspect(client, token, bearer(key))
     assert response.status_code == HTTPStatus.UNAUTHORIZED
@@ -157,10 +157,10 @@ def test_revoked_api_key_is_invalid_client(client, session, org, token):
 
 
 def test_disabled_client_may_not_introspect(client, session, acme, token):
-    c, secret = acme
-    clients.set_enabled(session, c, enabled=False, actor="test")
+    secret, c = acme
+    clients.set_enabled(session, c, enabled=False, actor=TEST_ACTOR)
     session.commit()
-    response = introspect(client, token, basic(c.client_id, secret))
+    response = introspect(client, token, basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json() == {"error": "unauthorized_client",
                                    "error_description": "This client is disabled."}
@@ -168,15 +168,15 @@ def test_disabled_client_may_not_introspect(client, session, acme, token):
 
 #: What can happen to a client after it got a token.
 CLIENT_CHANGES = {
-    "disabled": lambda session, c: clients.set_enabled(session, c, enabled=False, actor="test"),
-    "deleted": lambda session, c: clients.delete_client(session, c, actor="test", now=utcnow()),
+    "disabled": lambda session, c: clients.set_enabled(session, c, enabled=False, actor=TEST_ACTOR),
+    "deleted": lambda session, c: clients.delete_client(session, c, actor=TEST_ACTOR, now=utcnow()),
 }
 
 
 @pytest.mark.parametrize("change", CLIENT_CHANGES)
 def test_tokens_of_a_disabled_or_deleted_client_are_inactive(client, session, org, acme, token,
                                                              change):
-    c, _secret = acme
+    _secret, c = acme
     key, _row = make_api_key(session, org)
     CLIENT_CHANGES[change](session, c)
     session.commit()
@@ -186,17 +186,17 @@ def test_tokens_of_a_disabled_or_deleted_client_are_inactive(client, session, or
 
 
 def test_introspection_records_usage_event(client, session, acme, token):
-    c, secret = acme
-    introspect(client, token, basic(c.client_id, secret))
+    secret, c = acme
+    introspect(client, token, basic(c.public_id, secret))
     event = only_usage_event(session, UsageKind.TOKEN_INTROSPECTED)
     assert event.org_id == c.org_id and event.client_id == c.id
     assert event.jti == claims_of(token)["jti"] and event.reason == "active"
-    assert event.client_ref == f"client:{c.client_id}" and event.source_ip == "127.0.0.1"
+    assert event.client_ref == f"client:{c.public_id}" and event.source_ip == "127.0.0.1"
 
 
 def test_inactive_introspection_records_usage_event(client, session, org, acme):
-    c, secret = acme
-    introspect(client, "garbage", basic(c.client_id, secret))
+    secret, c = acme
+    introspect(client, "garbage", basic(c.public_id, secret))
     event = session.scalar(
         select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED))
     assert event.org_id == org.id and event.reason == "inactive"
@@ -207,21 +207,21 @@ def test_inactive_introspection_records_usage_event(client, session, org, acme):
 
 
 def test_other_orgs_client_sees_token_inactive(client, session, acme, token, other_org):
-    c, secret = acme
-    stranger, stranger_secret = make_client(session, other_org)
-    response = introspect(client, token, basic(stranger.client_id, stranger_secret))
+    secret, c = acme
+    stranger_secret, stranger = make_client(session, other_org)
+    response = introspect(client, token, basic(stranger.public_id, stranger_secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == INACTIVE
-    assert introspect(client, token, basic(c.client_id, secret)).get_json()["active"] is True
+    assert introspect(client, token, basic(c.public_id, secret)).get_json()["active"] is True
 
 
 def test_other_orgs_api_key_sees_token_inactive(client, session, acme, token, other_org):
-    c, secret = acme
+    secret, c = acme
     key, _row = make_api_key(session, other_org)
     response = introspect(client, token, bearer(key))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == INACTIVE
-    assert introspect(client, token, basic(c.client_id, secret)).get_json()["active"] is True
+    assert introspect(client, token, basic(c.public_id, secret)).get_json()["active"] is True
 
 
 def test_other_orgs_introspection_is_recorded_without_the_token(client, session, token, org,
@@ -236,30 +236,30 @@ def test_other_orgs_introspection_is_recorded_without_the_token(client, session,
 
 def test_introspecting_a_revoked_token_records_the_token_client(client, session, org, acme,
                                                                 token):
-    c, secret = acme
-    caller, caller_secret = make_client(session, org, name="gateway")
+    secret, c = acme
+    caller_secret, caller = make_client(session, org, name="gateway")
     tokens.revoke(session, tokens.get_record(session, org_id=org.id,
-                                             jti=claims_of(token)["jti"]), by="test")
+                                             jti=claims_of(token)["jti"]), actor=TEST_ACTOR)
     session.commit()
 
-    assert introspect(client, token, basic(caller.client_id, caller_secret)).get_json() \
+    assert introspect(client, token, basic(caller.public_id, caller_secret)).get_json() \
         == INACTIVE
     event = session.scalar(
         select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED))
     # The token is authentic (signed by its record's key), so its client is named.
     assert event.reason == "inactive" and event.client_id == c.id
     assert event.jti == claims_of(token)["jti"]
-    assert event.client_ref == f"client:{caller.client_id}"
+    assert event.client_ref == f"client:{caller.public_id}"
 
 
 def test_a_forged_token_naming_a_real_jti_is_not_attributed(client, session, org, acme, token):
-    c, secret = acme
+    secret, c = acme
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     header = jwt.get_unverified_header(token)
     forged = jwt.encode(claims_of(token), key, algorithm="RS256",
                         headers={"kid": header["kid"], "typ": "at+jwt"})
 
-    assert introspect(client, forged, basic(c.client_id, secret)).get_json() == INACTIVE
+    assert introspect(client, forged, basic(c.public_id, secret)).get_json() == INACTIVE
     event = session.scalar(
         select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_INTROSPECTED))
     assert event.reason == "inactive" and event.client_id is None and event.jti is None

@@ -388,7 +388,7 @@ CASES: list[Any] = [
 @pytest.fixture
 def ctx(client, session) -> Ctx:
     org = make_org(session)
-    c, secret = make_client(session, org)
+    secret, c = make_client(session, org)
     token = get_token(client, c, secret)
     api_key, _ = make_api_key(session, org)
     kid = jwt.get_unverified_header(token)["kid"]
@@ -396,7 +396,7 @@ def ctx(client, session) -> Ctx:
     assert found is not None
     pem = found.public_key.public_bytes(serialization.Encoding.PEM,
                                 serialization.PublicFormat.SubjectPublicKeyInfo)
-    return Ctx(client_id=c.client_id, secret=secret, token=token, api_key=api_key, kid=kid,
+    return Ctx(client_id=c.public_id, secret=secret, token=token, api_key=api_key, kid=kid,
                public_pem=pem)
 
 
@@ -416,8 +416,8 @@ def test_malformed_request_gets_clean_json_answer(client, ctx, build: Build, exp
 
 @pytest.mark.parametrize("path", [INTROSPECT, REVOKE])
 def test_missing_token_parameter_is_invalid_request(client, acme, path):
-    c, secret = acme
-    response = client.post(path, data={}, headers=basic(c.client_id, secret))
+    secret, c = acme
+    response = client.post(path, data={}, headers=basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json() == {"error": "invalid_request",
                                    "error_description": "Missing token parameter."}

@@ -36,7 +36,7 @@ def app_config(redis_url):
 
 def test_failures_counted_by_one_process_limit_another(app, client, session, database_url,
                                                        app_config, another_app):
-    c, secret = make_client(session, make_org(session))
+    secret, c = make_client(session, make_org(session))
     # A second app is what a second gunicorn worker or machine would be: it
     # builds its own storage connection, so only Redis can carry the count.
     other = another_app(base_config(database_url, **app_config))
@@ -50,8 +50,8 @@ def test_failures_counted_by_one_process_limit_another(app, client, session, dat
 def test_failure_count_lives_in_redis(app, client, session, redis_url):
     import redis
 
-    c, _secret = make_client(session, make_org(session))
-    client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "wrong"))
+    _secret, c = make_client(session, make_org(session))
+    client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, "wrong"))
 
     keys = redis.Redis.from_url(redis_url).keys("*client-auth-failures*")
     assert len(keys) == 1

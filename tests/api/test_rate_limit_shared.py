@@ -31,7 +31,7 @@ def extra_config():
 
 def test_failures_counted_by_one_process_limit_another(app, client, session, database_url,
                                                        another_app):
-    c, secret = make_client(session, make_org(session))
+    secret, c = make_client(session, make_org(session))
     # A second app is what a second worker or machine would be: only the database
     # can carry the count between them.
     other = another_app(base_config(database_url, **SHARED))

@@ -39,8 +39,8 @@ def jti_of(token):
 
 
 def test_client_revokes_its_own_token(client, acme, token, org_key):
-    c, secret = acme
-    response = revoke(client, token, basic(c.client_id, secret))
+    secret, c = acme
+    response = revoke(client, token, basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == {}
     assert response.headers["Cache-Control"] == "no-store"
@@ -48,41 +48,41 @@ def test_client_revokes_its_own_token(client, acme, token, org_key):
 
 
 def test_client_revokes_with_client_secret_post(client, acme, token, org_key):
-    c, secret = acme
-    response = revoke(client, token, {}, client_id=c.client_id, client_secret=secret)
+    secret, c = acme
+    response = revoke(client, token, {}, client_id=c.public_id, client_secret=secret)
     assert response.status_code == HTTPStatus.OK
     assert is_active(client, token, org_key) is False
 
 
 def test_revoking_leaves_other_tokens_of_the_client_active(client, acme, token, org_key):
-    c, secret = acme
+    secret, c = acme
     other = get_token(client, c, secret)
-    revoke(client, token, basic(c.client_id, secret))
+    revoke(client, token, basic(c.public_id, secret))
     assert is_active(client, other, org_key) is True
 
 
 @pytest.mark.parametrize("garbage", NOT_TOKENS)
 def test_unknown_token_answers_200(client, acme, garbage):
-    c, secret = acme
-    response = revoke(client, garbage, basic(c.client_id, secret))
+    secret, c = acme
+    response = revoke(client, garbage, basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == {}
 
 
 def test_forged_token_with_a_real_jti_revokes_nothing(client, acme, token, org_key):
-    c, secret = acme
+    secret, c = acme
     claims = jwt.decode(token, options={"verify_signature": False})
     foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode(claims, foreign, algorithm="RS256",
                         headers={"typ": "at+jwt", "kid": jwt.get_unverified_header(token)["kid"]})
-    response = revoke(client, forged, basic(c.client_id, secret))
+    response = revoke(client, forged, basic(c.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert is_active(client, token, org_key) is True
 
 
 def test_another_client_of_the_org_is_unauthorized_client(client, session, org, token, org_key):
-    other, secret = make_client(session, org)
-    response = revoke(client, token, basic(other.client_id, secret))
+    secret, other = make_client(session, org)
+    response = revoke(client, token, basic(other.public_id, secret))
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.get_json() == {"error": "unauthorized_client",
                                    "error_description": "The token was not issued to this client."}
@@ -100,11 +100,11 @@ def test_org_api_key_revokes_any_token_of_its_org(client, session, org, token, o
 
 
 def test_revocation_records_usage_event(client, session, acme, token):
-    c, secret = acme
-    revoke(client, token, basic(c.client_id, secret))
+    secret, c = acme
+    revoke(client, token, basic(c.public_id, secret))
     event = only_usage_event(session, UsageKind.TOKEN_REVOKED)
     assert event.jti == jti_of(token) and event.client_id == c.id
-    assert event.org_id == c.org_id and event.client_ref == f"client:{c.client_id}"
+    assert event.org_id == c.org_id and event.client_ref == f"client:{c.public_id}"
 
 
 def test_unauthenticated_caller_is_invalid_client(client, token, org_key):
@@ -116,9 +116,9 @@ def test_unauthenticated_caller_is_invalid_client(client, token, org_key):
 
 
 def test_revoking_twice_is_fine(client, session, acme, token, org_key):
-    c, secret = acme
-    first = revoke(client, token, basic(c.client_id, secret))
-    second = revoke(client, token, basic(c.client_id, secret))
+    secret, c = acme
+    first = revoke(client, token, basic(c.public_id, secret))
+    second = revoke(client, token, basic(c.public_id, secret))
     assert first.status_code == second.status_code == HTTPStatus.OK
     assert second.get_json() == {}
     assert is_active(client, token, org_key) is False
@@ -128,8 +128,8 @@ def test_revoking_twice_is_fine(client, session, acme, token, org_key):
 
 
 def test_other_orgs_client_cannot_revoke(client, session, token, org_key, other_org):
-    stranger, secret = make_client(session, other_org)
-    response = revoke(client, token, basic(stranger.client_id, secret))
+    secret, stranger = make_client(session, other_org)
+    response = revoke(client, token, basic(stranger.public_id, secret))
     assert response.status_code == HTTPStatus.OK
     assert response.get_json() == {}
     assert is_active(client, token, org_key) is True

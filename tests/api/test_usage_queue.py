@@ -36,8 +36,8 @@ def count(session, kind: UsageKind) -> int:
 
 def test_the_token_is_recorded_before_its_answer_and_its_event_with_the_batch(app, client,
                                                                                session, acme):
-    c, secret = acme
-    response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
+    secret, c = acme
+    response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret))
     jti = jwt.decode(response.get_json()["access_token"], options={"verify_signature": False})
     session.commit()
     assert session.scalar(select(IssuedToken).where(IssuedToken.jti == jti["jti"])) is not None
@@ -49,12 +49,12 @@ def test_the_token_is_recorded_before_its_answer_and_its_event_with_the_batch(ap
 
 
 def test_introspections_and_failures_are_written_together(app, client, session, acme, token):
-    c, secret = acme
+    secret, c = acme
     for _ in range(3):
         answer = client.post("/oauth/introspect", data={"token": token},
-                             headers=basic(c.client_id, secret))
+                             headers=basic(c.public_id, secret))
         assert answer.get_json()["active"] is True
-    refused = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "wrong"))
+    refused = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, "wrong"))
     assert refused.status_code == HTTPStatus.UNAUTHORIZED
     assert count(session, UsageKind.TOKEN_INTROSPECTED) == 0
 
@@ -65,8 +65,8 @@ def test_introspections_and_failures_are_written_together(app, client, session, 
 
 
 def test_the_queue_is_written_when_the_engine_is_disposed(app, client, session, acme, token):
-    c, secret = acme
-    client.post("/oauth/introspect", data={"token": token}, headers=basic(c.client_id, secret))
+    secret, c = acme
+    client.post("/oauth/introspect", data={"token": token}, headers=basic(c.public_id, secret))
     get_engine().dispose()
     assert count(session, UsageKind.TOKEN_INTROSPECTED) == 1
 
@@ -76,8 +76,8 @@ def test_the_queue_writes_on_its_own_after_its_delay(app, client, session, acme,
 
     queue = app.extensions[STORE_KEY].events
     monkeypatch.setattr(queue, "delay", 0.05)  # before its thread starts, with the first event
-    c, secret = acme
-    client.post("/oauth/introspect", data={"token": "x"}, headers=basic(c.client_id, secret))
+    secret, c = acme
+    client.post("/oauth/introspect", data={"token": "x"}, headers=basic(c.public_id, secret))
     deadline = time.monotonic() + 10
     while count(session, UsageKind.TOKEN_INTROSPECTED) == 0 and time.monotonic() < deadline:
         time.sleep(0.05)

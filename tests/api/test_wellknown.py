@@ -134,8 +134,8 @@ def test_metadata_lists_the_three_auth_methods(client, path):
 
 def test_advertised_endpoints_answer(client, session):
     doc = client.get(METADATA_PATHS[0]).get_json()
-    c, secret = make_client(session, make_org(session))
-    auth = basic(c.client_id, secret)
+    secret, c = make_client(session, make_org(session))
+    auth = basic(c.public_id, secret)
     issued = client.post(path_of(doc["token_endpoint"]),
                          data={"grant_type": "client_credentials"}, headers=auth)
     assert issued.status_code == HTTPStatus.OK
@@ -144,7 +144,7 @@ def test_advertised_endpoints_answer(client, session):
     key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(token)["kid"]]
     claims = jwt.decode(token, key.key, algorithms=["RS256"], audience="https://api.example.com",
                         issuer=doc["issuer"])
-    assert claims["client_id"] == c.client_id
+    assert claims["client_id"] == c.public_id
     introspected = client.post(path_of(doc["introspection_endpoint"]), data={"token": token},
                                headers=auth)
     assert introspected.get_json()["active"] is True

@@ -12,7 +12,7 @@ from portal.core.api_keys.models import ApiKey, ApiKeyRole
 from portal.core.audit import services as audit
 from portal.core.audit.models import AuditEntry
 from tests.api_v1.conftest import Caller, new_client_body
-from tests.factories import bearer, get_token, make_api_key, make_client
+from tests.factories import TEST_ACTOR, bearer, get_token, make_api_key, make_client
 
 PROBLEM = "application/problem+json"
 
@@ -34,7 +34,7 @@ def test_revoked_key_is_401(client, session, org):
     from portal.core.api_keys import services as api_keys
 
     plaintext, key = make_api_key(session, org, role="admin")
-    api_keys.revoke_api_key(session, org_id=org.id, key_id=key.id, actor="test")
+    api_keys.revoke_api_key(session, org_id=org.id, key_id=key.id, actor=TEST_ACTOR)
     session.commit()
     assert client.get("/api/v1/clients", headers=bearer(plaintext)).status_code == 401
 
@@ -69,7 +69,7 @@ def test_roles_are_cumulative():
 
 @pytest.mark.parametrize("role", ["introspect", "viewer", "admin"])
 def test_every_role_still_introspects(client, session, org, role):
-    oauth_client, secret = make_client(session, org)
+    secret, oauth_client = make_client(session, org)
     token = get_token(client, oauth_client, secret)
     plaintext, _ = make_api_key(session, org, role=role)
     response = client.post("/oauth/introspect", data={"token": token},

@@ -10,7 +10,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from portal.core.users import services as users
 from tests.browser.conftest import JS, sign_in
-from tests.factories import PASSWORD, make_client, make_user
+from tests.factories import PASSWORD, TEST_ACTOR, make_client, make_user
 
 pytestmark = pytest.mark.browser
 
@@ -159,7 +159,7 @@ def test_a_user_in_two_orgs_switches_from_the_top_bar(browser, live_server, acme
     globex = tenants.theirs.org
     make_client(session, globex, name="globex-sync")
     user = make_user(session, org=org, role="admin", email="both@journeys.test")
-    users.add_membership(session, org=globex, user=user, role="viewer", actor="test")
+    users.add_membership(session, org=globex, user=user, role="viewer", actor=TEST_ACTOR)
     session.commit()
     page = new_page(browser, javascript)
 

@@ -79,17 +79,17 @@ def _arrange(session: Any) -> tuple[OrgObjects, dict[str, str], str]:
     emails = {role: make_user(session, org=org, role=role,
                               email=f"{role}.with.a.rather.long.address@phone-org.example").email
               for role in ROLES}
-    client, _ = make_client(session, org, name="a-client-name-without-any-spaces-to-wrap-on",
+    _, client = make_client(session, org, name="a-client-name-without-any-spaces-to-wrap-on",
                             audiences=["https://orders.phone-org.example/with/a/long/path"])
-    reports, reports_secret = make_client(session, org, name="reports")
-    emails["caller"] = f"{reports.client_id}:{reports_secret}"
-    emails["busy_client"] = client.client_id  # its page, with usage, is walked too
+    reports_secret, reports = make_client(session, org, name="reports")
+    emails["caller"] = f"{reports.public_id}:{reports_secret}"
+    emails["busy_client"] = client.public_id  # its page, with usage, is walked too
     token = issue(session, client)
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     for minutes, kind in [(5, UsageKind.TOKEN_FAILED), (50, UsageKind.TOKEN_INTROSPECTED),
                           (70, UsageKind.TOKEN_REVOKED)]:
         usage.record_event(session, kind=kind, org_id=org.id, client_id=client.id,
-                           client_ref=f"client:{client.client_id}", jti=jti,
+                           client_ref=f"client:{client.public_id}", jti=jti,
                            now=utcnow() - timedelta(minutes=minutes))
     session.commit()
     objects = make_org_objects(session, org)

@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from portal.core.clients import services as clients
 from tests.browser.conftest import JS, ORDERS, sign_in, user_of_an_org_with_orders
-from tests.factories import PASSWORD, issue, make_client, make_user
+from tests.factories import PASSWORD, TEST_ACTOR, issue, make_client, make_user
 
 pytestmark = pytest.mark.browser
 
@@ -104,11 +104,11 @@ def test_new_client_shows_every_error_at_once(contexts, live_server, owner, scre
 
 
 def test_mint_shows_every_error_at_once(contexts, live_server, owner, session, screenshot):
-    client, _ = make_client(session, owner.memberships[0].org, name="minter",
+    _, client = make_client(session, owner.memberships[0].org, name="minter",
                             scopes=["orders:read"], audiences=[AUDIENCE])
     page = contexts()
     sign_in(page, live_server, owner.email)
-    page.goto(f"{live_server}/tokens/mint?client={client.client_id}")
+    page.goto(f"{live_server}/tokens/mint?client={client.public_id}")
     expect(page.locator("#audience-help")).not_to_contain_text("no scope ticked")
     page.get_by_label("Lifetime (seconds)").fill("10")
     page.get_by_label("Custom claims (JSON object)").fill('{"iss": "me"}')
@@ -132,11 +132,11 @@ def test_mint_shows_every_error_at_once(contexts, live_server, owner, session, s
 def test_destructive_actions_ask_first(contexts, live_server, owner, session, screenshot,
                                        javascript):
     org = owner.memberships[0].org
-    client, _ = make_client(session, org, name="to-disable")
+    _, client = make_client(session, org, name="to-disable")
     issue(session, client)
     page = contexts(javascript)
     sign_in(page, live_server, owner.email)
-    page.goto(f"{live_server}/clients/{client.client_id}")
+    page.goto(f"{live_server}/clients/{client.public_id}")
 
     if javascript:
         # A dialog asks; cancelling changes nothing, accepting posts at once.
@@ -205,10 +205,10 @@ def test_member_removal_and_key_rotation_ask_first(contexts, live_server, owner,
 @JS
 def test_a_past_expiry_lands_at_secrets_and_keeps_the_date(contexts, live_server, owner,
                                                            session, screenshot, javascript):
-    client, _ = make_client(session, owner.memberships[0].org, name="expiring")
+    _, client = make_client(session, owner.memberships[0].org, name="expiring")
     page = contexts(javascript)
     sign_in(page, live_server, owner.email)
-    page.goto(f"{live_server}/clients/{client.client_id}")
+    page.goto(f"{live_server}/clients/{client.public_id}")
     page.locator("#new-secret-expiry").fill("2001-01-01T10:00")
     page.get_by_role("button", name="Add secret").click()
 
@@ -224,13 +224,13 @@ def test_a_past_expiry_lands_at_secrets_and_keeps_the_date(contexts, live_server
 
 
 def test_small_items_on_the_client_page(contexts, live_server, owner, session, screenshot):
-    client, _ = make_client(session, owner.memberships[0].org, name="full")
+    _, client = make_client(session, owner.memberships[0].org, name="full")
     for _ in range(4):
-        clients.add_secret(session, client, actor="test")
+        clients.add_secret(session, client, actor=TEST_ACTOR)
     session.commit()
     page = contexts()
     sign_in(page, live_server, owner.email)
-    page.goto(f"{live_server}/clients/{client.client_id}")
+    page.goto(f"{live_server}/clients/{client.public_id}")
 
     expect(page.get_by_role("button", name="Add secret")).to_be_disabled()
     expect(page.locator("#secret-limit-reason")).to_contain_text("5 of 5 secrets are active")

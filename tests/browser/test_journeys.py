@@ -102,16 +102,16 @@ def test_create_client_read_secret_once_and_use_it(page, live_server, admin, scr
 
 
 def test_rotate_secrets(page, live_server, admin, session, screenshot):
-    client, old_secret = make_client(session, admin.memberships[0].org, name="rotating")
+    old_secret, client = make_client(session, admin.memberships[0].org, name="rotating")
     sign_in(page, live_server, admin.email)
-    page.goto(f"{live_server}/clients/{client.client_id}")
+    page.goto(f"{live_server}/clients/{client.public_id}")
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Add secret").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("New secret for rotating")
     new_secret = page.locator("#client-secret").input_value()
     assert new_secret != old_secret
-    assert get_token(live_server, client.client_id, new_secret).status_code == 200
-    assert get_token(live_server, client.client_id, old_secret).status_code == 200
+    assert get_token(live_server, client.public_id, new_secret).status_code == 200
+    assert get_token(live_server, client.public_id, old_secret).status_code == 200
 
     page.get_by_role("link", name="Go to rotating").click()
     old_hint = old_secret[-4:]
@@ -122,18 +122,18 @@ def test_rotate_secrets(page, live_server, admin, session, screenshot):
         .to_have_text("revoked")
     screenshot(page, "rotated")
 
-    refused = get_token(live_server, client.client_id, old_secret)
+    refused = get_token(live_server, client.public_id, old_secret)
     assert refused.status_code == 401
     assert refused.json()["error"] == "invalid_client"
-    assert get_token(live_server, client.client_id, new_secret).status_code == 200
+    assert get_token(live_server, client.public_id, new_secret).status_code == 200
 
 
 def test_mint_then_revoke_and_see_it_inactive(page, live_server, admin, session, screenshot):
-    client, secret = make_client(session, admin.memberships[0].org, name="minter",
+    secret, client = make_client(session, admin.memberships[0].org, name="minter",
                                  scopes=["orders:read", "orders:write"], audiences=[AUDIENCE])
     sign_in(page, live_server, admin.email)
     page.goto(live_server + "/tokens/mint")
-    page.locator("#pick-client").select_option(client.client_id)
+    page.locator("#pick-client").select_option(client.public_id)
     page.get_by_role("button", name="Use this client").click()
     expect(page.get_by_label("orders:read")).to_be_checked()  # all allowed scopes by default
     page.get_by_label("orders:write").uncheck()
@@ -152,7 +152,7 @@ def test_mint_then_revoke_and_see_it_inactive(page, live_server, admin, session,
     expect(page.locator("#token-claims")).to_contain_text('"scope": "orders:read"')
     screenshot(page, "minted")
 
-    active = introspect(live_server, client.client_id, secret, token)
+    active = introspect(live_server, client.public_id, secret, token)
     assert active["active"] is True and active["jti"] == jti
 
     page.get_by_role("link", name="revoke it").click()
@@ -162,14 +162,14 @@ def test_mint_then_revoke_and_see_it_inactive(page, live_server, admin, session,
     expect(page.get_by_role("main")).to_contain_text("minter")
     screenshot(page, "revoked")
 
-    assert introspect(live_server, client.client_id, secret, token) == {"active": False}
+    assert introspect(live_server, client.public_id, secret, token) == {"active": False}
 
 
 def test_usage_chart_and_csv_export(page, live_server, admin, session, screenshot):
-    client, secret = make_client(session, admin.memberships[0].org, name="busy")
+    secret, client = make_client(session, admin.memberships[0].org, name="busy")
     for _ in range(3):
-        assert get_token(live_server, client.client_id, secret).status_code == 200
-    assert get_token(live_server, client.client_id, "wrong-secret").status_code == 401
+        assert get_token(live_server, client.public_id, secret).status_code == 200
+    assert get_token(live_server, client.public_id, "wrong-secret").status_code == 401
 
     sign_in(page, live_server, admin.email)
     page.get_by_role("link", name="Usage").click()
@@ -193,9 +193,9 @@ def test_usage_chart_and_csv_export(page, live_server, admin, session, screensho
 def test_viewer_is_refused(page, live_server, session, screenshot):
     org = make_org(session, name="Viewer Org")
     viewer = make_user(session, org=org, role="viewer")
-    client, _secret = make_client(session, org, name="read-only-client")
+    _secret, client = make_client(session, org, name="read-only-client")
     sign_in(page, live_server, viewer.email)
-    page.goto(f"{live_server}/clients/{client.client_id}")
+    page.goto(f"{live_server}/clients/{client.public_id}")
     # A viewer reads everything but sees no buttons that change anything.
     expect(page.get_by_role("heading", level=1)).to_contain_text("read-only-client")
     expect(page.get_by_role("button", name="Add secret")).to_have_count(0)
@@ -211,7 +211,7 @@ def test_viewer_is_refused(page, live_server, session, screenshot):
             t.value = document.querySelector('input[name=csrf_token]').value;
             f.appendChild(t); document.body.appendChild(f); f.submit();
         }""",
-        f"{live_server}/clients/{client.client_id}/disable",
+        f"{live_server}/clients/{client.public_id}/disable",
     )
     expect(page.get_by_role("heading", level=1)) \
         .to_have_text("You don't have permission to do this")

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.browser
 def test_admin_signs_in_and_sees_clients(browser, live_server, session, screenshot, javascript):
     org = make_org(session, name="Browser Org")
     user = make_user(session, org=org, role="owner")
-    c, _secret = make_client(session, org, name="billing-sync")
+    _secret, c = make_client(session, org, name="billing-sync")
     context = browser.new_context(java_script_enabled=javascript)
     page = context.new_page()
 
@@ -25,7 +25,7 @@ def test_admin_signs_in_and_sees_clients(browser, live_server, session, screensh
 
     expect(page.get_by_role("heading", level=1)).to_contain_text("Browser Org")
     expect(page.get_by_role("cell", name="billing-sync")).to_be_visible()
-    expect(page.get_by_role("cell", name=c.client_id)).to_be_visible()
+    expect(page.get_by_role("cell", name=c.public_id)).to_be_visible()
     screenshot(page, "clients")
     context.close()
 

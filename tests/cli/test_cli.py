@@ -80,6 +80,7 @@ def test_create_org_is_audited(session, runner):
     org = session.scalar(select(Organization).where(Organization.slug == "umbrella"))
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "org:created"))
     assert entry.org_id == org.id and entry.actor == "cli" and entry.target_id == "umbrella"
+    assert entry.source_ip == ""  # the CLI acts from no address
 
 
 def test_create_user_joins_org_with_role(session, runner, acme):
@@ -135,7 +136,7 @@ def test_create_client_stores_its_settings(session, runner, acme):
                     "--auth-method", "client_secret_post", "--json")
     assert result.exit_code == 0, result.output
     created = session.scalar(select(Client).where(
-        Client.client_id == json.loads(result.stdout)["client_id"]))
+        Client.public_id == json.loads(result.stdout)["client_id"]))
     assert created.org_id == acme.id and created.kind.value == "service"
     assert created.granted == {
         "https://a.example.com": GrantedApi("https://a.example.com", ("read",)),
@@ -159,6 +160,7 @@ def test_create_client_is_audited(session, runner, acme):
                     "--audience", AUDIENCE, "--json")
     client_id = json.loads(result.stdout)["client_id"]
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "client:created"))
+    assert entry.source_ip == ""  # the CLI acts from no address
     assert entry.org_id == acme.id and entry.actor == "cli" and entry.target_id == client_id
 
 
@@ -246,7 +248,7 @@ def _issue(session, org, c, *, issued_at, ttl=300):
 
 
 def test_prune_deletes_token_records_expired_over_a_day_ago(session, runner, acme):
-    c, _ = make_client(session, acme)
+    _, c = make_client(session, acme)
     now = utcnow()
     old = _issue(session, acme, c, issued_at=now - timedelta(days=3))
     recent = _issue(session, acme, c, issued_at=now - timedelta(hours=12))
@@ -261,15 +263,15 @@ def test_prune_deletes_token_records_expired_over_a_day_ago(session, runner, acm
 
 
 def test_prune_folds_old_usage_events_into_hourly_counts(session, runner, acme):
-    c, _ = make_client(session, acme)
+    _, c = make_client(session, acme)
     old_hour = (utcnow() - timedelta(days=100)).replace(minute=0, second=0, microsecond=0)
     for minute in (1, 20, 59):
         usage.record_event(session, kind=UsageKind.TOKEN_ISSUED, org_id=acme.id, client_id=c.id,
-                           client_ref=c.client_id, now=old_hour + timedelta(minutes=minute))
+                           client_ref=c.public_id, now=old_hour + timedelta(minutes=minute))
     usage.record_event(session, kind=UsageKind.TOKEN_FAILED, org_id=acme.id, client_id=c.id,
-                       client_ref=c.client_id, now=old_hour + timedelta(minutes=5))
+                       client_ref=c.public_id, now=old_hour + timedelta(minutes=5))
     usage.record_event(session, kind=UsageKind.TOKEN_ISSUED, org_id=acme.id, client_id=c.id,
-                       client_ref=c.client_id, now=utcnow() - timedelta(days=1))
+                       client_ref=c.public_id, now=utcnow() - timedelta(days=1))
     session.commit()
     result = invoke(runner, "prune")
     assert result.exit_code == 0, result.output

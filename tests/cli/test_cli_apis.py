@@ -102,31 +102,31 @@ def test_create_api_with_a_taken_identifier_exits_2(session, runner, acme, globe
 
 
 def test_grant_gives_a_client_scopes_of_another_api(session, runner, client, acme):
-    c, secret = make_client(session, acme)
+    secret, c = make_client(session, acme)
     make_api(session, acme, identifier=ORDERS, scopes=("orders:read", "orders:write"))
 
-    result = invoke(runner, "grant", "--client", c.client_id, "--api", ORDERS,
+    result = invoke(runner, "grant", "--client", c.public_id, "--api", ORDERS,
                     "--scopes", "orders:read", "--json")
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {
-        "client_id": c.client_id, "default": "https://api.example.com",
+        "client_id": c.public_id, "default": "https://api.example.com",
         "grants": {"https://api.example.com": ["read", "write"], ORDERS: ["orders:read"]}}
-    body = token(client, c.client_id, secret, audience=ORDERS).get_json()
+    body = token(client, c.public_id, secret, audience=ORDERS).get_json()
     assert body["scope"] == "orders:read"
 
 
 def test_grant_default_moves_the_default_api(session, runner, client, acme):
-    c, secret = make_client(session, acme)
+    secret, c = make_client(session, acme)
     make_api(session, acme, identifier=ORDERS, scopes=("orders:read",))
 
-    result = invoke(runner, "grant", "--client", c.client_id, "--api", ORDERS,
+    result = invoke(runner, "grant", "--client", c.public_id, "--api", ORDERS,
                     "--scopes", "orders:read", "--default")
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == (f"{c.client_id} may get {ORDERS} with scopes orders:read "
+    assert result.stdout == (f"{c.public_id} may get {ORDERS} with scopes orders:read "
                              "(its default API)\n")
-    claims = jwt.decode(token(client, c.client_id, secret).get_json()["access_token"],
+    claims = jwt.decode(token(client, c.public_id, secret).get_json()["access_token"],
                         options={"verify_signature": False})
     assert claims["aud"] == ORDERS
 
@@ -138,15 +138,15 @@ def test_grant_default_moves_the_default_api(session, runner, client, acme):
     ("no-such-api", "no API https://nowhere.test of org acme"),
 ])
 def test_grant_bad_input_exits_2_with_one_line(session, runner, acme, globex, target, needle):
-    c, _ = make_client(session, acme)
+    _, c = make_client(session, acme)
     make_api(session, globex, identifier="https://api.globex.test", scopes=("secret:read",))
     args = {
         "unknown-client": ["--client", "lkc_nobody", "--api", "https://api.example.com"],
-        "another-orgs-api": ["--client", c.client_id, "--api", "https://api.globex.test",
+        "another-orgs-api": ["--client", c.public_id, "--api", "https://api.globex.test",
                              "--scopes", "secret:read"],
-        "unknown-scope": ["--client", c.client_id, "--api", "https://api.example.com",
+        "unknown-scope": ["--client", c.public_id, "--api", "https://api.example.com",
                           "--scopes", "admin"],
-        "no-such-api": ["--client", c.client_id, "--api", "https://nowhere.test"],
+        "no-such-api": ["--client", c.public_id, "--api", "https://nowhere.test"],
     }[target]
 
     result = invoke(runner, "grant", *args)
@@ -160,13 +160,13 @@ def test_grant_bad_input_exits_2_with_one_line(session, runner, acme, globex, ta
 def test_a_deployment_api_granted_to_a_client_carries_its_oid(session, runner, client, acme):
     invoke(runner, "create-api", "--deployment", "--identifier", "https://platform.example.com",
            "--name", "Platform", "--scopes", "platform:use")
-    c, secret = make_client(session, acme)
+    secret, c = make_client(session, acme)
 
-    result = invoke(runner, "grant", "--client", c.client_id, "--api",
+    result = invoke(runner, "grant", "--client", c.public_id, "--api",
                     "https://platform.example.com", "--scopes", "platform:use")
 
     assert result.exit_code == 0, result.output
-    body = token(client, c.client_id, secret, audience="https://platform.example.com").get_json()
+    body = token(client, c.public_id, secret, audience="https://platform.example.com").get_json()
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert claims["aud"] == "https://platform.example.com" and claims["oid"] == acme.public_id
 
@@ -259,7 +259,7 @@ def test_check_reports_a_deployment_api_two_orgs_use(session, runner, acme, glob
 def test_update_api_changes_a_deployment_api_and_its_scopes(session, runner, acme):
     shared = make_api(session, None, identifier="https://platform.example.com",
                       scopes=("platform:use", "platform:old"))
-    c, _ = make_client(session, acme, audiences=[shared.identifier],
+    _, c = make_client(session, acme, audiences=[shared.identifier],
                        scopes=["platform:use", "platform:old"])
 
     result = invoke(runner, "update-api", "--api", shared.identifier, "--name", "Platform",
@@ -296,7 +296,7 @@ def test_update_api_bad_input_exits_2_and_changes_nothing(session, runner, args,
 def test_delete_api_is_refused_while_granted_then_deletes(session, runner, acme):
     shared = make_api(session, None, identifier="https://platform.example.com",
                       scopes=("platform:use",))
-    c, _ = make_client(session, acme, audiences=[shared.identifier], scopes=["platform:use"],
+    _, c = make_client(session, acme, audiences=[shared.identifier], scopes=["platform:use"],
                        name="user-of-platform")
 
     refused = invoke(runner, "delete-api", "--api", shared.identifier)

@@ -61,9 +61,9 @@ def world(session, tenants, live_server) -> dict[str, Any]:
     beta_api = make_api(session, beta, identifier=BETA, name="Beta API", scopes=("beta:read",))
     platform = make_api(session, None, identifier=PLATFORM, name="Platform",
                         scopes=("platform:use",))
-    acme_client, acme_secret = make_client(session, acme, grants=[
+    acme_secret, acme_client = make_client(session, acme, grants=[
         (orders, ["orders:read"]), (reports, ["reports:read"]), (platform, ["platform:use"])])
-    beta_client, beta_secret = make_client(session, beta, grants=[
+    beta_secret, beta_client = make_client(session, beta, grants=[
         (beta_api, ["beta:read"]), (platform, ["platform:use"])])
     return {"acme": acme, "beta": beta, "orders": orders, "platform": platform,
             "clients": {"acme": (acme_client, acme_secret), "beta": (beta_client, beta_secret)},

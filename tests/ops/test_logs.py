@@ -58,10 +58,10 @@ def test_access_log_never_carries_the_query_string(client, capsys):
 
 @pytest.mark.parametrize("app_config", [JSON])
 def test_fast_path_requests_are_logged_with_their_request_id(client, session, capsys):
-    c, secret = make_client(session, make_org(session))
+    secret, c = make_client(session, make_org(session))
     capsys.readouterr()
 
-    response = client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret))
+    response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret))
 
     (line,) = access_lines(capsys.readouterr().err)
     assert response.status_code == HTTPStatus.OK
@@ -125,10 +125,10 @@ def test_a_malformed_request_id_from_a_proxy_is_replaced(client, offered):
 
 
 def test_every_kind_of_response_carries_a_request_id(client, session):
-    c, secret = make_client(session, make_org(session))
+    secret, c = make_client(session, make_org(session))
     responses = [
-        client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret)),  # fast
-        client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, "nope")),  # Flask
+        client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret)),  # fast
+        client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, "nope")),  # Flask
         client.get("/.well-known/jwks.json"),
         client.get("/.well-known/jwks.json"),  # replayed without Flask
         client.get("/no/such/page"),

@@ -19,7 +19,15 @@ from portal.core.db import get_engine, get_session
 from portal.core.signing_keys.models import KeyState, SigningKey
 from portal.core.types import utcnow
 from portal.ops import metrics
-from tests.factories import basic, bearer, get_token, make_api_key, make_client, make_org
+from tests.factories import (
+    TEST_ACTOR,
+    basic,
+    bearer,
+    get_token,
+    make_api_key,
+    make_client,
+    make_org,
+)
 from tests.ops.conftest import scrape, value
 
 GRANT = {"grant_type": "client_credentials"}
@@ -89,7 +97,7 @@ def test_with_a_token_set_the_bearer_may_scrape_from_anywhere(client):
 
 
 def test_fast_path_token_requests_are_timed_under_their_route(client, org):
-    c, secret = make_client(get_session(), org)
+    secret, c = make_client(get_session(), org)
     before = value(scrape(client), LATENCY, route="oauth.token", status="2xx")
 
     get_token(client, c, secret)
@@ -193,7 +201,7 @@ def test_database_errors_are_counted_but_constraint_violations_are_not(client, s
 # -- wired by the protocol code (issue 13) -------------------------------------------------
 
 def test_tokens_issued_at_the_endpoint_are_counted_by_auth_method(client, org):
-    c, secret = make_client(get_session(), org)
+    secret, c = make_client(get_session(), org)
     before = value(scrape(client), "latchkey_tokens_issued_total",
                    auth_method="client_secret_basic")
 
@@ -204,22 +212,22 @@ def test_tokens_issued_at_the_endpoint_are_counted_by_auth_method(client, org):
 
 
 def test_refused_token_requests_are_counted_by_error_and_auth_method(client, org):
-    c, secret = make_client(get_session(), org)
+    secret, c = make_client(get_session(), org)
     labels = {"error": "invalid_client", "auth_method": "client_secret_basic"}
     before = value(scrape(client), "latchkey_token_requests_refused_total", **labels)
 
-    client.post("/oauth/token", data=GRANT, headers=basic(c.client_id, secret + "x"))
+    client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret + "x"))
 
     assert value(scrape(client), "latchkey_token_requests_refused_total", **labels) == before + 1
 
 
 def test_introspections_are_counted_by_result(client, org):
-    c, secret = make_client(get_session(), org)
+    secret, c = make_client(get_session(), org)
     token = get_token(client, c, secret)
     api_key, _ = make_api_key(get_session(), org)
     before = scrape(client)
 
-    client.post("/oauth/introspect", data={"token": token}, headers=basic(c.client_id, secret))
+    client.post("/oauth/introspect", data={"token": token}, headers=basic(c.public_id, secret))
     client.post("/oauth/introspect", data={"token": "junk"}, headers=bearer(api_key))
 
     after = scrape(client)
@@ -229,11 +237,11 @@ def test_introspections_are_counted_by_result(client, org):
 
 
 def test_revocations_are_counted(client, org):
-    c, secret = make_client(get_session(), org)
+    secret, c = make_client(get_session(), org)
     token = get_token(client, c, secret)
     before = value(scrape(client), "latchkey_revocations_total")
 
-    client.post("/oauth/revoke", data={"token": token}, headers=basic(c.client_id, secret))
+    client.post("/oauth/revoke", data={"token": token}, headers=basic(c.public_id, secret))
 
     assert value(scrape(client), "latchkey_revocations_total") == before + 1
 
@@ -280,15 +288,16 @@ def test_orgs_without_an_active_key_are_counted(client, session, org):
 
 def test_secrets_expiring_within_seven_days_are_counted_per_org(client, session):
     soon, later = make_org(session, slug="soon-org"), make_org(session, slug="later-org")
-    c, _ = make_client(session, soon)
+    _, c = make_client(session, soon)
     now = utcnow()
-    clients.add_secret(session, c, expires_at=now + timedelta(days=3), actor="test")
-    clients.add_secret(session, c, expires_at=now + timedelta(days=10), actor="test")
-    _, revoked = clients.add_secret(session, c, expires_at=now + timedelta(days=2), actor="test")
+    clients.add_secret(session, c, expires_at=now + timedelta(days=3), actor=TEST_ACTOR)
+    clients.add_secret(session, c, expires_at=now + timedelta(days=10), actor=TEST_ACTOR)
+    _, revoked = clients.add_secret(session, c, expires_at=now + timedelta(days=2),
+                                    actor=TEST_ACTOR)
     session.flush()
-    clients.revoke_secret(session, c, secret_id=revoked.id, actor="test")
-    other, _ = make_client(session, later)
-    clients.add_secret(session, other, expires_at=now + timedelta(days=8), actor="test")
+    clients.revoke_secret(session, c, secret_id=revoked.id, actor=TEST_ACTOR)
+    _, other = make_client(session, later)
+    clients.add_secret(session, other, expires_at=now + timedelta(days=8), actor=TEST_ACTOR)
     session.commit()
 
     samples = scrape(client)

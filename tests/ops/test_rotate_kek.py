@@ -51,7 +51,7 @@ def ciphertexts(session) -> dict[str, bytes]:
 
 def test_rotate_kek_reencrypts_every_key_so_the_old_kek_can_go(database_url, session):
     org = make_org(session)
-    c, secret = make_client(session, org)
+    secret, c = make_client(session, org)
     make_org(session)
 
     with deployment(database_url, [NEW, OLD]) as both:

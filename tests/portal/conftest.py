@@ -194,7 +194,7 @@ def make_org_objects(session: Any, org: Any) -> OrgObjects:
     from portal.core.users.models import Membership
     from tests.factories import issue, make_api_key, make_client
 
-    client, _secret = make_client(session, org, name="walked client")
+    _secret, client = make_client(session, org, name="walked client")
     api = client.grants[0].api
     token = issue(session, client)
     _plaintext, api_key = make_api_key(session, org)
@@ -207,7 +207,7 @@ def make_org_objects(session: Any, org: Any) -> OrgObjects:
                                       role="viewer", actor=Actor("test"))
     session.commit()
     return OrgObjects(org, {
-        "client_id": client.client_id,
+        "client_id": client.public_id,
         "secret_id": client.secrets[0].id,
         "jti": jwt.decode(token, options={"verify_signature": False})["jti"],
         "key_id": api_key.id,

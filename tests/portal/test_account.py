@@ -14,7 +14,7 @@ from portal.core.audit.models import AuditEntry
 from portal.core.users import services as users
 from portal.core.users.models import Membership, User
 from portal.views import PASSWORD_CHANGE_ENDPOINTS
-from tests.factories import PASSWORD, make_client, make_org, make_user
+from tests.factories import PASSWORD, TEST_ACTOR, make_client, make_org, make_user
 from tests.portal.conftest import OrgObjects, Portal, csrf_token
 
 NEW_PASSWORD = "another long passphrase"
@@ -47,7 +47,7 @@ def signed_in(portal: Portal) -> bool:
 
 def test_account_page_shows_every_membership_with_its_role(app, session, org, other_org):
     user = make_user(session, org=org, role="viewer", email="two.orgs@example.com")
-    users.add_membership(session, org=other_org, user=user, role="owner", actor="test")
+    users.add_membership(session, org=other_org, user=user, role="owner", actor=TEST_ACTOR)
     session.commit()
     make_user(session, org=org, role="owner", email="colleague@example.com")
 
@@ -196,7 +196,7 @@ def test_a_copied_session_cookie_is_refused_after_a_password_change(app, session
 
 @pytest.fixture
 def reset_member(app, session, org):
-    """A member whose password an owner reset: (user, temporary password)."""
+    """A member whose password an owner reset: (temporary password, user)."""
     owner = make_user(session, org=org, role="owner")
     member = make_user(session, org=org, role="admin", email="reset.me@example.com")
     membership = session.scalar(select(Membership).where(Membership.user_id == member.id))
@@ -205,11 +205,11 @@ def reset_member(app, session, org):
                          temporary=users.hash_new_password(temporary), actor_user_id=owner.id,
                          actor=Actor(f"user:{owner.email}"))
     session.commit()
-    return member, temporary
+    return temporary, member
 
 
 def test_signing_in_with_a_temporary_password_leads_to_choosing_a_new_one(app, reset_member):
-    member, temporary = reset_member
+    temporary, member = reset_member
     portal = Portal(app.test_client())
     portal.token = csrf_token(portal.get("/signin").get_data(as_text=True))
 
@@ -225,7 +225,7 @@ def test_signing_in_with_a_temporary_password_leads_to_choosing_a_new_one(app, r
 
 def test_until_the_password_is_changed_nothing_else_works(app, session, org, reset_member,
                                                           org_objects):
-    member, temporary = reset_member
+    temporary, member = reset_member
     portal = browser(app, member.email, temporary)
     problems = []
     for method in ("GET", "POST"):
@@ -244,7 +244,7 @@ def test_until_the_password_is_changed_nothing_else_works(app, session, org, res
 
 
 def test_the_temporary_password_cannot_be_kept(app, reset_member):
-    member, temporary = reset_member
+    temporary, member = reset_member
     portal = browser(app, member.email, temporary)
 
     response = change(portal, current=temporary, new=temporary)
@@ -255,7 +255,7 @@ def test_the_temporary_password_cannot_be_kept(app, reset_member):
 
 
 def test_after_choosing_a_new_password_everything_works(app, session, reset_member):
-    member, temporary = reset_member
+    temporary, member = reset_member
     portal = browser(app, member.email, temporary)
 
     response = change(portal, current=temporary, next="/usage")
@@ -279,7 +279,7 @@ def two_orgs(app, session, tenants):
     (``tenants.theirs``), each org with a client."""
     acme, globex = tenants.ours.org, tenants.theirs.org
     user = make_user(session, org=acme, role="admin", email="both@example.com")
-    users.add_membership(session, org=globex, user=user, role="viewer", actor="test")
+    users.add_membership(session, org=globex, user=user, role="viewer", actor=TEST_ACTOR)
     session.commit()
     make_client(session, acme, name="acme-billing")
     make_client(session, globex, name="globex-billing")
@@ -396,7 +396,7 @@ def test_a_removed_membership_falls_back_to_the_org_left(app, two_orgs, session)
 def test_removed_from_the_chosen_org_with_two_left_asks_again(app, two_orgs, session):
     user, acme, globex = two_orgs
     third = make_org(session, name="Third Org")
-    users.add_membership(session, org=third, user=user, role="admin", actor="test")
+    users.add_membership(session, org=third, user=user, role="admin", actor=TEST_ACTOR)
     session.commit()
     portal = browser(app, user.email)
     switch(portal, globex)

@@ -11,7 +11,7 @@ from portal.core.actor import Actor
 from portal.core.users import services as users
 from portal.core.users.invitations import invite
 from portal.core.users.models import Membership
-from tests.factories import make_org, make_user
+from tests.factories import TEST_ACTOR, make_org, make_user
 from tests.portal.conftest import Portal
 from tests.portal.test_a11y import check
 
@@ -61,7 +61,7 @@ def test_forced_password_page_meets_the_basics(app, session, org):
 def test_choosing_an_org_and_the_switcher_meet_the_basics(app, session, org):
     other = make_org(session, name="Second Org")
     user = make_user(session, org=org, role="admin")
-    users.add_membership(session, org=other, user=user, role="viewer", actor="test")
+    users.add_membership(session, org=other, user=user, role="viewer", actor=TEST_ACTOR)
     session.commit()
     portal = Portal(app.test_client())
     portal.sign_in(user.email)
@@ -77,7 +77,7 @@ def test_choosing_an_org_and_the_switcher_meet_the_basics(app, session, org):
 
 def test_reset_confirmation_pages_meet_the_basics(owner, session, org, other_org):
     member = make_user(session, org=org, role="viewer")
-    users.add_membership(session, org=other_org, user=member, role="viewer", actor="test")
+    users.add_membership(session, org=other_org, user=member, role="viewer", actor=TEST_ACTOR)
     session.commit()
     alone = make_user(session, org=org, role="viewer")
     ids = {u.id: session.scalar(select(Membership.id).where(

@@ -76,7 +76,7 @@ def test_create_shows_the_key_once_and_stores_only_its_hash(session, editor):
 
 
 def test_created_key_introspects_tokens_of_the_org(owner, session, org):
-    client, secret = make_client(session, org)
+    secret, client = make_client(session, org)
     token = get_token(owner.http, client, secret)
 
     plaintext = shown_key(create(owner))
@@ -115,11 +115,12 @@ def test_create_is_audited(owner, session):
 
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "api_key:created"))
     assert entry.actor == f"user:{owner.user.email}" and entry.details["name"] == "terraform-ci"
+    assert entry.source_ip == "127.0.0.1"  # the request's address, with the actor
 
 
 def test_revoked_key_is_refused_at_introspection(session, org, editor):
     portal = editor
-    client, secret = make_client(session, org)
+    secret, client = make_client(session, org)
     token = get_token(portal.http, client, secret)
     plaintext, key = make_api_key(session, org)
     assert introspect_with(portal.http, plaintext, token).status_code == 200

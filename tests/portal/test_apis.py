@@ -148,13 +148,13 @@ def test_viewer_cannot_register(viewer, session):
 
 
 def test_page_shows_scopes_clients_and_how_to_validate(owner, session, org, orders):
-    client, _ = make_client(session, org, name="billing", scopes=["orders:read"],
+    _, client = make_client(session, org, name="billing", scopes=["orders:read"],
                             audiences=["https://orders.acme.test"])
 
     page = html.unescape(owner.get(f"/apis/{orders.public_id}").get_data(as_text=True))
 
     assert "<code>orders:read</code>" in page and "<code>orders:write</code>" in page
-    assert f'href="/clients/{client.client_id}">billing</a>' in page
+    assert f'href="/clients/{client.public_id}">billing</a>' in page
     assert "Validate tokens in your API" in page
     assert 'value="http://localhost/.well-known/jwks.json"' in page
     assert 'AUDIENCE = "https://orders.acme.test"' in page
@@ -202,7 +202,7 @@ def test_edit_changes_the_settings_but_never_the_identifier(owner, session, orde
 
 
 def test_delete_is_refused_while_a_client_is_granted_it(owner, session, org, orders):
-    client, _ = make_client(session, org, name="billing", audiences=["https://orders.acme.test"],
+    _, client = make_client(session, org, name="billing", audiences=["https://orders.acme.test"],
                             scopes=["orders:read"])
 
     page = owner.get(f"/apis/{orders.public_id}/delete").get_data(as_text=True)
@@ -263,7 +263,7 @@ def test_describe_a_scope(owner, session, orders):
 
 
 def test_removing_a_scope_says_who_loses_it_then_takes_it_from_them(owner, session, org, orders):
-    client, secret = make_client(session, org, name="billing", audiences=[orders.identifier],
+    secret, client = make_client(session, org, name="billing", audiences=[orders.identifier],
                                  scopes=["orders:read", "orders:write"])
     write = orders.scopes[1]
 
@@ -276,5 +276,5 @@ def test_removing_a_scope_says_who_loses_it_then_takes_it_from_them(owner, sessi
     assert orders.scope_names == ["orders:read"] and client.grants[0].scopes == ["orders:read"]
     token = owner.http.post("/oauth/token", data={"grant_type": "client_credentials",
                                                   "scope": "orders:write"},
-                            auth=(client.client_id, secret))
+                            auth=(client.public_id, secret))
     assert token.get_json()["error"] == "invalid_scope"

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import delete
 
+from portal.core.actor import Actor
 from portal.core.audit import services as audit
 from portal.core.audit.models import AuditEntry
 from portal.core.types import utcnow
@@ -16,9 +17,9 @@ from portal.core.types import utcnow
 
 def entry(session, org, action="client:created", *, actor="user:ana@acme.test",
           target="lkc_one", ago=timedelta(minutes=5), **details):
-    made = audit.record(session, org_id=org.id, actor=actor, action=action,
+    made = audit.record(session, org_id=org.id, actor=Actor(actor, "203.0.113.7"), action=action,
                         target_type=action.split(":")[0], target_id=target, details=details,
-                        source_ip="203.0.113.7", now=utcnow() - ago)
+                        now=utcnow() - ago)
     session.commit()
     return made
 

@@ -42,7 +42,7 @@ def claims_error(response) -> str:
 
 @pytest.mark.parametrize("text", BAD_CLAIMS.values(), ids=BAD_CLAIMS.keys())
 def test_client_edit_refuses_claims_that_are_not_plain_json(owner, session, org, text):
-    c, _ = make_client(session, org, name="billing-sync", custom_claims={"tier": "gold"})
+    _, c = make_client(session, org, name="billing-sync", custom_claims={"tier": "gold"})
 
     response = owner.form_post(url(c, "/edit"), {**EDIT, **grants(main=["read", "write"]),
                                                   "custom_claims": text})
@@ -55,7 +55,7 @@ def test_client_edit_refuses_claims_that_are_not_plain_json(owner, session, org,
 
 @pytest.mark.parametrize("text", BAD_CLAIMS.values(), ids=BAD_CLAIMS.keys())
 def test_mint_refuses_claims_that_are_not_plain_json(owner, session, org, text):
-    c, _ = make_client(session, org, name="billing-sync")
+    _, c = make_client(session, org, name="billing-sync")
 
     response = mint(owner, c, custom_claims=text)
 
@@ -66,7 +66,7 @@ def test_mint_refuses_claims_that_are_not_plain_json(owner, session, org, text):
 
 
 def test_client_edit_keeps_plain_json_claims_with_nesting_and_numbers(owner, session, org):
-    c, _ = make_client(session, org, name="billing-sync")
+    _, c = make_client(session, org, name="billing-sync")
     claims = '{"plan": {"tier": "gold", "limits": [1, 2.5, 1e300]}}'
 
     response = owner.form_post(url(c, "/edit"), {**EDIT, **grants(main=["read", "write"]),

@@ -33,7 +33,7 @@ EDIT = {
 
 
 @pytest.fixture
-def acme_client(session, org) -> tuple[Client, str]:
+def acme_client(session, org) -> tuple[str, Client]:
     """A client of org Acme with its first secret, granted ``read write`` of
     ``https://api.example.com``; the org also has ``https://admin.example.com``."""
     made = make_client(session, org, name="billing-sync")
@@ -59,18 +59,18 @@ EDIT_GRANTS = {"main": ["read", "write"], "admin": ["admin"]}
 
 
 def url(c: Client, suffix: str = "") -> str:
-    return f"/clients/{c.client_id}{suffix}"
+    return f"/clients/{c.public_id}{suffix}"
 
 
 def token_status(http: Any, c: Client, secret: str) -> tuple[int, dict[str, Any]]:
     response = http.post("/oauth/token", data={"grant_type": "client_credentials"},
-                         headers=basic(c.client_id, secret))
+                         headers=basic(c.public_id, secret))
     return response.status_code, response.get_json()
 
 
 def introspect(http: Any, c: Client, secret: str, token: str) -> dict[str, Any]:
     response = http.post("/oauth/introspect", data={"token": token},
-                         headers=basic(c.client_id, secret))
+                         headers=basic(c.public_id, secret))
     return dict(response.get_json())
 
 
@@ -91,7 +91,7 @@ def flashes(response: Any) -> str:
 
 
 def test_detail_shows_settings_secrets_tokens_usage_and_audit(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     token = get_token(owner.http, c, secret)
     jti = introspect(owner.http, c, secret, token)["jti"]
     record_event(session, kind=UsageKind.TOKEN_FAILED, org_id=c.org_id, client_id=c.id)
@@ -113,7 +113,7 @@ def test_detail_shows_settings_secrets_tokens_usage_and_audit(owner, session, ac
 
 
 def test_viewer_sees_the_page_without_change_buttons(viewer, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     get_token(viewer.http, c, secret)
 
     response = viewer.get(url(c))
@@ -132,18 +132,18 @@ def test_unknown_client_is_404(owner):
 
 
 def test_usage_link_only_when_the_usage_page_exists(app, owner, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
     page = owner.get(url(c)).get_data(as_text=True)
 
     has_usage = "portal.usage" in app.view_functions
-    assert (f"/usage?client={c.client_id}" in page) is has_usage
+    assert (f"/usage?client={c.public_id}" in page) is has_usage
 
 
 # -- editing --------------------------------------------------------------------------
 
 
 def test_edit_form_is_filled_with_the_current_settings(owner, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     page = owner.get(url(c, "/edit")).get_data(as_text=True)
 
@@ -157,7 +157,7 @@ def test_edit_form_is_filled_with_the_current_settings(owner, acme_client):
 
 
 def test_edit_saves_and_audits_the_changed_fields(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     response = owner.form_post(url(c, "/edit"), {**EDIT, **grants(**EDIT_GRANTS)})
 
@@ -172,11 +172,12 @@ def test_edit_saves_and_audits_the_changed_fields(owner, session, acme_client):
     assert set(entry.details["changed"]) == {
         "name", "description", "grants", "token_ttl", "custom_claims", "auth_methods"}
     assert entry.details["grants"] == {API_IDENTIFIER: ["read", "write"], ADMIN_API: ["admin"]}
-    assert entry.target_id == c.client_id and entry.actor == f"user:{owner.user.email}"
+    assert entry.target_id == c.public_id and entry.actor == f"user:{owner.user.email}"
+    assert entry.source_ip == "127.0.0.1"  # the request's address, with the actor
 
 
 def test_edited_settings_apply_to_new_tokens(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     owner.form_post(url(c, "/edit"), {**EDIT, **grants(admin=["admin"], main=["read"])})
 
     status, body = token_status(owner.http, c, secret)
@@ -187,7 +188,7 @@ def test_edited_settings_apply_to_new_tokens(owner, session, acme_client):
 
 
 def test_edit_with_nothing_changed_writes_no_audit_entry(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     unchanged = {"name": "billing-sync", "ttl": "3600", **grants(main=["read", "write"]),
                  "auth_methods": ["client_secret_basic", "client_secret_post"]}
@@ -208,7 +209,7 @@ def test_edit_with_nothing_changed_writes_no_audit_entry(owner, session, acme_cl
     ({"api": [], "default_api": ""}, "grants", "choose at least one API"),
 ])
 def test_edit_validates_like_create(owner, session, acme_client, changes, field, message):
-    c, _ = acme_client
+    _, c = acme_client
     if field == "grants":  # nothing ticked at all
         changes = {**changes, **{k: [] for k in grants(**EDIT_GRANTS) if k.startswith("scopes-")}}
 
@@ -228,7 +229,7 @@ def test_edit_validates_like_create(owner, session, acme_client, changes, field,
 
 def test_add_secret_shows_it_once_and_it_works(session, acme_client, editor):
     portal = editor
-    c, old_secret = acme_client
+    old_secret, c = acme_client
 
     response = add_secret(portal, c)
 
@@ -236,14 +237,14 @@ def test_add_secret_shows_it_once_and_it_works(session, acme_client, editor):
     assert response.headers["Cache-Control"] == "no-store"
     page = response.get_data(as_text=True)
     new_secret = input_value(page, "client-secret")
-    assert input_value(page, "client-id") == c.client_id
+    assert input_value(page, "client-id") == c.public_id
     assert new_secret != old_secret and "will not be shown again" in page
     assert token_status(portal.http, c, new_secret)[0] == 200
     assert token_status(portal.http, c, old_secret)[0] == 200  # rotation without downtime
 
 
 def test_add_secret_with_an_expiry(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     response = add_secret(owner, c, expires_at=FUTURE)
 
@@ -260,7 +261,7 @@ def test_add_secret_with_an_expiry(owner, session, acme_client):
 ])
 def test_add_secret_with_a_bad_expiry_is_a_form_error(owner, session, acme_client, expires_at,
                                                       message):
-    c, _ = acme_client
+    _, c = acme_client
 
     response = add_secret(owner, c, expires_at=expires_at)
 
@@ -271,7 +272,7 @@ def test_add_secret_with_a_bad_expiry_is_a_form_error(owner, session, acme_clien
 
 
 def test_resubmitted_add_secret_form_shows_nothing(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
     page = owner.get(url(c)).get_data(as_text=True)
     fields = hidden_inputs(page, url(c, "/secrets"))
     first = owner.http.post(url(c, "/secrets"), data=fields)
@@ -286,7 +287,7 @@ def test_resubmitted_add_secret_form_shows_nothing(owner, session, acme_client):
 
 
 def test_sixth_active_secret_is_refused(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
     for _ in range(4):
         assert add_secret(owner, c).status_code == 200
 
@@ -300,7 +301,7 @@ def test_sixth_active_secret_is_refused(owner, session, acme_client):
 
 
 def test_revoked_secret_no_longer_authenticates(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     secret_id = c.secrets[0].id
 
     response = owner.post(url(c, f"/secrets/{secret_id}/revoke"), follow_redirects=True)
@@ -312,7 +313,7 @@ def test_revoked_secret_no_longer_authenticates(owner, session, acme_client):
 
 
 def test_set_expiry_of_a_secret(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
     secret_id = c.secrets[0].id
 
     response = owner.post(url(c, f"/secrets/{secret_id}/expiry"), {"expires_at": FUTURE})
@@ -331,7 +332,7 @@ def test_set_expiry_of_a_secret(owner, session, acme_client):
 ])
 def test_set_expiry_in_the_past_is_a_form_error(owner, session, acme_client, expires_at,
                                                 message):
-    c, _ = acme_client
+    _, c = acme_client
     secret_id = c.secrets[0].id
 
     response = owner.post(url(c, f"/secrets/{secret_id}/expiry"), {"expires_at": expires_at})
@@ -344,7 +345,7 @@ def test_set_expiry_in_the_past_is_a_form_error(owner, session, acme_client, exp
 
 
 def test_expiry_of_a_revoked_secret_cannot_be_set(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     secret_id = c.secrets[0].id
     owner.post(url(c, f"/secrets/{secret_id}/revoke"))
 
@@ -354,8 +355,8 @@ def test_expiry_of_a_revoked_secret_cannot_be_set(owner, session, acme_client):
 
 
 def test_secret_of_another_client_is_404(owner, session, org, acme_client):
-    c, _ = acme_client
-    other, _ = make_client(session, org)
+    _, c = acme_client
+    _, other = make_client(session, org)
     their_secret = other.secrets[0].id
 
     assert owner.post(url(c, f"/secrets/{their_secret}/revoke")).status_code == 404
@@ -367,7 +368,7 @@ def test_secret_of_another_client_is_404(owner, session, org, acme_client):
 
 
 def test_revoked_token_introspects_inactive(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     token = get_token(owner.http, c, secret)
     jti = introspect(owner.http, c, secret, token)["jti"]
 
@@ -384,8 +385,8 @@ def test_revoked_token_introspects_inactive(owner, session, acme_client):
 
 
 def test_token_of_another_client_is_404(owner, session, org, acme_client):
-    c, secret = acme_client
-    other, other_secret = make_client(session, org)
+    secret, c = acme_client
+    other_secret, other = make_client(session, org)
     token = get_token(owner.http, other, other_secret)
     jti = introspect(owner.http, other, other_secret, token)["jti"]
 
@@ -396,7 +397,7 @@ def test_token_of_another_client_is_404(owner, session, org, acme_client):
 
 
 def test_revoke_all_tokens(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     tokens = [get_token(owner.http, c, secret) for _ in range(3)]
     issue(session, c, now=utcnow() - timedelta(hours=2))  # already expired: not counted
 
@@ -408,7 +409,7 @@ def test_revoke_all_tokens(owner, session, acme_client):
 
 
 def test_active_tokens_are_paginated(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
     for _ in range(27):
         issue(session, c)
 
@@ -425,7 +426,7 @@ def test_active_tokens_are_paginated(owner, session, acme_client):
 
 
 def test_disabled_client_gets_no_tokens_and_can_be_enabled(owner, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
 
     response = owner.post(url(c, "/disable"), follow_redirects=True)
 
@@ -439,12 +440,12 @@ def test_disabled_client_gets_no_tokens_and_can_be_enabled(owner, session, acme_
     assert "billing-sync enabled" in flashes(response)
     assert token_status(owner.http, c, secret)[0] == 200
     actions = session.scalars(select(AuditEntry.action).where(
-        AuditEntry.target_id == c.client_id)).all()
+        AuditEntry.target_id == c.public_id)).all()
     assert {"client:disabled", "client:enabled"} <= set(actions)
 
 
 def test_delete_asks_for_the_name_first(owner, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     page = owner.get(url(c, "/delete")).get_data(as_text=True)
 
@@ -452,7 +453,7 @@ def test_delete_asks_for_the_name_first(owner, acme_client):
 
 
 def test_delete_with_the_wrong_name_deletes_nothing(owner, session, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     response = owner.form_post(url(c, "/delete"), {"confirm_name": "billing"})
 
@@ -462,9 +463,9 @@ def test_delete_with_the_wrong_name_deletes_nothing(owner, session, acme_client)
 
 
 def test_delete_removes_the_client_and_its_tokens(owner, session, org, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     token = get_token(owner.http, c, secret)
-    witness, witness_secret = make_client(session, org)  # introspects the deleted client's token
+    witness_secret, witness = make_client(session, org)  # introspects the deleted client's token
 
     response = owner.form_post(url(c, "/delete"), {"confirm_name": "billing-sync"},
                                follow_redirects=True)
@@ -490,7 +491,7 @@ def post_routes(c: Client) -> list[str]:
 
 
 def test_viewer_gets_403_on_every_post(viewer, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
 
     for route in post_routes(c):
         response = viewer.post(route, {"name": "x", "expires_at": FUTURE,
@@ -503,14 +504,14 @@ def test_viewer_gets_403_on_every_post(viewer, session, acme_client):
 
 
 def test_viewer_gets_403_on_the_form_pages(viewer, acme_client):
-    c, _ = acme_client
+    _, c = acme_client
 
     for route in ("/clients/new", url(c, "/edit"), url(c, "/delete")):
         assert viewer.get(route).status_code == 403, route
 
 
 def test_outsider_gets_404_on_every_client_url(outsider, session, acme_client):
-    c, secret = acme_client
+    secret, c = acme_client
     token = get_token(outsider.http, c, secret)
     jti = introspect(outsider.http, c, secret, token)["jti"]
     secret_id = c.secrets[0].id

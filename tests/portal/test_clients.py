@@ -119,19 +119,19 @@ def test_home_redirects_to_the_clients_list(owner):
 
 
 def test_list_shows_the_orgs_clients(owner, session, org):
-    c, _ = make_client(session, org, name="billing-sync", scopes=["orders:read"])
+    _, c = make_client(session, org, name="billing-sync", scopes=["orders:read"])
 
     page = owner.get("/clients").get_data(as_text=True)
 
-    assert f'href="/clients/{c.client_id}">billing-sync</a>' in page
-    assert c.client_id in page and "orders:read" in page
+    assert f'href="/clients/{c.public_id}">billing-sync</a>' in page
+    assert c.public_id in page and "orders:read" in page
     assert "badge-enabled" in page and "never" in page
     assert "New client" in page
 
 
 def test_list_counts_tokens_issued_in_the_last_24_hours(owner, session, org):
-    busy, _ = make_client(session, org, name="busy")
-    idle, _ = make_client(session, org, name="idle")
+    _, busy = make_client(session, org, name="busy")
+    _, idle = make_client(session, org, name="idle")
     for _ in range(3):
         issue(session, busy)
     issue(session, busy, now=utcnow() - timedelta(hours=25))
@@ -139,15 +139,15 @@ def test_list_counts_tokens_issued_in_the_last_24_hours(owner, session, org):
     page = owner.get("/clients").get_data(as_text=True)
 
     counts = re.findall(r'href="/clients/(lkc_[^"]+)">.*?data-tokens-24h="(\d+)"', page, re.S)
-    assert dict(counts) == {busy.client_id: "3", idle.client_id: "0"}
+    assert dict(counts) == {busy.public_id: "3", idle.public_id: "0"}
 
 
 def test_list_does_not_show_another_orgs_clients(owner, session, other_org):
-    theirs, _ = make_client(session, other_org, name="globex-secret-thing")
+    _, theirs = make_client(session, other_org, name="globex-secret-thing")
 
     page = owner.get("/clients").get_data(as_text=True)
 
-    assert theirs.client_id not in page and "globex-secret-thing" not in page
+    assert theirs.public_id not in page and "globex-secret-thing" not in page
 
 
 def test_empty_list_offers_to_create_a_client(owner):
@@ -217,7 +217,7 @@ def test_create_shows_the_secret_once_with_no_store(session, editor):
     client_id, secret = created_credentials(response)
     assert secret.startswith("lk_secret_") and len(secret) > 40
     assert "will not be shown again" in response.get_data(as_text=True)
-    created = session.scalar(select(Client).where(Client.client_id == client_id))
+    created = session.scalar(select(Client).where(Client.public_id == client_id))
     assert created.name == "billing-sync" and created.token_ttl == 900
     assert created.granted == {
         ORDERS_API: GrantedApi(ORDERS_API, ("orders:read", "orders:write")),
@@ -307,6 +307,7 @@ def test_create_is_audited(owner, session):
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "client:created"))
     assert entry.target_id == client_id
     assert entry.actor == f"user:{owner.user.email}"
+    assert entry.source_ip == "127.0.0.1"  # the request's address, with the actor
 
 
 @pytest.mark.parametrize(("changes", "field", "message"), [
@@ -432,7 +433,7 @@ def test_ticking_a_scope_grants_its_api(owner, session):
         f"scopes-{orders}": ["orders:read"], f"scopes-{api_key(BILLING_API)}": []})
 
     client_id, _secret = created_credentials(response)
-    created = session.scalar(select(Client).where(Client.client_id == client_id))
+    created = session.scalar(select(Client).where(Client.public_id == client_id))
     assert created.granted == {ORDERS_API: GrantedApi(ORDERS_API, ("orders:read",))}
     assert created.default_audience == ORDERS_API
 
@@ -495,14 +496,14 @@ def test_a_new_org_gets_three_steps_ending_in_a_curl_for_this_server(owner):
 
 
 def test_the_steps_name_the_first_client_until_the_org_has_a_token(owner, session, org):
-    c, _secret = make_client(session, org, name="billing-sync")
+    _secret, c = make_client(session, org, name="billing-sync")
 
     before = html.unescape(owner.get("/clients").get_data(as_text=True))
     issue(session, c)
     after = owner.get("/clients").get_data(as_text=True)
 
     assert "Get your first token in three steps" in before
-    assert f"export CLIENT_ID={c.client_id}" in before
+    assert f"export CLIENT_ID={c.public_id}" in before
     assert "Get your first token" not in after
 
 

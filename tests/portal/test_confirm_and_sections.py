@@ -15,7 +15,7 @@ from portal.core.clients import services as clients
 from portal.core.tokens.models import IssuedToken
 from portal.core.types import utcnow
 from portal.core.users.models import Membership
-from tests.factories import issue, make_api_key, make_client, make_user
+from tests.factories import TEST_ACTOR, issue, make_api_key, make_client, make_user
 from tests.portal.conftest import hidden_fields
 
 
@@ -29,7 +29,7 @@ def confirmation_form(page: str, action: str) -> str:
 
 def destructive_actions(session, org):
     """(confirmation URL, what the page must say, cancel link, is it still undone?) of each."""
-    c, _ = make_client(session, org, name="billing-sync")
+    _, c = make_client(session, org, name="billing-sync")
     secret = c.secrets[0]
     access_token = issue(session, c)
     token = session.scalar(select(IssuedToken).where(IssuedToken.client_id == c.id))
@@ -37,7 +37,7 @@ def destructive_actions(session, org):
     _plain, key = make_api_key(session, org)
     member = make_user(session, org=org, role="viewer", email="leaving@example.com")
     membership = session.scalar(select(Membership).where(Membership.user_id == member.id))
-    detail = f"/clients/{c.client_id}"
+    detail = f"/clients/{c.public_id}"
     return [
         (f"{detail}/disable", "Disable billing-sync?", detail,
          lambda: (session.refresh(c), c.enabled)[1]),
@@ -79,37 +79,37 @@ def test_rotate_confirmation_carries_the_chosen_algorithm_and_nothing_else(owner
 
 
 def test_buttons_lead_to_the_confirmation_page_without_scripts(owner, session, org):
-    c, _ = make_client(session, org, name="billing-sync")
+    _, c = make_client(session, org, name="billing-sync")
     issue(session, c)
 
-    page = owner.get(f"/clients/{c.client_id}").get_data(as_text=True)
+    page = owner.get(f"/clients/{c.public_id}").get_data(as_text=True)
 
-    for action in (f"/clients/{c.client_id}/disable", f"/clients/{c.client_id}/tokens/revoke-all",
-                   f"/clients/{c.client_id}/secrets/{c.secrets[0].id}/revoke"):
+    for action in (f"/clients/{c.public_id}/disable", f"/clients/{c.public_id}/tokens/revoke-all",
+                   f"/clients/{c.public_id}/secrets/{c.secrets[0].id}/revoke"):
         form = re.search(rf'<form method="get" action="{re.escape(action)}"[^>]*>', page)
         assert form, action
         assert "data-confirm-post=" in form.group(0)  # scripts ask in a dialog instead
 
 
 def test_confirmation_pages_are_for_those_who_may_act(viewer, admin, session, org):
-    c, _ = make_client(session, org)
+    _, c = make_client(session, org)
     member = make_user(session, org=org, role="viewer")
     membership = session.scalar(select(Membership).where(Membership.user_id == member.id))
 
-    assert viewer.get(f"/clients/{c.client_id}/disable").status_code == 403
+    assert viewer.get(f"/clients/{c.public_id}/disable").status_code == 403
     assert admin.get(f"/members/{membership.id}/remove").status_code == 403
-    assert admin.get(f"/clients/{c.client_id}/disable").status_code == 200
+    assert admin.get(f"/clients/{c.public_id}/disable").status_code == 200
 
 
 def test_confirming_acts_and_lands_at_the_section_with_the_message(owner, session, org):
-    c, _ = make_client(session, org, name="billing-sync")
+    _, c = make_client(session, org, name="billing-sync")
     secret = c.secrets[0]
 
-    response = owner.post(f"/clients/{c.client_id}/secrets/{secret.id}/revoke")
+    response = owner.post(f"/clients/{c.public_id}/secrets/{secret.id}/revoke")
 
     assert response.status_code == 302
-    assert response.headers["Location"].endswith(f"/clients/{c.client_id}#secrets")
-    page = owner.get(f"/clients/{c.client_id}").get_data(as_text=True)
+    assert response.headers["Location"].endswith(f"/clients/{c.public_id}#secrets")
+    page = owner.get(f"/clients/{c.public_id}").get_data(as_text=True)
     section = page.split('id="secrets"')[1].split("</section>")[0]
     assert f"Secret …{secret.hint} revoked." in section
     top = page.split('id="settings"')[0]
@@ -119,21 +119,21 @@ def test_confirming_acts_and_lands_at_the_section_with_the_message(owner, sessio
 @pytest.mark.parametrize(("path", "section"), [
     ("/disable", "settings"), ("/tokens/revoke-all", "tokens")])
 def test_client_actions_land_at_their_section(owner, session, org, path, section):
-    c, _ = make_client(session, org)
+    _, c = make_client(session, org)
 
-    response = owner.post(f"/clients/{c.client_id}{path}")
+    response = owner.post(f"/clients/{c.public_id}{path}")
 
     assert response.headers["Location"].endswith(f"#{section}")
-    page = owner.get(f"/clients/{c.client_id}").get_data(as_text=True)
+    page = owner.get(f"/clients/{c.public_id}").get_data(as_text=True)
     part = page.split(f'id="{section}"')[1].split("</section>")[0]
     assert 'class="flash flash-success"' in part
 
 
 def test_a_past_expiry_keeps_the_date_typed_and_lands_at_secrets(owner, session, org):
-    c, _ = make_client(session, org)
+    _, c = make_client(session, org)
 
-    response = owner.form_post(f"/clients/{c.client_id}", {"expires_at": "2001-01-01T10:00"},
-                               action=f"/clients/{c.client_id}/secrets")
+    response = owner.form_post(f"/clients/{c.public_id}", {"expires_at": "2001-01-01T10:00"},
+                               action=f"/clients/{c.public_id}/secrets")
 
     assert response.status_code == 400
     page = response.get_data(as_text=True)
@@ -143,12 +143,12 @@ def test_a_past_expiry_keeps_the_date_typed_and_lands_at_secrets(owner, session,
 
 
 def test_add_secret_is_disabled_at_the_limit_with_a_reason(owner, session, org):
-    c, _ = make_client(session, org)
+    _, c = make_client(session, org)
     for _ in range(4):
-        clients.add_secret(session, c, actor="test")
+        clients.add_secret(session, c, actor=TEST_ACTOR)
     session.commit()
 
-    page = owner.get(f"/clients/{c.client_id}").get_data(as_text=True)
+    page = owner.get(f"/clients/{c.public_id}").get_data(as_text=True)
 
     assert re.search(r'<button type="submit" disabled aria-describedby="secret-limit-reason">'
                      r'Add secret</button>', page)
@@ -157,21 +157,21 @@ def test_add_secret_is_disabled_at_the_limit_with_a_reason(owner, session, org):
 
 def test_acts_for_is_shown_only_for_user_clients(owner, session, org):
     member = make_user(session, org=org, role="viewer", email="ana@example.com")
-    user_client, _ = make_client(session, org, kind="user", user=member)
-    org_client, _ = make_client(session, org)
+    _, user_client = make_client(session, org, kind="user", user=member)
+    _, org_client = make_client(session, org)
 
-    assert "Acts for" in owner.get(f"/clients/{user_client.client_id}").get_data(as_text=True)
-    assert "Acts for" not in owner.get(f"/clients/{org_client.client_id}").get_data(
+    assert "Acts for" in owner.get(f"/clients/{user_client.public_id}").get_data(as_text=True)
+    assert "Acts for" not in owner.get(f"/clients/{org_client.public_id}").get_data(
         as_text=True)
 
 
 def test_audit_trail_says_never_for_a_secret_without_expiry(owner, session, org):
-    c, _ = make_client(session, org)
-    clients.add_secret(session, c, actor="test")
-    clients.add_secret(session, c, actor="test", expires_at=utcnow() + timedelta(days=2))
+    _, c = make_client(session, org)
+    clients.add_secret(session, c, actor=TEST_ACTOR)
+    clients.add_secret(session, c, actor=TEST_ACTOR, expires_at=utcnow() + timedelta(days=2))
     session.commit()
 
-    for url in (f"/clients/{c.client_id}", "/audit"):
+    for url in (f"/clients/{c.public_id}", "/audit"):
         page = owner.get(url).get_data(as_text=True)
         assert "expires_at: None" not in page
         assert "expires_at: never" in page
@@ -193,12 +193,12 @@ def test_api_keys_page_promises_only_what_ships(owner, session, org):
 
 
 def test_mint_note_about_empty_choices_only_when_something_starts_unticked(owner, session, org):
-    one, _ = make_client(session, org, name="one api")
-    two, _ = make_client(session, org, name="two apis",
+    _, one = make_client(session, org, name="one api")
+    _, two = make_client(session, org, name="two apis",
                          audiences=["https://a.example.test", "https://b.example.test"])
 
-    single = owner.get(f"/tokens/mint?client={one.client_id}").get_data(as_text=True)
-    double = owner.get(f"/tokens/mint?client={two.client_id}").get_data(as_text=True)
+    single = owner.get(f"/tokens/mint?client={one.public_id}").get_data(as_text=True)
+    double = owner.get(f"/tokens/mint?client={two.public_id}").get_data(as_text=True)
 
     assert "no scope ticked" not in single
     assert "Every granted API and scope is ticked" in single
@@ -206,8 +206,8 @@ def test_mint_note_about_empty_choices_only_when_something_starts_unticked(owner
 
 
 def test_minted_token_shows_exp_iat_nbf_as_utc_times(owner, session, org):
-    c, _ = make_client(session, org)
-    page = owner.get(f"/tokens/mint?client={c.client_id}").get_data(as_text=True)
+    _, c = make_client(session, org)
+    page = owner.get(f"/tokens/mint?client={c.public_id}").get_data(as_text=True)
     grant = c.grants[0]
 
     minted = owner.http.post("/tokens/mint", data={

@@ -18,7 +18,7 @@ from portal.core.clients import services as clients
 from portal.core.clients.models import Client
 from portal.core.errors import ValidationFailed
 from portal.core.tokens.models import IssuedToken
-from tests.factories import make_api, make_client
+from tests.factories import TEST_ACTOR, make_api, make_client
 from tests.portal.conftest import hidden_fields
 
 
@@ -81,8 +81,8 @@ def test_new_user_client_without_a_member_is_told_with_the_other_errors(owner, s
 
 
 def test_edit_client_shows_every_error_at_once(owner, session, org):
-    c, _ = make_client(session, org, name="billing-sync")
-    url = f"/clients/{c.client_id}/edit"
+    _, c = make_client(session, org, name="billing-sync")
+    url = f"/clients/{c.public_id}/edit"
     form = hidden_fields(owner.get(url).get_data(as_text=True))
 
     response = owner.http.post(url, data={
@@ -105,7 +105,7 @@ def test_service_collects_every_broken_rule(session, org):
 
     with pytest.raises(ValidationFailed) as caught:
         clients.create_client(session, org=org, name=" ", grants=[(api, ["nope"])], ttl=5,
-                              custom_claims={"aud": "x"}, actor="test")
+                              custom_claims={"aud": "x"}, actor=TEST_ACTOR)
 
     fields = [e.field for e in caught.value.errors]
     assert fields == ["name", "ttl", "custom_claims", "grants"]
@@ -120,19 +120,19 @@ def test_one_broken_rule_keeps_its_own_error(session, org):
 
     with pytest.raises(ValidationFailed) as caught:
         clients.create_client(session, org=org, name="ok", grants=[(api, ["read"])],
-                              custom_claims={"iss": "me"}, actor="test")
+                              custom_claims={"iss": "me"}, actor=TEST_ACTOR)
 
     assert caught.value.code == "reserved_claim"
     assert [e.field for e in caught.value.errors] == ["custom_claims"]
 
 
 def mint_form(owner: Any, client: Client) -> dict[str, Any]:
-    page = owner.get(f"/tokens/mint?client={client.client_id}").get_data(as_text=True)
+    page = owner.get(f"/tokens/mint?client={client.public_id}").get_data(as_text=True)
     return hidden_fields(page)
 
 
 def test_mint_shows_ttl_claims_and_scope_errors_at_once(owner, session, org):
-    c, _ = make_client(session, org, name="billing", scopes=["read"])
+    _, c = make_client(session, org, name="billing", scopes=["read"])
     grant = c.grants[0]
 
     response = owner.http.post("/tokens/mint", data={
@@ -151,7 +151,7 @@ def test_mint_shows_ttl_claims_and_scope_errors_at_once(owner, session, org):
 
 
 def test_mint_shows_the_rules_beside_a_field_the_form_could_not_read(owner, session, org):
-    c, _ = make_client(session, org, name="billing")
+    _, c = make_client(session, org, name="billing")
 
     response = owner.http.post("/tokens/mint", data={
         **mint_form(owner, c), "audience": [c.default_audience], "ttl": "soon",

@@ -13,14 +13,14 @@ HSTS = "max-age=31536000"
 
 def responses(client, session, org):
     """One response of each kind, by name."""
-    c, secret = make_client(session, org)
+    secret, c = make_client(session, org)
     return {
         "portal page": client.get("/signin"),
         "portal 404": client.get("/no-such-page"),
         "token (fast path)": client.post("/oauth/token", data={"grant_type": "client_credentials"},
-                                         headers=basic(c.client_id, secret)),
+                                         headers=basic(c.public_id, secret)),
         "token error (Flask)": client.post("/oauth/token", data={"grant_type": "password"},
-                                           headers=basic(c.client_id, secret)),
+                                           headers=basic(c.public_id, secret)),
         "jwks": client.get("/.well-known/jwks.json"),
         "jwks (replayed)": client.get("/.well-known/jwks.json"),
         "metadata (replayed)": [client.get("/.well-known/oauth-authorization-server"),

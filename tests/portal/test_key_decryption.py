@@ -12,7 +12,7 @@ from tests.portal.test_mint import mint, token_count
 
 
 def test_mint_with_an_undecryptable_signing_key_is_a_form_error(app, owner, session, org):
-    client, _ = make_client(session, org)
+    _, client = make_client(session, org)
     app.config["KEY_ENCRYPTION_KEYS"] = [Fernet.generate_key().decode()]  # not the one used
     signing_keys.init_app(app)  # a fresh key ring: nothing decrypted yet
 

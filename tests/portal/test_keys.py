@@ -82,7 +82,7 @@ def test_viewer_sees_no_rotate_form_and_cannot_rotate(viewer, session, org):
 
 def test_rotation_changes_the_active_kid_and_keeps_both_published(session, org, editor):
     portal = editor
-    client, secret = make_client(session, org)
+    secret, client = make_client(session, org)
     token = get_token(portal.http, client, secret)  # signed by the old key
     old = org_keys(session, org)[KeyState.ACTIVE][0].kid
     upcoming = org_keys(session, org)[KeyState.NEXT][0].kid
@@ -116,6 +116,7 @@ def test_rotation_is_audited(owner, session, org):
 
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "signing_key:rotated"))
     assert entry.actor == f"user:{owner.user.email}"
+    assert entry.source_ip == "127.0.0.1"  # the request's address, with the actor
     assert entry.target_id == org_keys(session, org)[KeyState.ACTIVE][0].kid
 
 

@@ -16,7 +16,7 @@ from portal.core import crypto, settings
 from portal.core.audit.models import AuditEntry
 from portal.core.users import services as users
 from portal.core.users.models import Invitation, Membership, Role, User
-from tests.factories import PASSWORD, basic, get_token, make_client, make_user
+from tests.factories import PASSWORD, TEST_ACTOR, basic, get_token, make_client, make_user
 from tests.portal.conftest import Portal, hidden_fields
 
 TEMPORARY_PASSWORD = re.compile(
@@ -358,7 +358,7 @@ def test_another_orgs_member_is_not_found(outsider, session, org):
 
 def introspect(http, caller, secret: str, token: str) -> dict:
     response = http.post("/oauth/introspect", data={"token": token},
-                         headers=basic(caller.client_id, secret))
+                         headers=basic(caller.public_id, secret))
     assert response.status_code == HTTPStatus.OK, response.get_data(as_text=True)
     return response.get_json()
 
@@ -367,9 +367,9 @@ def test_removing_a_member_revokes_tokens_of_user_clients_acting_for_them(
         app, owner, session, org, other_org):
     leaver = make_user(session, org=org, role="admin", email="leaver@example.com")
     make_user(session, org=other_org, role="admin", email="leaver2@example.com")
-    acting, acting_secret = make_client(session, org, name="acts for leaver", kind="user",
+    acting_secret, acting = make_client(session, org, name="acts for leaver", kind="user",
                                         user=leaver, ttl=86400)
-    service, service_secret = make_client(session, org, name="org client")
+    service_secret, service = make_client(session, org, name="org client")
     http = app.test_client()
     leavers_token = get_token(http, acting, acting_secret)
     orgs_token = get_token(http, service, service_secret)
@@ -437,7 +437,7 @@ def test_reset_ends_the_members_sessions(app, owner, session, org):
 
 def test_reset_is_refused_for_a_member_of_another_org_too(owner, session, org, other_org):
     member = make_user(session, org=org, role="viewer")
-    users.add_membership(session, org=other_org, user=member, role="admin", actor="test")
+    users.add_membership(session, org=other_org, user=member, role="admin", actor=TEST_ACTOR)
     session.commit()
     membership = membership_of(session, member, org)
 

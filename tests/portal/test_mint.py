@@ -20,7 +20,7 @@ MINTED = re.compile(r'<textarea id="minted-token"[^>]*>([^<]+)</textarea>')
 
 @pytest.fixture
 def billing(session, org):
-    client, secret = make_client(
+    secret, client = make_client(
         session, org, name="billing", scopes=["orders:read", "orders:write"],
         audiences=["https://api.acme.test", "https://billing.acme.test"], ttl=900)
     client.plaintext_secret = secret
@@ -43,7 +43,7 @@ def mint(portal: Portal, client: Any, *, api: str | None = None,
          scopes: list[str] | None = None, **changes: Any):
     """Post the mint form for ``client`` with its fresh nonce, as a browser would: the API
     ``api`` (default: the client's default API) ticked with ``scopes``; ``changes`` last."""
-    page = portal.get(f"/tokens/mint?client={client.client_id}")
+    page = portal.get(f"/tokens/mint?client={client.public_id}")
     assert page.status_code == 200
     data = {**hidden_fields(page.get_data(as_text=True)), **picked(client, api, scopes),
             "ttl": str(client.token_ttl), "custom_claims": ""}
@@ -66,9 +66,9 @@ def token_count(session) -> int:
 
 
 def test_form_preselects_the_client_and_offers_its_apis_and_scopes(owner, billing):
-    page = owner.get(f"/tokens/mint?client={billing.client_id}").get_data(as_text=True)
+    page = owner.get(f"/tokens/mint?client={billing.public_id}").get_data(as_text=True)
 
-    assert f'<option value="{billing.client_id}" selected>' in page
+    assert f'<option value="{billing.public_id}" selected>' in page
     assert page.count('name="scopes-') == 4  # two APIs, two scopes granted on each
     assert page.count("checked") == 3  # the default API and its scopes
     assert re.search(r'name="audience" value="https://api.acme.test" id="[^"]+" checked', page)
@@ -79,21 +79,21 @@ def test_form_preselects_the_client_and_offers_its_apis_and_scopes(owner, billin
 
 
 def test_form_offers_only_enabled_clients_of_the_org(owner, session, org, other_org, billing):
-    off, _ = make_client(session, org, name="switched-off")
+    _, off = make_client(session, org, name="switched-off")
     off.enabled = False
-    theirs, _ = make_client(session, other_org, name="globex-client")
+    _, theirs = make_client(session, other_org, name="globex-client")
     session.commit()
 
     page = owner.get("/tokens/mint").get_data(as_text=True)
 
-    assert billing.client_id in page
-    assert off.client_id not in page and theirs.client_id not in page
+    assert billing.public_id in page
+    assert off.public_id not in page and theirs.public_id not in page
 
 
 def test_another_orgs_client_is_not_found(owner, session, other_org):
-    theirs, _ = make_client(session, other_org)
+    _, theirs = make_client(session, other_org)
 
-    assert owner.get(f"/tokens/mint?client={theirs.client_id}").status_code == 404
+    assert owner.get(f"/tokens/mint?client={theirs.public_id}").status_code == 404
 
 
 def test_org_without_enabled_clients_gets_an_empty_state(owner):
@@ -108,13 +108,13 @@ def test_viewer_sees_the_page_read_only_and_cannot_mint(viewer, session, billing
     assert page.status_code == 200
     assert "read-only" in page.get_data(as_text=True)
     assert 'action="/tokens/mint" class="stack"' not in page.get_data(as_text=True)
-    response = viewer.post("/tokens/mint", {"client": billing.client_id, "ttl": "900"})
+    response = viewer.post("/tokens/mint", {"client": billing.public_id, "ttl": "900"})
     assert response.status_code == 403
     assert token_count(session) == 0
 
 
 def test_mint_without_csrf_token_is_refused(owner, session, billing):
-    response = owner.post("/tokens/mint", {"client": billing.client_id, "ttl": "900"},
+    response = owner.post("/tokens/mint", {"client": billing.public_id, "ttl": "900"},
                           csrf=False)
 
     assert response.status_code == 400
@@ -150,7 +150,7 @@ def test_minted_token_verifies_against_the_jwks(owner, billing):
     key = jwt.PyJWKSet.from_dict(jwks)[kid]
     claims = jwt.decode(token, key.key, algorithms=[key.algorithm_name],
                         audience="https://api.acme.test", issuer="http://localhost")
-    assert claims["client_id"] == billing.client_id and claims["tier"] == "gold"
+    assert claims["client_id"] == billing.public_id and claims["tier"] == "gold"
     assert claims["scope"] == "orders:read orders:write"
 
 
@@ -158,7 +158,7 @@ def test_minted_token_introspects_active(owner, billing):
     token = minted_token(mint(owner, billing))
 
     response = owner.http.post("/oauth/introspect", data={"token": token},
-                               headers=basic(billing.client_id, billing.plaintext_secret))
+                               headers=basic(billing.public_id, billing.plaintext_secret))
 
     assert response.get_json()["active"] is True
 
@@ -189,14 +189,14 @@ def test_mint_is_audited(owner, session, billing):
 
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "token:minted"))
     assert entry.actor == f"user:{owner.user.email}"
-    assert entry.target_id == billing.client_id
+    assert entry.target_id == billing.public_id
     assert entry.details["jti"] == jwt.decode(token, options={"verify_signature": False})["jti"]
     page = owner.get("/audit").get_data(as_text=True)
     assert "token:minted" in page
 
 
 def test_reloading_the_result_mints_nothing_again(owner, session, billing):
-    page = owner.get(f"/tokens/mint?client={billing.client_id}").get_data(as_text=True)
+    page = owner.get(f"/tokens/mint?client={billing.public_id}").get_data(as_text=True)
     data = {**hidden_fields(page), **picked(billing, scopes=["orders:read"]), "ttl": "900",
             "custom_claims": ""}
     first = owner.http.post("/tokens/mint", data=data)
@@ -205,7 +205,7 @@ def test_reloading_the_result_mints_nothing_again(owner, session, billing):
     again = owner.http.post("/tokens/mint", data=data)
 
     assert again.status_code == 302
-    assert again.headers["Location"].endswith(f"/tokens/mint?client={billing.client_id}")
+    assert again.headers["Location"].endswith(f"/tokens/mint?client={billing.public_id}")
     assert "minted-token" not in again.get_data(as_text=True)
     assert token_count(session) == 1
     followed = owner.get(again.headers["Location"]).get_data(as_text=True)
@@ -213,7 +213,7 @@ def test_reloading_the_result_mints_nothing_again(owner, session, billing):
 
 
 def test_mint_for_a_disabled_client_is_refused(owner, session, billing):
-    page = owner.get(f"/tokens/mint?client={billing.client_id}").get_data(as_text=True)
+    page = owner.get(f"/tokens/mint?client={billing.public_id}").get_data(as_text=True)
     billing.enabled = False
     session.commit()
 
@@ -224,11 +224,11 @@ def test_mint_for_a_disabled_client_is_refused(owner, session, billing):
 
 
 def test_posting_another_orgs_client_is_not_found(owner, session, other_org, billing):
-    theirs, _ = make_client(session, other_org)
-    page = owner.get(f"/tokens/mint?client={billing.client_id}").get_data(as_text=True)
+    _, theirs = make_client(session, other_org)
+    page = owner.get(f"/tokens/mint?client={billing.public_id}").get_data(as_text=True)
 
     response = owner.http.post("/tokens/mint", data={
-        **hidden_fields(page), "client": theirs.client_id, "ttl": "900"})
+        **hidden_fields(page), "client": theirs.public_id, "ttl": "900"})
 
     assert response.status_code == 404
     assert token_count(session) == 0

@@ -17,7 +17,7 @@ from tests.factories import basic, get_token, make_client
 
 @pytest.fixture
 def billing(session, org):
-    client, secret = make_client(session, org, name="billing")
+    secret, client = make_client(session, org, name="billing")
     client.plaintext_secret = secret
     return client
 
@@ -33,7 +33,7 @@ def record(session, jti: str) -> IssuedToken:
 
 def introspect(http, client, token: str) -> dict:
     response = http.post("/oauth/introspect", data={"token": token},
-                         headers=basic(client.client_id, client.plaintext_secret))
+                         headers=basic(client.public_id, client.plaintext_secret))
     assert response.status_code == 200
     return response.get_json()
 
@@ -86,6 +86,7 @@ def test_revocation_is_audited_and_in_the_usage_history(owner, session, billing)
 
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "token:revoked"))
     assert entry.target_id == jti_of(token) and entry.actor == f"user:{owner.user.email}"
+    assert entry.source_ip == "127.0.0.1"  # the request's address, with the actor
     event = session.scalar(select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_REVOKED))
     assert event.jti == jti_of(token) and event.client_id == billing.id
 
@@ -114,7 +115,7 @@ def test_unknown_token_revokes_nothing(owner, session, billing, value):
 
 
 def test_another_orgs_token_looks_unknown_and_stays_active(owner, outsider, session, other_org):
-    theirs, secret = make_client(session, other_org)
+    secret, theirs = make_client(session, other_org)
     theirs.plaintext_secret = secret
     token = get_token(owner.http, theirs, secret)
 

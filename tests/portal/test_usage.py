@@ -18,18 +18,18 @@ from tests.factories import make_client
 
 @pytest.fixture
 def billing(session, org):
-    client, _ = make_client(session, org, name="billing")
+    _, client = make_client(session, org, name="billing")
     return client
 
 
 @pytest.fixture
 def reports(session, org):
-    client, _ = make_client(session, org, name="reports")
+    _, client = make_client(session, org, name="reports")
     return client
 
 
 def record(session, client, kind=UsageKind.TOKEN_ISSUED, *, ago=timedelta(minutes=5), **kwargs):
-    kwargs.setdefault("client_ref", client.client_id)
+    kwargs.setdefault("client_ref", client.public_id)
     event = usage.record_event(session, kind=kind, org_id=client.org_id, client_id=client.id,
                                now=utcnow() - ago, **kwargs)
     session.commit()
@@ -72,7 +72,7 @@ def test_empty_state_when_there_are_no_events(owner):
 
 
 def test_another_orgs_events_are_not_shown(owner, session, other_org, billing):
-    theirs, _ = make_client(session, other_org, name="globex")
+    _, theirs = make_client(session, other_org, name="globex")
     record(session, theirs, jti="jti-theirs", source_ip="198.51.100.9")
     record(session, billing, jti="jti-ours")
 
@@ -89,10 +89,10 @@ def test_filter_by_client_kind_and_outcome(owner, session, billing, reports):
     record(session, billing, introspected, reason="active", jti="jti-billing-active")
     record(session, reports, jti="jti-reports-issued")
 
-    by_client = owner.get(f"/usage?client={billing.client_id}").get_data(as_text=True)
+    by_client = owner.get(f"/usage?client={billing.public_id}").get_data(as_text=True)
     by_kind = owner.get("/usage?kind=token_issued").get_data(as_text=True)
     failed = owner.get("/usage?outcome=failed").get_data(as_text=True)
-    ok = owner.get(f"/usage?outcome=ok&client={billing.client_id}").get_data(as_text=True)
+    ok = owner.get(f"/usage?outcome=ok&client={billing.public_id}").get_data(as_text=True)
 
     assert sorted(jtis(by_client)) == ["jti-billing-active", "jti-billing-inactive",
                                        "jti-billing-issued"]
@@ -135,12 +135,12 @@ def test_events_are_paged_newest_first_keeping_the_filters(owner, session, billi
         record(session, billing, jti=f"jti-{i:02d}", ago=timedelta(minutes=i + 1))
     record(session, reports, jti="jti-other-client")
 
-    first = owner.get(f"/usage?client={billing.client_id}").get_data(as_text=True)
+    first = owner.get(f"/usage?client={billing.public_id}").get_data(as_text=True)
     older = re.search(r'href="([^"]+)" rel="next"', first).group(1).replace("&amp;", "&")
     second = owner.get(older).get_data(as_text=True)
 
     assert jtis(first) == [f"jti-{i:02d}" for i in range(50)]
-    assert f"client={billing.client_id}" in older and "page=2" in older
+    assert f"client={billing.public_id}" in older and "page=2" in older
     assert jtis(second) == [f"jti-{i:02d}" for i in range(50, 60)]
     assert 'rel="prev"' in second and 'rel="next"' not in second
 
@@ -166,20 +166,20 @@ def test_bad_filters_are_a_form_error(owner, query, message):
 
 
 def test_another_orgs_client_is_an_unknown_client(owner, session, other_org):
-    theirs, _ = make_client(session, other_org)
+    _, theirs = make_client(session, other_org)
 
-    response = owner.get(f"/usage?client={theirs.client_id}")
+    response = owner.get(f"/usage?client={theirs.public_id}")
 
     assert response.status_code == 400
     assert "No client of this organisation has that ID." in response.get_data(as_text=True)
 
 
 def test_page_links_to_the_csv_with_the_same_filters(owner, billing):
-    page = owner.get(f"/usage?client={billing.client_id}&kind=token_failed").get_data(as_text=True)
+    page = owner.get(f"/usage?client={billing.public_id}&kind=token_failed").get_data(as_text=True)
 
     link = re.search(r'<a [^>]*href="(/usage\.csv[^"]*)"[^>]*>Download CSV</a>', page)
     assert link
-    assert f"client={billing.client_id}" in link.group(1) and "kind=token_failed" in link.group(1)
+    assert f"client={billing.public_id}" in link.group(1) and "kind=token_failed" in link.group(1)
 
 
 # -- CSV ------------------------------------------------------------------------------
@@ -201,22 +201,22 @@ def test_csv_has_a_header_row_and_one_row_per_event(owner, session, billing, org
     rows = csv_rows(response)
     assert rows[0] == ["occurred_at", "client_id", "client_name", "kind", "reason",
                        "source_ip", "jti", "scope", "audience", "caller", "caller_name"]
-    assert rows[1] == [rows[1][0], billing.client_id, "billing", "token_issued", "", "", "jti-ok",
-                       "", "", billing.client_id, "billing"]
-    assert rows[2] == [event.occurred_at.isoformat().replace("+00:00", "Z"), billing.client_id,
+    assert rows[1] == [rows[1][0], billing.public_id, "billing", "token_issued", "", "", "jti-ok",
+                       "", "", billing.public_id, "billing"]
+    assert rows[2] == [event.occurred_at.isoformat().replace("+00:00", "Z"), billing.public_id,
                        "billing", "token_failed", "invalid_scope: nope", "203.0.113.7", "",
-                       "", "", billing.client_id, "billing"]
+                       "", "", billing.public_id, "billing"]
     assert len(rows) == 3
 
 
 def test_csv_applies_the_filters_and_the_org(owner, session, billing, reports, other_org):
-    theirs, _ = make_client(session, other_org)
+    _, theirs = make_client(session, other_org)
     record(session, billing, jti="jti-billing")
     record(session, reports, jti="jti-reports")
     record(session, theirs, jti="jti-theirs")
 
     everything = csv_rows(owner.get("/usage.csv"))
-    one_client = csv_rows(owner.get(f"/usage.csv?client={reports.client_id}"))
+    one_client = csv_rows(owner.get(f"/usage.csv?client={reports.public_id}"))
 
     assert sorted(r[6] for r in everything[1:]) == ["jti-billing", "jti-reports"]
     assert [r[6] for r in one_client[1:]] == ["jti-reports"]
@@ -290,26 +290,26 @@ def test_csv_export_leaves_no_transaction_open(owner, session, billing):
 
 
 def test_events_name_the_caller_and_the_token_client(owner, session, billing, reports):
-    record(session, billing, UsageKind.TOKEN_INTROSPECTED, client_ref=f"client:{reports.client_id}",
+    record(session, billing, UsageKind.TOKEN_INTROSPECTED, client_ref=f"client:{reports.public_id}",
            reason="active", jti="jti-theirs")
     usage.record_event(session, kind=UsageKind.TOKEN_INTROSPECTED, org_id=billing.org_id,
-                       client_ref=f"client:{reports.client_id}", reason="inactive",
+                       client_ref=f"client:{reports.public_id}", reason="inactive",
                        now=utcnow() - timedelta(minutes=1))
     session.commit()
 
-    page = owner.get(f"/usage?client={reports.client_id}").get_data(as_text=True)
+    page = owner.get(f"/usage?client={reports.public_id}").get_data(as_text=True)
 
     cells = re.findall(r'<td class="usage-party">(.*?)</td>', page)
-    link = f'<a href="/clients/{reports.client_id}">reports</a>'
+    link = f'<a href="/clients/{reports.public_id}">reports</a>'
     # newest first: the inactive one (caller named, token not recognised), then the active one
     assert cells[:2] == [link, '<span class="muted">not recognised</span>']
-    assert cells[2:4] == [link, f'<a href="/clients/{billing.client_id}">billing</a>']
-    assert f"client:{reports.client_id}" not in page
+    assert cells[2:4] == [link, f'<a href="/clients/{billing.public_id}">billing</a>']
+    assert f"client:{reports.public_id}" not in page
 
 
 def test_totals_show_introspections_and_revocations(owner, session, billing):
     record(session, billing)
-    record(session, billing, UsageKind.TOKEN_INTROSPECTED, client_ref=f"client:{billing.client_id}")
+    record(session, billing, UsageKind.TOKEN_INTROSPECTED, client_ref=f"client:{billing.public_id}")
     record(session, billing, UsageKind.TOKEN_INTROSPECTED, client_ref="api_key:abcd")
     record(session, billing, UsageKind.TOKEN_REVOKED, client_ref="user:a@example.com")
 
@@ -323,7 +323,7 @@ def test_a_chart_with_nothing_to_draw_says_so(owner, session, billing):
     record(session, billing, UsageKind.TOKEN_INTROSPECTED)  # not charted
 
     page = owner.get("/usage").get_data(as_text=True)
-    detail = owner.get(f"/clients/{billing.client_id}").get_data(as_text=True)
+    detail = owner.get(f"/clients/{billing.public_id}").get_data(as_text=True)
 
     assert "No token requests in this period yet." in page
     assert "No token requests in the last 24 hours yet." in detail

@@ -52,10 +52,10 @@ def probing_while_rendering(app: Flask) -> Iterator[list[bool]]:
 
 @pytest.fixture
 def usage_history(session, org):
-    client, _ = make_client(session, org, name="billing")
+    _, client = make_client(session, org, name="billing")
     for _ in range(20):
         usage.record_event(session, kind=UsageKind.TOKEN_ISSUED, org_id=org.id,
-                           client_id=client.id, client_ref=client.client_id)
+                           client_id=client.id, client_ref=client.public_id)
     session.commit()
     return client
 

@@ -139,7 +139,7 @@ def test_update_changes_name_description_and_lifetimes(session, acme):
 
 
 def test_delete_is_refused_while_a_client_is_granted_it(session, acme):
-    client, _ = make_client(session, acme, name="billing", audiences=["https://orders.acme.test"])
+    _, client = make_client(session, acme, name="billing", audiences=["https://orders.acme.test"])
     api = client.grants[0].api
 
     with pytest.raises(Conflict) as refused:
@@ -225,9 +225,9 @@ def test_a_scope_is_added_once(session, acme):
 
 
 def test_removing_a_scope_takes_it_from_every_grant(session, acme):
-    billing, _ = make_client(session, acme, name="billing", scopes=["orders:read", "orders:write"],
+    _, billing = make_client(session, acme, name="billing", scopes=["orders:read", "orders:write"],
                              audiences=["https://orders.acme.test"])
-    reader, _ = make_client(session, acme, name="reader", scopes=["orders:read"],
+    _, reader = make_client(session, acme, name="reader", scopes=["orders:read"],
                             audiences=["https://orders.acme.test"])
     api = billing.grants[0].api
     write = next(s for s in api.scopes if s.name == "orders:write")
@@ -243,7 +243,7 @@ def test_removing_a_scope_takes_it_from_every_grant(session, acme):
     entries = session.scalars(select(AuditEntry).where(
         AuditEntry.action == "client:grant:updated")).all()
     assert [(e.target_id, e.details["removed"]) for e in entries] == [
-        (billing.client_id, ["orders:write"])]
+        (billing.public_id, ["orders:write"])]
 
 
 def test_a_scope_description_changes_but_not_its_name(session, acme):
@@ -259,7 +259,7 @@ def test_a_scope_description_changes_but_not_its_name(session, acme):
 
 
 def test_grant_takes_a_subset_of_the_apis_scopes_in_the_apis_order(session, acme):
-    client, _ = make_client(session, acme)
+    _, client = make_client(session, acme)
     api = create(session, acme, scopes=[("a:read", ""), ("a:write", ""), ("a:admin", "")])
 
     apis.grant(session, client, api, scopes=["a:admin", "a:read"], actor=ACTOR)
@@ -272,7 +272,7 @@ def test_grant_takes_a_subset_of_the_apis_scopes_in_the_apis_order(session, acme
 
 
 def test_grant_of_a_scope_the_api_lacks_is_refused(session, acme):
-    client, _ = make_client(session, acme)
+    _, client = make_client(session, acme)
     api = create(session, acme, scopes=[("a:read", "")])
 
     with pytest.raises(ValidationFailed) as refused:
@@ -282,7 +282,7 @@ def test_grant_of_a_scope_the_api_lacks_is_refused(session, acme):
 
 
 def test_another_orgs_api_cannot_be_granted(session, acme, globex):
-    client, _ = make_client(session, acme)
+    _, client = make_client(session, acme)
     theirs = create(session, globex, identifier="https://api.globex.test")
 
     with pytest.raises(NotFound):
@@ -294,8 +294,8 @@ def test_another_orgs_api_cannot_be_granted(session, acme, globex):
 def test_a_deployment_api_can_be_granted_to_any_orgs_client(session, acme, globex):
     shared = apis.create_api(session, org=None, identifier="https://platform.test",
                              name="Platform", scopes=[("platform:use", "")], actor=OPERATOR)
-    ours, _ = make_client(session, acme)
-    theirs, _ = make_client(session, globex)
+    _, ours = make_client(session, acme)
+    _, theirs = make_client(session, globex)
 
     for client in (ours, theirs):
         apis.grant(session, client, shared, scopes=["platform:use"], actor=ACTOR)
@@ -306,7 +306,7 @@ def test_a_deployment_api_can_be_granted_to_any_orgs_client(session, acme, globe
 
 
 def test_the_first_grant_is_the_default_and_the_default_can_move(session, acme):
-    client, _ = make_client(session, acme)
+    _, client = make_client(session, acme)
     api = create(session, acme)
 
     apis.grant(session, client, api, scopes=[], actor=ACTOR)
@@ -319,7 +319,7 @@ def test_the_first_grant_is_the_default_and_the_default_can_move(session, acme):
 
 
 def test_ungranting_the_default_makes_the_earliest_other_grant_the_default(session, acme):
-    client, _ = make_client(session, acme)
+    _, client = make_client(session, acme)
     api = create(session, acme)
     apis.grant(session, client, api, scopes=[], actor=ACTOR)
 
@@ -331,14 +331,14 @@ def test_ungranting_the_default_makes_the_earliest_other_grant_the_default(sessi
 
 
 def test_the_last_grant_cannot_be_taken_away(session, acme):
-    client, _ = make_client(session, acme)
+    _, client = make_client(session, acme)
 
     with pytest.raises(ValidationFailed, match="a client needs at least one API"):
         apis.ungrant(session, client, client.default_api, actor=ACTOR)
 
 
 def test_replacing_grants_can_drop_the_default(session, acme):
-    client, _ = make_client(session, acme)
+    _, client = make_client(session, acme)
     old = client.default_api
     api = create(session, acme, scopes=[("a:read", "")])
 
@@ -375,7 +375,7 @@ def test_the_database_refuses_to_delete_a_granted_api(session, acme):
     from sqlalchemy import delete
     from sqlalchemy.exc import IntegrityError
 
-    client, _ = make_client(session, acme)
+    _, client = make_client(session, acme)
 
     with pytest.raises(IntegrityError):
         session.execute(delete(Api).where(Api.id == client.grants[0].api_id))
@@ -385,7 +385,7 @@ def test_the_database_refuses_to_delete_a_granted_api(session, acme):
 
 def test_an_org_whose_clients_hold_its_apis_can_still_be_deleted(session, acme, globex):
     make_client(session, acme)
-    theirs, _ = make_client(session, globex)
+    _, theirs = make_client(session, globex)
 
     session.delete(acme)
     session.commit()

@@ -23,7 +23,7 @@ def org(request, session):
 
 @pytest.fixture
 def issued(session, org):
-    client, _secret = make_client(session, org)
+    _secret, client = make_client(session, org)
     return mint(session, client)
 
 

@@ -21,7 +21,7 @@ from portal.core.types import utcnow
 from portal.core.users import invitations
 from portal.core.users import services as users
 from portal.core.users.models import Invitation, Membership, Role
-from tests.factories import make_client, make_org, make_user, mint
+from tests.factories import TEST_ACTOR, make_client, make_org, make_user, mint
 
 ACTOR = Actor("user:owner@example.com", "192.0.2.1")
 
@@ -125,13 +125,13 @@ def test_the_last_owner_cannot_be_demoted_or_removed(session, database_url):
 def test_removal_revokes_only_live_tokens_of_user_clients_acting_for_the_member(session, tenants):
     org, other = tenants.ours.org, tenants.theirs.org
     leaver = make_user(session, org=org, role="admin")
-    users.add_membership(session, org=other, user=leaver, role="admin", actor="test")
+    users.add_membership(session, org=other, user=leaver, role="admin", actor=TEST_ACTOR)
     stayer = make_user(session, org=org, role="admin")
     session.commit()
-    for_leaver, _ = make_client(session, org, kind="user", user=leaver)
-    for_leaver_elsewhere, _ = make_client(session, other, kind="user", user=leaver)
-    for_stayer, _ = make_client(session, org, kind="user", user=stayer)
-    org_client, _ = make_client(session, org)
+    _, for_leaver = make_client(session, org, kind="user", user=leaver)
+    _, for_leaver_elsewhere = make_client(session, other, kind="user", user=leaver)
+    _, for_stayer = make_client(session, org, kind="user", user=stayer)
+    _, org_client = make_client(session, org)
     now = utcnow()
 
     def issue(client, **kwargs):
@@ -141,7 +141,7 @@ def test_removal_revokes_only_live_tokens_of_user_clients_acting_for_the_member(
     expired = issue(for_leaver, now=now - timedelta(days=2))
     already = issue(for_leaver)
     tokens.revoke(session, tokens.get_record(session, org_id=org.id, jti=already),
-                  by="user:earlier")
+                  actor=Actor("user:earlier"))
     session.commit()
     untouched = [issue(for_leaver_elsewhere), issue(for_stayer), issue(org_client)]
 
@@ -201,7 +201,7 @@ def test_reset_is_refused_once_the_account_joined_another_org(session, tenants):
     membership = membership_of(session, member, org)
     users.check_reset_allowed(session, membership=membership, actor_user_id=owner.id)
     temporary = users.hash_new_password(users.new_temporary_password())
-    invitations.accept_as_user(session, token=token, user_id=member.id)  # meanwhile
+    invitations.accept_as_user(session, token=token, user_id=member.id, source_ip="")  # meanwhile
     session.commit()
 
     with pytest.raises(Conflict, match="also a member of another organisation"):

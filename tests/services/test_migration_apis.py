@@ -133,7 +133,7 @@ def test_each_client_is_granted_its_audiences_with_its_scopes(old_app):
 
     session = get_session()
     for _slug, client_id, scopes, audiences in TODAYS_CLIENTS:
-        client = session.scalar(select(Client).where(Client.client_id == client_id))
+        client = session.scalar(select(Client).where(Client.public_id == client_id))
         assert client.granted == {a: GrantedApi(a, tuple(scopes)) for a in audiences}
         assert client.default_audience == audiences[0]
 

@@ -60,8 +60,8 @@ def rotate(runner) -> Any:
 def test_tokens_verify_across_two_rotations_when_the_second_comes_too_soon(session, runner,
                                                                            live_server):
     org = make_org(session, name="Acme")
-    client, secret = make_client(session, org)
-    verifier = Verifier(live_server, client.client_id, secret)
+    secret, client = make_client(session, org)
+    verifier = Verifier(live_server, client.public_id, secret)
     verifier.verify_tokens()  # the verifier now caches the JWKS: the active and next keys
     publish_next_key_an_hour_ago(session, org)
 

@@ -49,7 +49,7 @@ def org(session):
 
 @pytest.fixture
 def acme(session, org):
-    return make_client(session, org)[0]
+    return make_client(session, org)[1]
 
 
 def test_new_org_has_one_active_and_one_next_key(session, org):
@@ -255,7 +255,7 @@ def test_rotation_of_one_org_leaves_another_alone(session, org, other_org):
 @pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
 def test_org_signs_with_its_algorithm_and_tokens_verify_with_jwks(session, client, alg):
     org = make_org(session, signing_alg=alg)
-    acme = make_client(session, org)[0]
+    acme = make_client(session, org)[1]
     issued = issue(session, org, acme)
     header = jwt.get_unverified_header(issued.access_token)
     assert header["alg"] == alg and header["typ"] == "at+jwt"

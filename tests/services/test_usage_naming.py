@@ -23,13 +23,13 @@ def world(session, tenants):
     """Our org (``tenants.ours``) with clients billing (the token's) and gateway (a caller),
     an API key, and a token of billing; their org with a client of the same name."""
     org = tenants.ours.org
-    billing, _ = make_client(session, org, name="billing")
-    gateway, _ = make_client(session, org, name="gateway")
+    _, billing = make_client(session, org, name="billing")
+    _, gateway = make_client(session, org, name="gateway")
     _plaintext, key = make_api_key(session, org)
     token = issue(session, billing, scopes=("read",))
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     other = tenants.theirs.org
-    theirs, _ = make_client(session, other, name="billing")
+    _, theirs = make_client(session, other, name="billing")
     session.commit()
     return {"org": org, "billing": billing, "gateway": gateway, "key": key, "jti": jti,
             "other": other, "theirs": theirs}
@@ -49,9 +49,9 @@ def described(session, org, **filters):
 
 def test_introspections_name_the_caller_and_the_token_client(session, world):
     org, billing, gateway, key = world["org"], world["billing"], world["gateway"], world["key"]
-    event(session, org, INTROSPECTED, client=billing, ref=f"client:{gateway.client_id}",
+    event(session, org, INTROSPECTED, client=billing, ref=f"client:{gateway.public_id}",
           jti=world["jti"], reason="active", ago=3)
-    event(session, org, INTROSPECTED, ref=f"client:{gateway.client_id}", reason="inactive", ago=2)
+    event(session, org, INTROSPECTED, ref=f"client:{gateway.public_id}", reason="inactive", ago=2)
     event(session, org, INTROSPECTED, client=billing, ref=f"api_key:{key.hint}",
           jti=world["jti"], reason="active", ago=1)
     session.commit()
@@ -60,8 +60,8 @@ def test_introspections_name_the_caller_and_the_token_client(session, world):
 
     by_key, inactive, active = rows
     assert (active.caller.kind, active.caller.name, active.caller.ref) == (
-        "client", "gateway", gateway.client_id)
-    assert (active.owner.name, active.owner.ref) == ("billing", billing.client_id)
+        "client", "gateway", gateway.public_id)
+    assert (active.owner.name, active.owner.ref) == ("billing", billing.public_id)
     assert (active.scope, active.audience) == ("read", "https://api.example.com")
     # An inactive token: the caller is still named (not "client:lkc_…"), no owner.
     assert inactive.caller.name == "gateway" and inactive.owner is None
@@ -73,7 +73,7 @@ def test_revocations_name_who_revoked_and_the_token_client(session, world):
     org, billing = world["org"], world["billing"]
     event(session, org, REVOKED, client=billing, ref="user:admin@acme.test", jti=world["jti"],
           ago=2)
-    event(session, org, REVOKED, client=billing, ref=f"client:{billing.client_id}",
+    event(session, org, REVOKED, client=billing, ref=f"client:{billing.public_id}",
           jti=world["jti"], ago=1)
     session.commit()
 
@@ -86,7 +86,7 @@ def test_revocations_name_who_revoked_and_the_token_client(session, world):
 
 def test_token_requests_name_the_client_or_what_was_presented(session, world):
     org, billing = world["org"], world["billing"]
-    event(session, org, UsageKind.TOKEN_ISSUED, client=billing, ref=billing.client_id, ago=2)
+    event(session, org, UsageKind.TOKEN_ISSUED, client=billing, ref=billing.public_id, ago=2)
     event(session, org, UsageKind.TOKEN_FAILED, ref="lkc_nobody", reason="invalid_client", ago=1)
     session.commit()
 
@@ -99,7 +99,7 @@ def test_token_requests_name_the_client_or_what_was_presented(session, world):
 
 def test_another_orgs_client_is_never_named(session, world):
     org, theirs = world["org"], world["theirs"]
-    event(session, org, INTROSPECTED, ref=f"client:{theirs.client_id}", reason="inactive")
+    event(session, org, INTROSPECTED, ref=f"client:{theirs.public_id}", reason="inactive")
     session.commit()
 
     (row,) = described(session, org)
@@ -110,14 +110,14 @@ def test_another_orgs_client_is_never_named(session, world):
 def test_the_client_filter_keeps_what_the_client_called_and_what_touched_its_tokens(
         session, world):
     org, billing, gateway = world["org"], world["billing"], world["gateway"]
-    event(session, org, INTROSPECTED, ref=f"client:{gateway.client_id}", reason="inactive",
+    event(session, org, INTROSPECTED, ref=f"client:{gateway.public_id}", reason="inactive",
           jti=None, ago=4)
-    event(session, org, INTROSPECTED, client=billing, ref=f"client:{gateway.client_id}",
+    event(session, org, INTROSPECTED, client=billing, ref=f"client:{gateway.public_id}",
           reason="active", jti="jti-both", ago=3)
-    event(session, org, UsageKind.TOKEN_ISSUED, client=billing, ref=billing.client_id,
+    event(session, org, UsageKind.TOKEN_ISSUED, client=billing, ref=billing.public_id,
           jti="jti-billing", ago=2)
     # A token request whose presented id merely looks like a caller label is not the gateway's.
-    event(session, org, UsageKind.TOKEN_FAILED, ref=f"client:{gateway.client_id}", ago=1)
+    event(session, org, UsageKind.TOKEN_FAILED, ref=f"client:{gateway.public_id}", ago=1)
     session.commit()
 
     gateways = described(session, org, client_id=gateway.id)
@@ -131,10 +131,10 @@ def test_the_client_filter_keeps_what_the_client_called_and_what_touched_its_tok
 def test_totals_count_every_kind_for_the_org_or_a_client(session, world):
     org, billing, gateway = world["org"], world["billing"], world["gateway"]
     for _ in range(3):
-        event(session, org, UsageKind.TOKEN_ISSUED, client=billing, ref=billing.client_id)
-    event(session, org, UsageKind.TOKEN_FAILED, client=gateway, ref=gateway.client_id)
-    event(session, org, INTROSPECTED, ref=f"client:{gateway.client_id}", reason="inactive")
-    event(session, org, INTROSPECTED, client=billing, ref=f"client:{gateway.client_id}")
+        event(session, org, UsageKind.TOKEN_ISSUED, client=billing, ref=billing.public_id)
+    event(session, org, UsageKind.TOKEN_FAILED, client=gateway, ref=gateway.public_id)
+    event(session, org, INTROSPECTED, ref=f"client:{gateway.public_id}", reason="inactive")
+    event(session, org, INTROSPECTED, client=billing, ref=f"client:{gateway.public_id}")
     event(session, org, REVOKED, client=billing, ref="user:a@acme.test")
     event(session, org, UsageKind.TOKEN_ISSUED, client=billing, ago=60 * 48)  # outside
     usage.record_event(session, kind=UsageKind.TOKEN_ISSUED, org_id=world["other"].id,
@@ -153,9 +153,9 @@ def test_totals_count_every_kind_for_the_org_or_a_client(session, world):
 
 def test_export_rows_carry_scope_audience_and_caller(session, world):
     org, billing, gateway = world["org"], world["billing"], world["gateway"]
-    event(session, org, INTROSPECTED, client=billing, ref=f"client:{gateway.client_id}",
+    event(session, org, INTROSPECTED, client=billing, ref=f"client:{gateway.public_id}",
           jti=world["jti"], reason="active", ago=2)
-    event(session, org, INTROSPECTED, ref=f"client:{gateway.client_id}", reason="inactive",
+    event(session, org, INTROSPECTED, ref=f"client:{gateway.public_id}", reason="inactive",
           ago=1)
     session.commit()
 
@@ -165,9 +165,9 @@ def test_export_rows_carry_scope_audience_and_caller(session, world):
     inactive, active = rows
     assert {k: active[k] for k in ("client_id", "client_name", "scope", "audience", "caller",
                                    "caller_name")} == {
-        "client_id": billing.client_id, "client_name": "billing", "scope": "read",
-        "audience": "https://api.example.com", "caller": gateway.client_id,
+        "client_id": billing.public_id, "client_name": "billing", "scope": "read",
+        "audience": "https://api.example.com", "caller": gateway.public_id,
         "caller_name": "gateway"}
     assert {k: inactive[k] for k in ("client_id", "client_name", "caller", "caller_name")} == {
-        "client_id": "", "client_name": "", "caller": gateway.client_id,
+        "client_id": "", "client_name": "", "caller": gateway.public_id,
         "caller_name": "gateway"}

@@ -19,8 +19,8 @@ def record(session, org, client, kind, when):
 
 def test_counts_land_in_their_hour_with_empty_hours_kept(session):
     org = make_org(session)
-    c, _ = make_client(session, org)
-    other, _ = make_client(session, org)
+    _, c = make_client(session, org)
+    _, other = make_client(session, org)
     for minutes in (0, 5, 59):
         when = NOW.replace(minute=0) + timedelta(minutes=minutes)
         record(session, org, c, UsageKind.TOKEN_ISSUED, when)
@@ -41,7 +41,7 @@ def test_counts_land_in_their_hour_with_empty_hours_kept(session):
 
 def test_days_and_the_pruned_summary_count_the_same(session):
     org = make_org(session)
-    c, _ = make_client(session, org)
+    _, c = make_client(session, org)
     old = NOW - timedelta(days=40)
     for hours in (0, 1, 30):
         record(session, org, c, UsageKind.TOKEN_ISSUED, old + timedelta(hours=hours))
@@ -59,7 +59,7 @@ def test_days_and_the_pruned_summary_count_the_same(session):
 
 def test_other_orgs_are_not_counted(session, tenants):
     org, other = tenants.ours.org, tenants.theirs.org
-    c, _ = make_client(session, other)
+    _, c = make_client(session, other)
     record(session, other, c, UsageKind.TOKEN_ISSUED, NOW)
     session.commit()
     buckets = usage.series(session, org_id=org.id, start=NOW - timedelta(hours=1), end=NOW)

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.core import crypto, settings
+from portal.core.actor import Actor
 from portal.core.api_keys.models import ApiKey, ApiKeyRole
 from portal.core.audit import services as audit
 from portal.core.errors import NotFound, ValidationFailed
@@ -21,8 +22,7 @@ def create_api_key(
     org: Organization,
     name: str,
     role: str = ApiKeyRole.INTROSPECT.value,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> tuple[str, ApiKey]:
     """Create an API key for the org; returns it in plaintext (shown once) with its row.
@@ -42,15 +42,14 @@ def create_api_key(
         key_hash=crypto.hmac_digest(settings.hmac_key(), plaintext),
         hint=crypto.secret_hint(plaintext),
         role=key_role,
-        created_by=actor,
+        created_by=actor.label,
         created_at=now,
     )
     session.add(key)
     session.flush()
     audit.record(session, org_id=org.id, actor=actor, action="api_key:created",
                  target_type="api_key", target_id=str(key.id),
-                 details={"name": name, "hint": key.hint, "role": key_role.value},
-                 source_ip=source_ip, now=now)
+                 details={"name": name, "hint": key.hint, "role": key_role.value}, now=now)
     return plaintext, key
 
 
@@ -75,7 +74,7 @@ def authenticate_api_key(session: Session, presented: str) -> ApiKey | None:
 
 
 def revoke_api_key(
-    session: Session, *, org_id: int, key_id: int, actor: str, source_ip: str = "",
+    session: Session, *, org_id: int, key_id: int, actor: Actor,
     now: datetime | None = None,
 ) -> ApiKey:
     now = now or utcnow()
@@ -85,7 +84,7 @@ def revoke_api_key(
     if key.revoked_at is None:
         key.revoked_at = now
         audit.record(session, org_id=org_id, actor=actor, action="api_key:revoked",
-                     target_type="api_key", target_id=str(key.id), source_ip=source_ip,
+                     target_type="api_key", target_id=str(key.id),
                      now=now)
     session.flush()
     return key

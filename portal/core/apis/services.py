@@ -132,9 +132,9 @@ def _require_changeable(api: Api, acting_org_id: int | None) -> None:
 
 def _audit(session: Session, api: Api, *, action: str, actor: Actor,
            details: dict[str, Any] | None = None, now: datetime | None = None) -> None:
-    audit.record(session, org_id=api.org_id, actor=actor.label, action=action,
+    audit.record(session, org_id=api.org_id, actor=actor, action=action,
                  target_type="api", target_id=api.identifier,
-                 details=details, source_ip=actor.source_ip, now=now)
+                 details=details, now=now)
 
 
 # -- finding ------------------------------------------------------------------------------
@@ -409,9 +409,9 @@ def remove_scope(session: Session, api: Api, *, acting_org_id: int | None, scope
         if scope.name in grant.scopes:
             grant.scopes = [s for s in grant.scopes if s != scope.name]
             affected.append(grant.client)
-            audit.record(session, org_id=grant.client.org_id, actor=actor.label,
+            audit.record(session, org_id=grant.client.org_id, actor=actor,
                          action="client:grant:updated", target_type="client",
-                         target_id=grant.client.client_id, source_ip=actor.source_ip, now=now,
+                         target_id=grant.client.public_id, now=now,
                          details={"api": api.identifier, "scopes": list(grant.scopes),
                                   "removed": [scope.name]})
     api.scopes.remove(scope)
@@ -565,8 +565,8 @@ def grant(session: Session, client: Client, api: Api, *, scopes: Sequence[str],
     if make_default or client.default_api is None:
         _set_default(session, client, api)
     session.flush()
-    audit.record(session, org_id=client.org_id, actor=actor.label, action="client:granted",
-                 target_type="client", target_id=client.client_id, source_ip=actor.source_ip,
+    audit.record(session, org_id=client.org_id, actor=actor, action="client:granted",
+                 target_type="client", target_id=client.public_id,
                  now=now, details={"api": api.identifier, "scopes": chosen,
                                    "default": found.is_default})
     return found
@@ -591,8 +591,8 @@ def ungrant(session: Session, client: Client, api: Api, *, actor: Actor,
         session.flush()
         _set_default(session, client, client.grants[0].api)
     session.flush()
-    audit.record(session, org_id=client.org_id, actor=actor.label, action="client:ungranted",
-                 target_type="client", target_id=client.client_id, source_ip=actor.source_ip,
+    audit.record(session, org_id=client.org_id, actor=actor, action="client:ungranted",
+                 target_type="client", target_id=client.public_id,
                  now=now, details={"api": api.identifier})
 
 

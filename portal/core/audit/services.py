@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from portal.core.actor import Actor
 from portal.core.audit.models import AuditEntry
 from portal.core.types import utcnow
 
@@ -16,23 +17,22 @@ def record(
     session: Session,
     *,
     org_id: int | None,
-    actor: str,
+    actor: Actor,
     action: str,
     target_type: str,
     target_id: str,
     details: dict[str, Any] | None = None,
-    source_ip: str = "",
     now: datetime | None = None,
 ) -> AuditEntry:
     """Add one audit entry (who, what, target, when, from where) to the session."""
     entry = AuditEntry(
         org_id=org_id,
-        actor=actor,
+        actor=actor.label,
         action=action,
         target_type=target_type,
         target_id=target_id,
         details=details or {},
-        source_ip=source_ip,
+        source_ip=actor.source_ip,
         occurred_at=now or utcnow(),
     )
     session.add(entry)

@@ -36,7 +36,10 @@ class Client(Base):
     org_id: Mapped[int] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True
     )
-    client_id: Mapped[str] = mapped_column(String(64), unique=True)  # public, prefixed
+    # The public, prefixed id (``lkc_…``): the OAuth ``client_id``. The column keeps
+    # that name; the attribute is ``public_id`` because child tables' ``client_id``
+    # is this row's integer key.
+    public_id: Mapped[str] = mapped_column("client_id", String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     kind: Mapped[ClientKind] = mapped_column(
@@ -88,7 +91,7 @@ class Client(Base):
         return [s for s in self.secrets if s.is_active(now)]
 
     def __repr__(self) -> str:
-        return f"<Client {self.client_id}>"
+        return f"<Client {self.public_id}>"
 
 
 class ClientSecret(Base):

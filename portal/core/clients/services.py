@@ -14,6 +14,7 @@ from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from portal.core import crypto, settings
+from portal.core.actor import Actor
 from portal.core.apis import services as apis
 from portal.core.apis.grants import check_ttl
 from portal.core.apis.models import Api
@@ -156,11 +157,10 @@ def create_client(
     custom_claims: dict[str, Any] | None = None,
     jwks: dict[str, Any] | None = None,
     user: User | None = None,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
-) -> tuple[Client, str | None]:
-    """Create a client; returns it with its first secret in plaintext (shown once).
+) -> tuple[str | None, Client]:
+    """Create a client; returns its first secret in plaintext (shown once) and the client.
 
     ``grants`` are the APIs it may get tokens for (the org's or the deployment's,
     at least one) with the scopes of each; ``default_api`` (default: the first) is
@@ -184,7 +184,7 @@ def create_client(
     jwks, methods = clean["jwks"], clean["auth_methods"]
     client = Client(
         org_id=org.id,
-        client_id=crypto.new_public_id(crypto.CLIENT_ID_PREFIX, 16),
+        public_id=crypto.new_public_id(crypto.CLIENT_ID_PREFIX, 16),
         name=clean["name"],
         description=(description or "").strip(),
         kind=client_kind,
@@ -209,13 +209,12 @@ def create_client(
         actor=actor,
         action="client:created",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"name": client.name, "kind": client.kind.value, "grants": grant_summary(client),
                  "default_api": client.default_audience, "ttl": client.token_ttl},
-        source_ip=source_ip,
         now=now,
     )
-    return client, plaintext
+    return plaintext, client
 
 
 def _new_secret(
@@ -244,8 +243,7 @@ def add_secret(
     client: Client,
     *,
     expires_at: datetime | None = None,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> tuple[str, ClientSecret]:
     """Add a secret (at most five active at once); returns it in plaintext, shown once."""
@@ -263,10 +261,9 @@ def add_secret(
         actor=actor,
         action="client:secret:added",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"secret_id": secret.id, "hint": secret.hint,
                  "expires_at": expires_at.isoformat() if expires_at else None},
-        source_ip=source_ip,
         now=now,
     )
     return plaintext, secret
@@ -284,8 +281,7 @@ def revoke_secret(
     client: Client,
     *,
     secret_id: int,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> ClientSecret:
     """Revoke one of the client's secrets; it is ``invalid_client`` from then on."""
@@ -299,19 +295,18 @@ def revoke_secret(
             actor=actor,
             action="client:secret:revoked",
             target_type="client",
-            target_id=client.client_id,
+            target_id=client.public_id,
             details={"secret_id": secret.id, "hint": secret.hint},
-            source_ip=source_ip,
             now=now,
         )
     session.flush()
     return secret
 
 
-def get_client(session: Session, *, org_id: int, client_id: str) -> Client:
-    """The org's client with this client id; another org's client is NotFound."""
+def get_client(session: Session, *, org_id: int, public_id: str) -> Client:
+    """The org's client with this public id; another org's client is NotFound."""
     client = session.scalar(
-        select(Client).where(Client.org_id == org_id, Client.client_id == client_id)
+        select(Client).where(Client.org_id == org_id, Client.public_id == public_id)
     )
     if client is None:
         raise NotFound("no such client")
@@ -323,8 +318,7 @@ def regenerate_secret(
     client: Client,
     *,
     expires_at: datetime | None = None,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> tuple[str, ClientSecret]:
     """Replace every secret of the client with one new one (a lost secret's remedy);
@@ -341,10 +335,9 @@ def regenerate_secret(
         actor=actor,
         action="client:secret:regenerated",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"secret_id": secret.id, "hint": secret.hint,
                  "revoked": [s.hint for s in revoked]},
-        source_ip=source_ip,
         now=now,
     )
     return plaintext, secret
@@ -371,13 +364,28 @@ def list_clients(session: Session, *, org_id: int) -> list[Client]:
     return list(session.scalars(stmt))
 
 
-def find_client_for_auth(session: Session, client_id: str) -> Client | None:
+def list_enabled_clients(session: Session, *, org_id: int) -> list[Client]:
+    """The org's enabled clients by name: the ones a token can be minted for."""
+    stmt = (select(Client)
+            .where(Client.org_id == org_id, Client.enabled.is_(True))
+            .order_by(Client.name, Client.id))
+    return list(session.scalars(stmt))
+
+
+def find_client(session: Session, *, org_id: int, public_id: str) -> Client | None:
+    """The org's client with this public id, or None (another org's client too)."""
+    return session.scalar(
+        select(Client).where(Client.org_id == org_id, Client.public_id == public_id[:64])
+    )
+
+
+def find_client_for_auth(session: Session, public_id: str) -> Client | None:
     """Look up a client by its public id for authentication, secrets loaded in one go."""
-    if not client_id or len(client_id) > 64 or "\x00" in client_id:  # PostgreSQL refuses NUL
+    if not public_id or len(public_id) > 64 or "\x00" in public_id:  # PostgreSQL refuses NUL
         return None
     # One round trip: the client, its org (for the `oid` claim) and its secrets.
     found: Client | None = (
-        session.scalars(_client_for_auth(), {"client_id": client_id}).unique().first()
+        session.scalars(_client_for_auth(), {"public_id": public_id}).unique().first()
     )
     return found
 
@@ -387,7 +395,7 @@ def _client_for_auth() -> Select[Client]:
     """Built once: constructing the statement cost more than running it from the cache."""
     return (
         select(Client)
-        .where(Client.client_id == bindparam("client_id"))
+        .where(Client.public_id == bindparam("public_id"))
         .options(joinedload(Client.secrets), joinedload(Client.org))
     )
 
@@ -412,8 +420,7 @@ def set_enabled(
     client: Client,
     *,
     enabled: bool,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> Client:
     """Enable or disable a client; a disabled client gets no tokens and its tokens are inactive."""
@@ -427,8 +434,7 @@ def set_enabled(
             actor=actor,
             action="client:enabled" if enabled else "client:disabled",
             target_type="client",
-            target_id=client.client_id,
-            source_ip=source_ip,
+            target_id=client.public_id,
             now=now,
         )
     session.flush()
@@ -436,7 +442,7 @@ def set_enabled(
 
 
 def delete_client(
-    session: Session, client: Client, *, actor: str, source_ip: str = "",
+    session: Session, client: Client, *, actor: Actor,
     now: datetime | None = None,
 ) -> None:
     """Delete a client with its secrets and tokens (its tokens introspect inactive)."""
@@ -446,9 +452,8 @@ def delete_client(
         actor=actor,
         action="client:deleted",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"name": client.name},
-        source_ip=source_ip,
         now=now,
     )
     session.delete(client)
@@ -469,8 +474,7 @@ def update_client(
     ttl: int,
     custom_claims: dict[str, Any] | None,
     auth_methods: list[str],
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> list[str]:
     """Change a client's settings (checked as on creation); returns the changed field names.
@@ -507,11 +511,10 @@ def update_client(
         actor=actor,
         action="client:updated",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"changed": changed,
                  **({"grants": grant_summary(client), "default_api": client.default_audience}
                     if grant_change else {})},
-        source_ip=source_ip,
         now=now,
     )
     session.flush()
@@ -529,8 +532,7 @@ def set_secret_expiry(
     *,
     secret_id: int,
     expires_at: datetime,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> ClientSecret:
     """Set or move the expiry of one of the client's active secrets (to a future time)."""
@@ -548,10 +550,9 @@ def set_secret_expiry(
         actor=actor,
         action="client:secret:expiry_set",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"secret_id": secret.id, "hint": secret.hint,
                  "expires_at": expires_at.isoformat()},
-        source_ip=source_ip,
         now=now,
     )
     session.flush()

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.core import crypto
+from portal.core.actor import Actor
 from portal.core.audit import services as audit
 from portal.core.errors import Conflict, NotFound, ValidationFailed
 from portal.core.orgs.models import Organization
@@ -30,8 +31,7 @@ def create_org(
     name: str,
     slug: str | None = None,
     signing_alg: str | None = None,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> Organization:
     """Create an organisation with its active and next signing keys."""
@@ -61,7 +61,6 @@ def create_org(
         target_type="org",
         target_id=org.slug,
         details={"name": org.name},
-        source_ip=source_ip,
         now=now,
     )
     return org

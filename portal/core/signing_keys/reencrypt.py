@@ -51,9 +51,8 @@ def reencrypt_private_keys(session: Session, *, actor: Actor,
     session.flush()
     if changed:
         audit.record(
-            session, org_id=None, actor=actor.label, action="signing_key:reencrypted",
+            session, org_id=None, actor=actor, action="signing_key:reencrypted",
             target_type="key_encryption_keys", target_id="first",
-            details={"reencrypted": changed, "unchanged": unchanged},
-            source_ip=actor.source_ip, now=now or utcnow(),
+            details={"reencrypted": changed, "unchanged": unchanged}, now=now or utcnow(),
         )
     return changed, unchanged

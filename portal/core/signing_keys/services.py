@@ -202,9 +202,9 @@ def rotate(
     if new is None:
         new = create_key(session, org_id=org_id, alg=alg or default_next_alg(current),
                          state=KeyState.NEXT, now=now)
-        audit.record(session, org_id=org_id, actor=actor.label, action="signing_key:published",
+        audit.record(session, org_id=org_id, actor=actor, action="signing_key:published",
                      target_type="signing_key", target_id=new.kid, details={"alg": new.alg},
-                     source_ip=actor.source_ip, now=now)
+                     now=now)
         keyring().forget_org(org_id)
     ready = ready_at(new)
     if now <= ready:
@@ -228,12 +228,11 @@ def rotate(
     audit.record(
         session,
         org_id=org_id,
-        actor=actor.label,
+        actor=actor,
         action="signing_key:rotated",
         target_type="signing_key",
         target_id=new.kid,
         details={"retired": old.kid if old else None, "next_alg": alg},
-        source_ip=actor.source_ip,
         now=now,
     )
     keyring().forget_org(org_id)

@@ -110,12 +110,11 @@ def mint(
                    source=source, source_ip=actor.source_ip, now=now)
     values = issued.values
     audit.record(
-        session, org_id=org_id, actor=actor.label, action="token:minted",
+        session, org_id=org_id, actor=actor, action="token:minted",
         target_type="client", target_id=client.public_id,
         details={"jti": values["jti"], "scopes": values["scopes"],
                  "audience": values["audience"], "ttl": issued.expires_in,
-                 "source": source.value},
-        source_ip=actor.source_ip, now=values["issued_at"],
+                 "source": source.value}, now=values["issued_at"],
     )
     return issued
 
@@ -171,8 +170,7 @@ def revoke(
     session: Session,
     record: IssuedToken,
     *,
-    by: str,
-    source_ip: str = "",
+    actor: Actor,
     audit_change: bool = True,
     now: datetime | None = None,
 ) -> bool:
@@ -181,16 +179,15 @@ def revoke(
     if record.revoked_at is not None:
         return False
     record.revoked_at = now
-    record.revoked_by = by[:200]
+    record.revoked_by = actor.label[:200]
     if audit_change:
         audit.record(
             session,
             org_id=record.org_id,
-            actor=by,
+            actor=actor,
             action="token:revoked",
             target_type="token",
             target_id=record.jti,
-            source_ip=source_ip,
             now=now,
         )
     session.flush()
@@ -198,7 +195,7 @@ def revoke(
 
 
 def revoke_all_for_client(
-    session: Session, client: Client, *, by: str, source_ip: str = "", now: datetime | None = None
+    session: Session, client: Client, *, actor: Actor, now: datetime | None = None
 ) -> int:
     """Revoke every unexpired, unrevoked token of a client; returns how many."""
     now = now or utcnow()
@@ -209,18 +206,17 @@ def revoke_all_for_client(
             IssuedToken.revoked_at.is_(None),
             IssuedToken.expires_at > now,
         )
-        .values(revoked_at=now, revoked_by=by[:200])
+        .values(revoked_at=now, revoked_by=actor.label[:200])
     )
     count = int(getattr(result, "rowcount", 0) or 0)
     audit.record(
         session,
         org_id=client.org_id,
-        actor=by,
+        actor=actor,
         action="client:tokens:revoked",
         target_type="client",
-        target_id=client.client_id,
+        target_id=client.public_id,
         details={"count": count},
-        source_ip=source_ip,
         now=now,
     )
     return count
@@ -278,8 +274,7 @@ def revoke_by_reference(
     *,
     org_id: int,
     value: str,
-    by: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> Revocation:
     """Revoke the org's token named by a pasted access token or ``jti``.
@@ -292,7 +287,7 @@ def revoke_by_reference(
     if record is None:
         return Revocation(record=None)
     client = session.get(Client, record.client_id)
-    revoked = revoke_from_portal(session, record, by=by, source_ip=source_ip, now=now)
+    revoked = revoke_from_portal(session, record, actor=actor, now=now)
     return Revocation(record=record, client=client, revoked=revoked)
 
 
@@ -300,8 +295,7 @@ def revoke_from_portal(
     session: Session,
     record: IssuedToken,
     *,
-    by: str,
-    source_ip: str = "",
+    actor: Actor,
     audit_change: bool = True,
     now: datetime | None = None,
 ) -> bool:
@@ -311,13 +305,12 @@ def revoke_from_portal(
     from portal.core.usage import services as usage
 
     now = now or utcnow()
-    revoked = revoke(session, record, by=by, source_ip=source_ip, audit_change=audit_change,
-                     now=now)
+    revoked = revoke(session, record, actor=actor, audit_change=audit_change, now=now)
     if revoked:
         usage.record_event(
             session, kind=UsageKind.TOKEN_REVOKED, org_id=record.org_id,
-            client_id=record.client_id, client_ref=by[:64], jti=record.jti,
-            source_ip=source_ip, now=now,
+            client_id=record.client_id, client_ref=actor.label[:64], jti=record.jti,
+            source_ip=actor.source_ip, now=now,
         )
         session.flush()
     return revoked
@@ -332,5 +325,4 @@ def revoke_by_id(
         select(IssuedToken).where(IssuedToken.id == record_id, IssuedToken.org_id == org_id))
     if record is None:
         return False
-    return revoke_from_portal(session, record, by=actor.label, source_ip=actor.source_ip,
-                              audit_change=audit_change, now=now)
+    return revoke_from_portal(session, record, actor=actor, audit_change=audit_change, now=now)

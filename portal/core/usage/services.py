@@ -289,7 +289,7 @@ class EventRow:
 def _involving(client_id: int) -> Any:
     """Events of client ``client_id``: its token requests, any event about one of its
     tokens, and the introspections and revocations it made itself (of any token)."""
-    public_id = select(Client.client_id).where(Client.id == client_id).scalar_subquery()
+    public_id = select(Client.public_id).where(Client.id == client_id).scalar_subquery()
     return or_(
         UsageEvent.client_id == client_id,
         and_(UsageEvent.kind.in_(CALLER_KINDS),
@@ -392,9 +392,9 @@ def describe(session: Session, *, org_id: int, events: Sequence[UsageEvent]) -> 
     if client_ids or caller_ids:
         for client in session.scalars(select(Client).where(
                 Client.org_id == org_id,
-                or_(Client.id.in_(client_ids), Client.client_id.in_(caller_ids)))):
+                or_(Client.id.in_(client_ids), Client.public_id.in_(caller_ids)))):
             by_id[client.id] = client
-            by_public[client.client_id] = client
+            by_public[client.public_id] = client
     key_names: dict[str, list[str]] = {}
     if hints:
         for hint, name in session.execute(select(ApiKey.hint, ApiKey.name).where(
@@ -409,7 +409,7 @@ def describe(session: Session, *, org_id: int, events: Sequence[UsageEvent]) -> 
 
     def client_party(client: Client | None, ref: str) -> Party | None:
         if client is not None:
-            return Party("client", client.client_id, client.name)
+            return Party("client", client.public_id, client.name)
         return Party("other", ref) if ref else None
 
     rows: list[EventRow] = []

@@ -86,10 +86,9 @@ def invite(
         raise Conflict(f"{email} is already a member of this organisation")
     for old in _pending(session, org_id=org.id, email=email, now=now):
         old.revoked_at = now
-        audit.record(session, org_id=org.id, actor=actor.label, action="invitation:revoked",
+        audit.record(session, org_id=org.id, actor=actor, action="invitation:revoked",
                      target_type="invitation", target_id=email,
-                     details={"role": old.role.value, "replaced": True},
-                     source_ip=actor.source_ip, now=now)
+                     details={"role": old.role.value, "replaced": True}, now=now)
     plaintext = crypto.new_secret(crypto.INVITATION_PREFIX)
     invitation = Invitation(
         org_id=org.id,
@@ -102,11 +101,11 @@ def invite(
     )
     session.add(invitation)
     session.flush()
-    audit.record(session, org_id=org.id, actor=actor.label, action="invitation:created",
+    audit.record(session, org_id=org.id, actor=actor, action="invitation:created",
                  target_type="invitation", target_id=email,
                  details={"role": member_role.value,
                           "expires_at": invitation.expires_at.isoformat(timespec="seconds")},
-                 source_ip=actor.source_ip, now=now)
+                 now=now)
     return plaintext, invitation
 
 
@@ -149,9 +148,9 @@ def revoke_invitation(
     if invitation is None or not invitation.is_pending(now):
         raise NotFound("no such pending invitation")
     invitation.revoked_at = now
-    audit.record(session, org_id=org_id, actor=actor.label, action="invitation:revoked",
+    audit.record(session, org_id=org_id, actor=actor, action="invitation:revoked",
                  target_type="invitation", target_id=invitation.email,
-                 details={"role": invitation.role.value}, source_ip=actor.source_ip, now=now)
+                 details={"role": invitation.role.value}, now=now)
     session.flush()
     return invitation
 
@@ -188,17 +187,17 @@ def _accepted(session: Session, invitation: Invitation, *, user: User, source_ip
               now: datetime) -> Membership:
     """Mark the invitation used and make the user a member (or keep their membership)."""
     invitation.accepted_at = now
-    who = f"user:{user.email}"
+    who = Actor(f"user:{user.email}", source_ip)  # the invitee accepts
     audit.record(session, org_id=invitation.org_id, actor=who, action="invitation:accepted",
                  target_type="invitation", target_id=invitation.email,
-                 details={"role": invitation.role.value}, source_ip=source_ip, now=now)
+                 details={"role": invitation.role.value}, now=now)
     existing = session.scalar(select(Membership).where(
         Membership.org_id == invitation.org_id, Membership.user_id == user.id))
     if existing is not None:  # added meanwhile by another invitation: keep that role
         session.flush()
         return existing
     return add_membership(session, org=invitation.org, user=user,
-                          role=invitation.role.value, actor=who, source_ip=source_ip, now=now)
+                          role=invitation.role.value, actor=who, now=now)
 
 
 def accept_as_user(
@@ -206,7 +205,7 @@ def accept_as_user(
     *,
     token: str,
     user_id: int,
-    source_ip: str = "",
+    source_ip: str,
     now: datetime | None = None,
 ) -> Membership:
     """The signed-in holder of the invited email accepts: they become a member.
@@ -232,7 +231,7 @@ def accept_with_new_account(
     token: str,
     password: PasswordHash,
     name: str = "",
-    source_ip: str = "",
+    source_ip: str,
     now: datetime | None = None,
 ) -> Membership:
     """Create the invitee's account with the password they chose and make it a member.
@@ -255,8 +254,8 @@ def accept_with_new_account(
             # The account is recorded without an org: the org's audit log then
             # cannot tell whether the invited email had an account before.
             user = create_user(session, email=invitation.email, password=password,
-                               name=name, org=None, actor=f"user:{invitation.email}",
-                               source_ip=source_ip, now=now)
+                               name=name, org=None,
+                               actor=Actor(f"user:{invitation.email}", source_ip), now=now)
     except IntegrityError as e:
         raise exists from e
     return _accepted(session, invitation, user=user, source_ip=source_ip, now=now)

@@ -115,8 +115,7 @@ def create_user(
     name: str = "",
     org: Organization | None = None,
     role: str = Role.ADMIN.value,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> User:
     """Create a user and, given ``org``, their membership.
@@ -147,12 +146,10 @@ def create_user(
         action="user:created",
         target_type="user",
         target_id=email,
-        source_ip=source_ip,
         now=now,
     )
     if org is not None:
-        add_membership(session, org=org, user=user, role=role, actor=actor,
-                       source_ip=source_ip, now=now)
+        add_membership(session, org=org, user=user, role=role, actor=actor, now=now)
     return user
 
 
@@ -170,8 +167,7 @@ def add_membership(
     org: Organization,
     user: User,
     role: str,
-    actor: str,
-    source_ip: str = "",
+    actor: Actor,
     now: datetime | None = None,
 ) -> Membership:
     """Give a user a role in an org."""
@@ -193,7 +189,6 @@ def add_membership(
         target_type="user",
         target_id=user.email,
         details={"role": member_role.value},
-        source_ip=source_ip,
         now=now,
     )
     return membership
@@ -319,8 +314,8 @@ def change_password(
     user = session.get(User, user_id, populate_existing=True)
     if user is None:  # pragma: no cover (the update above found it)
         raise NotFound("no such user")
-    audit.record(session, org_id=None, actor=actor.label, action="user:password_changed",
-                 target_type="user", target_id=user.email, source_ip=actor.source_ip, now=now)
+    audit.record(session, org_id=None, actor=actor, action="user:password_changed",
+                 target_type="user", target_id=user.email, now=now)
     session.flush()
     return user.session_generation
 
@@ -371,9 +366,8 @@ def reset_password(
     user.password_hash = temporary.value
     user.must_change_password = True
     user.session_generation = user.session_generation + 1
-    audit.record(session, org_id=membership.org_id, actor=actor.label,
-                 action="member:password_reset", target_type="user", target_id=user.email,
-                 source_ip=actor.source_ip, now=now)
+    audit.record(session, org_id=membership.org_id, actor=actor,
+                 action="member:password_reset", target_type="user", target_id=user.email, now=now)
     session.flush()
     return user
 
@@ -402,6 +396,16 @@ def memberships_of(session: Session, *, user_id: int) -> list[Membership]:
         .execution_options(populate_existing=True)  # roles as they are now
     )
     return list(session.scalars(stmt))
+
+
+def find_member(session: Session, *, org_id: int, public_id: str) -> User | None:
+    """The member of the org with this public user id, or None (a user of another org too)."""
+    stmt = (
+        select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.org_id == org_id, User.public_id == public_id)
+    )
+    return session.scalar(stmt)
 
 
 def get_membership(session: Session, *, org_id: int, membership_id: int) -> Membership:
@@ -479,12 +483,11 @@ def set_role(
     audit.record(
         session,
         org_id=membership.org_id,
-        actor=actor.label,
+        actor=actor,
         action="member:role_changed",
         target_type="user",
         target_id=membership.user.email,
         details={"from": old_role.value, "to": new_role.value},
-        source_ip=actor.source_ip,
         now=now,
     )
     return membership
@@ -530,12 +533,11 @@ def remove_membership(
     audit.record(
         session,
         org_id=membership.org_id,
-        actor=actor.label,
+        actor=actor,
         action="member:removed",
         target_type="user",
         target_id=membership.user.email,
         details={"role": membership.role.value, "tokens_revoked": revoked},
-        source_ip=actor.source_ip,
         now=now,
     )
     session.delete(membership)
