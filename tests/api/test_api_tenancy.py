@@ -126,7 +126,7 @@ def test_another_orgs_api_is_invalid_target_and_nothing_is_issued(client, sessio
 def test_and_the_other_way_round_acme_gets_nothing_for_betas_api(client, session, w, parameter):
     response = client.post("/oauth/token", data={"grant_type": "client_credentials",
                                                  parameter: BETA_API},
-                           headers=basic(w["acme_client"].client_id, w["acme_secret"]))
+                           headers=basic(w["acme_client"].public_id, w["acme_secret"]))
 
     assert response.status_code == HTTPStatus.BAD_REQUEST, response.get_json()
     assert response.get_json() == {
@@ -184,7 +184,7 @@ def mint_as_betas_admin(app, tenants, w, audience: str) -> Any:
     portal = Portal(app.test_client())
     portal.sign_in(tenants.theirs.admin.email)
     target = w["secret_client"]
-    page = portal.get(f"/tokens/mint?client={target.client_id}").get_data(as_text=True)
+    page = portal.get(f"/tokens/mint?client={target.public_id}").get_data(as_text=True)
     return portal.http.post("/tokens/mint", data={
         **hidden_fields(page), "audience": [audience], "ttl": "900", "custom_claims": ""})
 

@@ -107,7 +107,7 @@ def test_revoked_token_is_inactive(client, session, acme, token, org):
 
 
 def test_expired_token_is_inactive(client, session, acme):
-    expired = issue(session, acme[0], now=utcnow() - timedelta(hours=2))
+    expired = issue(session, acme[1], now=utcnow() - timedelta(hours=2))
     assert_inactive(client, acme, expired)
 
 

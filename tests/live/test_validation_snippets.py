@@ -84,7 +84,7 @@ def signed_in(live_server: str, email: str) -> requests.Session:
 def token_for(live_server: str, world: dict[str, Any], org: str, audience: str) -> str:
     client, secret = world["clients"][org]
     response = requests.post(live_server + "/oauth/token", timeout=10, headers=basic(
-        client.client_id, secret), data={"grant_type": "client_credentials", "audience": audience})
+        client.public_id, secret), data={"grant_type": "client_credentials", "audience": audience})
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
 
@@ -176,7 +176,7 @@ def test_a_token_another_org_could_mint_with_a_taken_identifier_does_not_exist(s
     client, secret = world["clients"]["beta"]
 
     response = requests.post(live_server + "/oauth/token", timeout=10,
-                             headers=basic(client.client_id, secret),
+                             headers=basic(client.public_id, secret),
                              data={"grant_type": "client_credentials", "audience": ORDERS})
 
     assert response.status_code == 400 and response.json()["error"] == "invalid_target"
