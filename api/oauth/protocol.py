@@ -308,8 +308,8 @@ class Protocol:
         # GIL many times (each statement, the writers' lock file): two of a worker's
         # threads in it at once only hand the GIL back and forth at each of those
         # points. One at a time per process, the other thread stays free for the
-        # portal (make bench: ~15-20 % more tokens a second). On PostgreSQL the waits
-        # are the server's, and overlapping them is worth it.
+        # portal (+19 % ES256 tokens a second: bench/README.md, "Follow-ups of
+        # 2026-12-03"). On PostgreSQL the waits are the server's: overlapping them pays.
         self._one_at_a_time: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if store.connections.sqlite else contextlib.nullcontext())
 

@@ -16,6 +16,14 @@ from portal.core.orgs.models import Organization
 from portal.core.types import CreatedAt, UTCDateTime, text_enum, utcnow
 from portal.core.users.models import User
 
+#: The length of a client's public id column.
+PUBLIC_ID_LENGTH = 64
+
+
+def is_usable_public_id(public_id: str) -> bool:
+    """Whether ``public_id`` could be a client's: PostgreSQL refuses NUL in text, and an id
+    longer than the column is nobody's (looking either up is a miss, never an error)."""
+    return bool(public_id) and len(public_id) <= PUBLIC_ID_LENGTH and "\x00" not in public_id
 
 class ClientKind(enum.StrEnum):
     ORG = "org"  # acts for the org; token carries `oid`
@@ -39,7 +47,7 @@ class Client(Base):
     # The public, prefixed id (``lkc_…``): the OAuth ``client_id``. The column keeps
     # that name; the attribute is ``public_id`` because child tables' ``client_id``
     # is this row's integer key.
-    public_id: Mapped[str] = mapped_column("client_id", String(64), unique=True)
+    public_id: Mapped[str] = mapped_column("client_id", String(PUBLIC_ID_LENGTH), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     kind: Mapped[ClientKind] = mapped_column(

@@ -19,7 +19,13 @@ from portal.core.apis import services as apis
 from portal.core.apis.grants import check_ttl
 from portal.core.apis.models import Api
 from portal.core.audit import services as audit
-from portal.core.clients.models import AuthMethod, Client, ClientKind, ClientSecret
+from portal.core.clients.models import (
+    AuthMethod,
+    Client,
+    ClientKind,
+    ClientSecret,
+    is_usable_public_id,
+)
 from portal.core.errors import Checks, NotFound, SecretLimitReached, ValidationFailed
 from portal.core.orgs.models import Organization
 from portal.core.tokens.claims import check_custom_claims
@@ -305,9 +311,7 @@ def revoke_secret(
 
 def get_client(session: Session, *, org_id: int, public_id: str) -> Client:
     """The org's client with this public id; another org's client is NotFound."""
-    client = session.scalar(
-        select(Client).where(Client.org_id == org_id, Client.public_id == public_id)
-    )
+    client = find_client(session, org_id=org_id, public_id=public_id)
     if client is None:
         raise NotFound("no such client")
     return client
@@ -374,14 +378,15 @@ def list_enabled_clients(session: Session, *, org_id: int) -> list[Client]:
 
 def find_client(session: Session, *, org_id: int, public_id: str) -> Client | None:
     """The org's client with this public id, or None (another org's client too)."""
+    if not is_usable_public_id(public_id):
+        return None
     return session.scalar(
-        select(Client).where(Client.org_id == org_id, Client.public_id == public_id[:64])
-    )
+        select(Client).where(Client.org_id == org_id, Client.public_id == public_id))
 
 
 def find_client_for_auth(session: Session, public_id: str) -> Client | None:
     """Look up a client by its public id for authentication, secrets loaded in one go."""
-    if not public_id or len(public_id) > 64 or "\x00" in public_id:  # PostgreSQL refuses NUL
+    if not is_usable_public_id(public_id):
         return None
     # One round trip: the client, its org (for the `oid` claim) and its secrets.
     found: Client | None = (

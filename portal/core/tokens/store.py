@@ -50,7 +50,7 @@ from portal.core.apis.grants import (
     sql_text,
 )
 from portal.core.apis.models import Api, ClientGrant
-from portal.core.clients.models import Client, ClientKind, ClientSecret
+from portal.core.clients.models import Client, ClientKind, ClientSecret, is_usable_public_id
 from portal.core.db import table_of
 from portal.core.orgs.models import Organization
 from portal.core.rawdb import RawConnection, RawConnections, RawStatement
@@ -201,7 +201,7 @@ class TokenStore:
                org_id: int | None = None) -> ClientSnapshot | None:
         """The client with this public id (and, given ``org_id``, of that org), with the
         stored secret whose keyed hash is ``digest`` if there is one."""
-        if not _usable_id(public_id):
+        if not is_usable_public_id(public_id):
             return None
         if org_id is None:
             row = self._client.first(connection, {"client_id": public_id, "digest": digest})
@@ -213,7 +213,7 @@ class TokenStore:
     def client_and_record(self, connection: Connection, *, public_id: str, digest: bytes,
                           jti: str | None) -> tuple[ClientSnapshot | None, TokenRecord | None]:
         """:meth:`client` and, in the same read, its org's record of token ``jti``."""
-        if not _usable_id(public_id):
+        if not is_usable_public_id(public_id):
             return None, None
         row = self._client_and_record.first(
             connection, {"client_id": public_id, "digest": digest, "jti": jti})
@@ -314,11 +314,6 @@ class TokenStore:
         except self.integrity_error:
             return False
         return True
-
-
-def _usable_id(public_id: str) -> bool:
-    # PostgreSQL refuses NUL in text; a client id longer than the column is nobody's.
-    return bool(public_id) and len(public_id) <= MAX_CLIENT_ID and "\x00" not in public_id
 
 
 CLIENT_COLUMNS = 18
