@@ -64,6 +64,17 @@ def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
+def click_and_accept(page: Page, button: Any) -> None:
+    """Click ``button``, whose form asks with ``confirm()``, and accept the dialog.
+
+    Waits for the page's ``load`` event first: static/js/forms.js is deferred, and a click
+    before it runs meets the no-script path (the confirmation page), not the dialog.
+    """
+    page.wait_for_load_state("load")
+    page.once("dialog", lambda dialog: dialog.accept())
+    button.click()
+
+
 def user_of_an_org_with_orders(session: Any, org_name: str, role: str) -> Any:
     """A new ``role`` of a new org ``org_name`` that has one API to grant, Orders (ORDERS)."""
     org = make_org(session, name=org_name)

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from portal.core.clients import services as clients
-from tests.browser.conftest import JS, ORDERS, sign_in, user_of_an_org_with_orders
+from tests.browser.conftest import JS, ORDERS, click_and_accept, sign_in, user_of_an_org_with_orders
 from tests.factories import PASSWORD, TEST_ACTOR, issue, make_client, make_user
 
 pytestmark = pytest.mark.browser
@@ -166,8 +166,7 @@ def test_destructive_actions_ask_first(contexts, live_server, owner, session, sc
     assert page.evaluate("() => window.scrollY") > 0
     photograph(page, screenshot, "landed-at-tokens")
 
-    page.once("dialog", lambda d: d.accept())
-    page.get_by_role("button", name="Disable").click()
+    click_and_accept(page, page.get_by_role("button", name="Disable"))
     if not javascript:
         expect(page.get_by_role("heading", level=1)).to_have_text("Disable to-disable?")
         page.get_by_role("button", name="Disable client").click()

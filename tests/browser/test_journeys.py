@@ -16,7 +16,7 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ORDERS, sign_in, user_of_an_org_with_orders
+from tests.browser.conftest import ORDERS, click_and_accept, sign_in, user_of_an_org_with_orders
 from tests.factories import make_client, make_org, make_user
 
 pytestmark = pytest.mark.browser
@@ -114,10 +114,10 @@ def test_rotate_secrets(page, live_server, admin, session, screenshot):
     assert get_token(live_server, client.public_id, old_secret).status_code == 200
 
     page.get_by_role("link", name="Go to rotating").click()
+    expect(page).to_have_url(re.compile(rf"/clients/{client.public_id}(#.*)?$"))
     old_hint = old_secret[-4:]
     row = page.locator("tr", has=page.get_by_text(f"…{old_hint}"))
-    page.once("dialog", lambda d: d.accept())  # the confirm() of data-confirm
-    row.get_by_role("button", name=re.compile("^Revoke")).click()
+    click_and_accept(page, row.get_by_role("button", name=re.compile("^Revoke")))
     expect(page.locator("tr", has=page.get_by_text(f"…{old_hint}")).locator(".badge")) \
         .to_have_text("revoked")
     screenshot(page, "rotated")
