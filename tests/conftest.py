@@ -17,12 +17,14 @@ from functools import cached_property
 from typing import Any, NamedTuple
 
 import pytest
+from argon2 import PasswordHasher
 from cryptography.fernet import Fernet
 from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from portal import create_app
+from portal.core import crypto
 from portal.core.db import Base, get_engine, get_session, in_read_transaction
 from portal.core.models import Client, Organization, User  # (and loads every model)
 
@@ -152,6 +154,25 @@ def rsa_keys_made_once(monkeypatch: pytest.MonkeyPatch) -> None:
         return _RSA_KEYS[index]
 
     monkeypatch.setattr(signing_keys, "generate_private_key", from_the_pool)
+
+
+#: argon2id as cheap as it goes: the suite's few thousand users and sign-ins would each
+#: cost about 0.25 s of CPU with the product's parameters (``portal.core.crypto``).
+CHEAP_PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(request: pytest.FixtureRequest,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passwords are hashed with :data:`CHEAP_PASSWORD_HASHER` in this process.
+
+    Hashing and verifying, rehashing on sign-in and the rules around them behave
+    the same with any parameters; the product's own parameters are checked by the
+    tests marked ``production_argon2``, which keep them. A ``latchkey`` process
+    started by a test (tests/live) hashes with the product's.
+    """
+    if request.node.get_closest_marker("production_argon2") is None:
+        monkeypatch.setattr(crypto, "_password_hasher", CHEAP_PASSWORD_HASHER)
 
 
 @pytest.fixture

@@ -82,6 +82,7 @@ def test_password_is_stored_as_argon2id(session):
     assert PASSWORD not in user.password_hash
 
 
+@pytest.mark.production_argon2
 def test_sign_in_rehashes_a_password_hashed_with_old_argon2_parameters(app, session):
     user = make_user(session, org=make_org(session))
     old_hasher = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)

@@ -126,6 +126,7 @@ def test_active_key_signs_the_same_bytes_as_pyjwt(alg):
                                           headers={"typ": "at+jwt", "kid": key.kid})
 
 
+@pytest.mark.production_argon2
 def test_passwords_are_hashed_on_one_lane_with_64_mib_and_three_passes():
     """One lane: a sign-in takes one core, not every core (bench/README.md, portal busy)."""
     assert crypto.hash_password("correct horse").startswith("$argon2id$v=19$m=65536,t=3,p=1$")
