@@ -46,26 +46,24 @@ class RawStatement:
         self.sql = compiled.string
         self.positional = bool(compiled.positiontup)
         self.names: list[str] = list(compiled.positiontup or compiled.binds)
-        self._bind: dict[str, Callable[[Any], Any]] = {}
-        for name in self.names:
-            processor = _bind_processor(compiled.binds[name].type, dialect)
-            if processor is not None:
-                self._bind[name] = processor
-        # A SELECT's columns, or what an INSERT ... RETURNING returns.
+        # Each parameter with its column type's bind processor (None: as given).
+        self._binds: list[tuple[str, Callable[[Any], Any] | None]] = [
+            (name, _bind_processor(compiled.binds[name].type, dialect)) for name in self.names
+        ]
+        # A SELECT's columns, or what an INSERT ... RETURNING returns: the positions
+        # whose values a processor converts.
         columns = list(getattr(statement, "exported_columns", None) or [])
-        self._result: list[Callable[[Any], Any] | None] = [
-            _result_processor(column.type, dialect) for column in columns
+        self._results: list[tuple[int, Callable[[Any], Any]]] = [
+            (index, processor) for index, column in enumerate(columns)
+            if (processor := _result_processor(column.type, dialect)) is not None
         ]
 
     def params(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        bind = self._bind
-        converted = {
-            name: (bind[name](values[name]) if name in bind else values[name])
-            for name in self.names
-        }
         if self.positional:
-            return [converted[name] for name in self.names]
-        return converted
+            return [values[name] if bind is None else bind(values[name])
+                    for name, bind in self._binds]
+        return {name: values[name] if bind is None else bind(values[name])
+                for name, bind in self._binds}
 
     def execute(self, connection: Any, values: Mapping[str, Any]) -> int:
         """Run it; returns the driver's row count."""
@@ -93,10 +91,12 @@ class RawStatement:
             cursor.close()
         if row is None:
             return None
-        return tuple(
-            value if processor is None else processor(value)
-            for processor, value in zip(self._result, row, strict=True)
-        )
+        if not self._results:
+            return tuple(row)
+        converted = list(row)
+        for index, processor in self._results:
+            converted[index] = processor(converted[index])
+        return tuple(converted)
 
 
 # -- the column types' own conversions, and faster equivalents of the costliest --------------
