@@ -465,6 +465,8 @@ class Protocol:
                     connection, digest=self._digest(given.api_key), jti=jti)
             if key is None or key.revoked_at is not None:
                 raise Refused(INVALID_CLIENT, "Invalid API key.", status=401)
+            self.store.touch_api_key(connection, key_id=key.id, last_used_at=key.last_used_at,
+                                     now=now)
             return Caller(org_id=key.org_id, label=key.label, api_key=key, record=record)
         client, record = self._client(connection, given, path, now, jti)
         if not client.enabled:

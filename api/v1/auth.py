@@ -23,6 +23,8 @@ from portal.core.api_keys.models import ApiKey, ApiKeyRole
 from portal.core.db import get_session
 from portal.core.orgs.models import Organization
 from portal.core.ratelimit import parse_limit
+from portal.core.tokens.store import last_used_is_stale, token_store
+from portal.core.types import utcnow
 
 #: Endpoints anyone may read: the description of the API and its reference page.
 PUBLIC_ENDPOINTS = frozenset({"api_v1.openapi_document", "api_v1.docs", "api_v1.docs_asset"})
@@ -68,7 +70,22 @@ def authenticate() -> ResponseReturnValue | None:
                            "WWW-Authenticate": 'Bearer realm="latchkey", '
                                                'error="insufficient_scope"'})
     g.api_key = key
+    _note_use(key)
     return None
+
+
+def _note_use(key: ApiKey) -> None:
+    """Write the key's last-used time when stale (once a minute at most, the token store's
+    rule) on a connection of the store's own, after ending the lookup's transaction: on
+    SQLite a change's transaction holds the write lock, which that write would wait for."""
+    now = utcnow()
+    if not last_used_is_stale(key.last_used_at, now):
+        return
+    key_id, last_used = key.id, key.last_used_at
+    get_session().commit()
+    store = token_store()
+    with store.connections.connection() as connection:
+        store.touch_api_key(connection, key_id=key_id, last_used_at=last_used, now=now)
 
 
 def _rate_limited(presented: str) -> int | None:

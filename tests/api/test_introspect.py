@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
 from portal.core.api_keys import services as api_keys
+from portal.core.api_keys.models import ApiKey
 from portal.core.clients import services as clients
 from portal.core.tokens import services as tokens
 from portal.core.types import utcnow
@@ -80,6 +81,32 @@ def test_org_api_key_may_introspect_as_bearer(client, session, org, token):
     assert response.status_code == HTTPStatus.OK
     assert response.get_json()["active"] is True
     assert response.get_json()["jti"] == claims_of(token)["jti"]
+
+
+def test_an_api_key_that_introspects_shows_when_it_was_last_used(client, session, org, token,
+                                                                 other_org):
+    key, row = make_api_key(session, org)
+    _, theirs = make_api_key(session, other_org)
+    started = utcnow() - timedelta(seconds=1)
+
+    assert introspect(client, token, bearer(key)).status_code == HTTPStatus.OK
+    session.expire_all()
+    used = session.get(ApiKey, row.id).last_used_at
+    assert used is not None and used >= started
+    assert session.get(ApiKey, theirs.id).last_used_at is None
+
+    # Within a minute it is not written again; after one it is.
+    recent = utcnow() - timedelta(seconds=10)
+    session.get(ApiKey, row.id).last_used_at = recent
+    session.commit()
+    assert introspect(client, token, bearer(key)).status_code == HTTPStatus.OK
+    session.expire_all()
+    assert session.get(ApiKey, row.id).last_used_at == recent
+    session.get(ApiKey, row.id).last_used_at = utcnow() - timedelta(minutes=5)
+    session.commit()
+    assert introspect(client, token, bearer(key)).status_code == HTTPStatus.OK
+    session.expire_all()
+    assert session.get(ApiKey, row.id).last_used_at >= started
 
 
 @pytest.mark.parametrize(("asked", "active"), [

@@ -8,6 +8,7 @@
 - :meth:`TokenStore.api_key_and_record`: an org API key and its org's record of a token;
 - :meth:`TokenStore.record_issued`: an issued token's record with its usage event, and the
   client's and secret's last-used times when stale, atomically;
+- :meth:`TokenStore.touch_api_key`: an org API key's last-used time, when stale;
 - :meth:`TokenStore.insert_event`: one usage event;
 - :meth:`TokenStore.use_assertion`: a ``private_key_jwt`` assertion's ``jti``, once.
 
@@ -77,6 +78,7 @@ class ApiKeyCaller:
     org_id: int
     hint: str
     revoked_at: datetime | None
+    last_used_at: datetime | None = None
 
     @property
     def label(self) -> str:
@@ -181,13 +183,15 @@ class TokenStore:
             select(*client_columns, *record_columns)
             .select_from(with_record(client_from, clients.c.org_id)).where(by_public_id))
         self._api_key_and_record = compiled(
-            select(keys.c.id, keys.c.org_id, keys.c.hint, keys.c.revoked_at, *record_columns)
+            select(keys.c.id, keys.c.org_id, keys.c.hint, keys.c.revoked_at,
+                   keys.c.last_used_at, *record_columns)
             .select_from(with_record(keys, keys.c.org_id))
             .where(keys.c.key_hash == bindparam("digest", type_=keys.c.key_hash.type)))
         self._insert_token = compiled(_insert_all(tokens, ("id", "revoked_at", "revoked_by")))
         self._insert_event = compiled(_insert_all(events))
         self._touch_client = compiled(_touch(clients))
         self._touch_secret = compiled(_touch(secrets))
+        self._touch_api_key = compiled(_touch(keys))
         self._insert_assertion = compiled(_insert_all(table_of(UsedAssertion)))
         self._token_with_event = (compiled(_token_with_event(tokens, events))
                                   if self.dialect == "postgresql" else None)
@@ -227,8 +231,9 @@ class TokenStore:
         row = self._api_key_and_record.first(connection, {"digest": digest, "jti": jti})
         if row is None:
             return None, None
-        key = ApiKeyCaller(id=row[0], org_id=row[1], hint=row[2], revoked_at=row[3])
-        return key, _record(row[4:])
+        key = ApiKeyCaller(id=row[0], org_id=row[1], hint=row[2], revoked_at=row[3],
+                           last_used_at=row[4])
+        return key, _record(row[5:])
 
     def ping(self, connection: Connection) -> None:
         self._ping.first(connection, {})
@@ -281,6 +286,14 @@ class TokenStore:
                 self._touch_secret.execute(connection, {"row_id": secret.id, "now": now})
         if queued:
             self.events.add(event)  # type: ignore[union-attr]
+
+    def touch_api_key(self, connection: Connection, *, key_id: int,
+                      last_used_at: datetime | None, now: datetime) -> bool:
+        """Write an API key's last-used time if it is stale; whether it was."""
+        if not last_used_is_stale(last_used_at, now):
+            return False
+        self._write_one(connection, self._touch_api_key, {"row_id": key_id, "now": now})
+        return True
 
     def insert_event(self, connection: Connection, event: Mapping[str, Any]) -> None:
         """One usage event: queued when there is an :class:`EventQueue` (on the store's
