@@ -25,6 +25,7 @@ def is_usable_public_id(public_id: str) -> bool:
     longer than the column is nobody's (looking either up is a miss, never an error)."""
     return bool(public_id) and len(public_id) <= PUBLIC_ID_LENGTH and "\x00" not in public_id
 
+
 class ClientKind(enum.StrEnum):
     ORG = "org"  # acts for the org; token carries `oid`
     USER = "user"  # acts for one user; token also carries `uid`

@@ -78,7 +78,7 @@ class ApiKeyCaller:
     org_id: int
     hint: str
     revoked_at: datetime | None
-    last_used_at: datetime | None = None
+    last_used_at: datetime | None
 
     @property
     def label(self) -> str:
@@ -288,12 +288,10 @@ class TokenStore:
             self.events.add(event)  # type: ignore[union-attr]
 
     def touch_api_key(self, connection: Connection, *, key_id: int,
-                      last_used_at: datetime | None, now: datetime) -> bool:
-        """Write an API key's last-used time if it is stale; whether it was."""
-        if not last_used_is_stale(last_used_at, now):
-            return False
-        self._write_one(connection, self._touch_api_key, {"row_id": key_id, "now": now})
-        return True
+                      last_used_at: datetime | None, now: datetime) -> None:
+        """Write an API key's last-used time if it is stale."""
+        if last_used_is_stale(last_used_at, now):
+            self._write_one(connection, self._touch_api_key, {"row_id": key_id, "now": now})
 
     def insert_event(self, connection: Connection, event: Mapping[str, Any]) -> None:
         """One usage event: queued when there is an :class:`EventQueue` (on the store's
