@@ -281,6 +281,18 @@ def requested_audiences(params: Params) -> tuple[str, ...] | None:
 # -- the endpoints -------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class Attempt:
+    """One request's failure limit (the address's count of failed requests). It is
+    checked before anything is refused or authenticated: with the caller's read when the
+    request gets that far (``key``: the count comes in the same statement), else on its
+    own before the refusal is answered."""
+
+    address: str
+    key: str | None
+    checked: bool = False
+
+
 @dataclass
 class Caller:
     """Who called introspection or revocation: a client of an org, or an org API key."""
@@ -331,11 +343,9 @@ class Protocol:
 
     # -- shared steps --------------------------------------------------------------------
 
-    def _read(self, connection: Connection, request: HttpRequest) -> Params:
-        """The failure limit, then the body, then the transport: refusals in that order."""
-        retry = self.failures.retry_after(request.remote_addr, connection)
-        if retry is not None:
-            raise TooManyFailures(retry)
+    def _read(self, request: HttpRequest) -> Params:
+        """The body, then the transport: refusals in that order (the failure limit comes
+        before either: :meth:`_limit_first`)."""
         check_query(request.query)
         if request.body is None:
             raise Refused(INVALID_REQUEST, "The request body is too large.", status=413)
@@ -344,16 +354,46 @@ class Protocol:
             raise Refused("insecure_transport", "OAuth 2 MUST utilize https.")
         return params
 
+    def _attempt(self, request: HttpRequest) -> Attempt:
+        return Attempt(request.remote_addr, self.failures.counter_key(request.remote_addr))
+
+    def _limit(self, connection: Connection | None, attempt: Attempt,
+               hits: int | None = None) -> None:
+        """Refuse an address over the failure limit (429); ``hits`` is its count when it
+        was read with the caller, else it is read now."""
+        attempt.checked = True
+        retry = (self.failures.retry_after(attempt.address, connection) if hits is None
+                 else self.failures.retry_after_hits(attempt.address, hits))
+        if retry is not None:
+            raise TooManyFailures(retry)
+
+    def _limit_first(self, connection: Connection | None, attempt: Attempt,
+                     refused: Refused) -> Refused:
+        """The refusal to answer: :class:`TooManyFailures` instead of ``refused`` when the
+        request was refused before its limit was checked and the address is over it, so
+        an address over the limit is told so whatever it sent."""
+        if attempt.checked or isinstance(refused, TooManyFailures):
+            return refused
+        try:
+            self._limit(connection, attempt)
+        except TooManyFailures as over:
+            return over
+        return refused
+
     def _digest(self, value: str) -> bytes:
         return crypto.hmac_digest(self.settings.hmac_key, value)
 
     def _client(self, connection: Connection, given: Credentials, path: str, now: datetime,
-                jti: str | None = None) -> tuple[ClientSnapshot, TokenRecord | None]:
-        """The client the credentials prove, and with ``jti`` its org's record of that token."""
+                attempt: Attempt, jti: str | None = None,
+                ) -> tuple[ClientSnapshot, TokenRecord | None]:
+        """The client the credentials prove, and with ``jti`` its org's record of that token;
+        the failure limit is checked first, on the count read with them."""
         presented = given.presented
         if presented.method == PRIVATE_KEY_JWT:
-            client, record = self.store.client_and_record(
-                connection, public_id=presented.client_id, digest=b"", jti=jti)
+            client, record, hits = self.store.client_and_record(
+                connection, public_id=presented.client_id, digest=b"", jti=jti,
+                limit_key=attempt.key)
+            self._limit(connection, attempt, hits)
             if client is None:
                 raise exchange.invalid_client("Invalid client assertion.", presented,
                                               detail="unknown client")
@@ -368,8 +408,10 @@ class Protocol:
             # The keyed hash is computed for unknown clients too: an unknown client
             # id costs what a wrong secret costs.
             digest = self._digest(given.secret)
-            client, record = self.store.client_and_record(
-                connection, public_id=presented.client_id, digest=digest, jti=jti)
+            client, record, hits = self.store.client_and_record(
+                connection, public_id=presented.client_id, digest=digest, jti=jti,
+                limit_key=attempt.key)
+            self._limit(connection, attempt, hits)
         return exchange.authenticate(client, presented, now), record
 
     def _fail(self, request: HttpRequest, refused: Refused,
@@ -399,15 +441,16 @@ class Protocol:
     def _token(self, connection: Connection, request: HttpRequest) -> HttpResponse:
         now = utcnow()
         given: Credentials | None = None
+        attempt = self._attempt(request)
         try:
-            params = self._read(connection, request)
+            params = self._read(request)
             grant_type = params.data.get("grant_type")
             if not grant_type:
                 raise InvalidRequestError("Missing grant_type parameter.")
             if grant_type != "client_credentials":
                 raise Refused(UNSUPPORTED_GRANT_TYPE, "")
             given = credentials(request.authorization, params, api_keys=False)
-            client, _ = self._client(connection, given, TOKEN_PATH, now)
+            client, _ = self._client(connection, given, TOKEN_PATH, now, attempt)
             wanted = TokenRequest(scopes=requested_scopes(params),
                                   audiences=requested_audiences(params))
             settings = self.settings
@@ -419,9 +462,10 @@ class Protocol:
             except Refused as refused:
                 refused.client = refused.client or client
                 raise
-        except TooManyFailures as refused:
-            return error_response(refused)  # not a request we looked at: nothing recorded
         except Refused as refused:
+            refused = self._limit_first(connection, attempt, refused)
+            if isinstance(refused, TooManyFailures):
+                return error_response(refused)  # not a request we looked at: nothing recorded
             return self._token_refused(connection, request, refused, given, now)
         self.observer.token_issued(given.presented.method)
         return ok({"access_token": issued.access_token, "token_type": "Bearer",
@@ -453,7 +497,7 @@ class Protocol:
     # -- POST /oauth/introspect and /oauth/revoke ------------------------------------------
 
     def _caller(self, connection: Connection, request: HttpRequest, params: Params,
-                path: str, now: datetime, jti: str | None) -> Caller:
+                path: str, now: datetime, jti: str | None, attempt: Attempt) -> Caller:
         """A client of the org (any method it may use) or an org API key as a Bearer token,
         read with its org's record of token ``jti``."""
         given = credentials(request.authorization, params, api_keys=True)
@@ -461,14 +505,16 @@ class Protocol:
             key, record = None, None
             if given.api_key.startswith(crypto.API_KEY_PREFIX) and len(given.api_key) <= 200 \
                     and "\x00" not in given.api_key:
-                key, record = self.store.api_key_and_record(
-                    connection, digest=self._digest(given.api_key), jti=jti)
+                key, record, hits = self.store.api_key_and_record(
+                    connection, digest=self._digest(given.api_key), jti=jti,
+                    limit_key=attempt.key)
+                self._limit(connection, attempt, hits)
             if key is None or key.revoked_at is not None:
                 raise Refused(INVALID_CLIENT, "Invalid API key.", status=401)
             self.store.touch_api_key(connection, key_id=key.id, last_used_at=key.last_used_at,
                                      now=now)
             return Caller(org_id=key.org_id, label=key.label, api_key=key, record=record)
-        client, record = self._client(connection, given, path, now, jti)
+        client, record = self._client(connection, given, path, now, attempt, jti)
         if not client.enabled:
             raise Refused(UNAUTHORIZED_CLIENT, "This client is disabled.", client=client)
         return Caller(org_id=client.org_id, label=f"client:{client.public_id}"[:64],
@@ -490,12 +536,13 @@ class Protocol:
 
     def _introspect(self, connection: Connection, request: HttpRequest) -> HttpResponse:
         now = utcnow()
+        attempt = self._attempt(request)
         try:
-            params = self._read(connection, request)
+            params = self._read(request)
             value = params.data.get("token")
             token = read_token(value) if value else None
             caller = self._caller(connection, request, params, INTROSPECT_PATH, now,
-                                  token.claimed_jti if token is not None else None)
+                                  token.claimed_jti if token is not None else None, attempt)
             if value is None:
                 raise InvalidRequestError("Missing token parameter.")
             wanted = requested_scopes(params, error=INVALID_REQUEST) or ()
@@ -517,6 +564,7 @@ class Protocol:
                 jti=record.jti if record is not None else None,
                 source_ip=request.remote_addr, now=now))
         except Refused as refused:
+            refused = self._limit_first(connection, attempt, refused)
             if not isinstance(refused, TooManyFailures) and refused.error == INVALID_CLIENT:
                 self._fail(request, refused, connection)
             return error_response(refused)
@@ -534,13 +582,15 @@ class Protocol:
         the request's session), returning False when it was already revoked.
         """
         now = utcnow()
+        attempt = self._attempt(request)
         try:
             with self._one_at_a_time, self.store.connections.connection() as connection:
-                params = self._read(connection, request)
+                params = self._read(request)
                 value = params.data.get("token")
                 token = read_token(value) if value else None
                 caller = self._caller(connection, request, params, REVOKE_PATH, now,
-                                      token.claimed_jti if token is not None else None)
+                                      token.claimed_jti if token is not None else None,
+                                      attempt)
             if value is None:
                 raise InvalidRequestError("Missing token parameter.")
             claims, key_org = self._verified(token, caller.record, now)
@@ -552,6 +602,7 @@ class Protocol:
                 raise Refused(UNAUTHORIZED_CLIENT, "The token was not issued to this client.",
                               client=own)
         except Refused as refused:
+            refused = self._limit_first(None, attempt, refused)
             if not isinstance(refused, TooManyFailures) and refused.error == INVALID_CLIENT:
                 self._fail(request, refused)
             return error_response(refused)

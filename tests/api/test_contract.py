@@ -22,6 +22,8 @@ from sqlalchemy import func, select
 
 from portal.core.clients import services as clients
 from portal.core.clients.models import ClientSecret
+from portal.core.ratelimit.models import RateLimitCounter
+from portal.core.rawdb import RawStatement
 from portal.core.signing_keys.services import keyring
 from portal.core.tokens import services as tokens
 from portal.core.tokens.exchange import Refused, TokenRequest
@@ -32,8 +34,10 @@ from portal.core.users.models import Membership
 from tests.factories import (
     TEST_ACTOR,
     basic,
+    bearer,
     get_token,
     issue,
+    make_api_key,
     make_client,
     make_org,
     make_user,
@@ -270,3 +274,87 @@ def test_mint_of_another_orgs_client_is_not_found(session, acme, other_org):
     with pytest.raises(NotFound):
         tokens.mint(session, org_id=other_org.id, client_public_id=c.public_id,
                     wanted=TokenRequest(), source=TokenSource.PORTAL, actor=Actor("test"))
+
+
+# -- the failure limit: before every other refusal, read with the caller ---------------------
+
+#: The limit with its counters in the database (read with the caller), and in memory.
+IN_DATABASE = {"TOKEN_FAILURE_RATE_LIMIT": "2/minute", "RATELIMIT_STORAGE_URI": "latchkey+db://"}
+LIMITED = [pytest.param(IN_DATABASE, id="database"),
+           pytest.param({**IN_DATABASE, "RATELIMIT_STORAGE_URI": "memory://"}, id="memory")]
+JUNK = {"Content-Type": "application/json"}
+
+#: name -> (path, form or raw body, headers) from (secret, client, api key, token).
+OVER_LIMIT: dict[str, Callable[[str, Any, str, str], tuple[str, Any, dict[str, str]]]] = {
+    "token, right secret": lambda s, c, k, t: ("/oauth/token", GRANT, basic(c.public_id, s)),
+    "token, unknown client": lambda s, c, k, t: (
+        "/oauth/token", GRANT, basic("lkc_" + "u" * 22, s)),
+    "token, unusable client id": lambda s, c, k, t: ("/oauth/token", GRANT, basic("x", s)),
+    "token, malformed body": lambda s, c, k, t: (
+        "/oauth/token", b"{not json", {**basic(c.public_id, s), **JUNK}),
+    "token, no grant type": lambda s, c, k, t: ("/oauth/token", {}, basic(c.public_id, s)),
+    "introspect, right secret": lambda s, c, k, t: (
+        "/oauth/introspect", {"token": t}, basic(c.public_id, s)),
+    "introspect, api key": lambda s, c, k, t: ("/oauth/introspect", {"token": t}, bearer(k)),
+    "introspect, malformed api key": lambda s, c, k, t: (
+        "/oauth/introspect", {"token": t}, bearer("nope")),
+    "revoke, right secret": lambda s, c, k, t: (
+        "/oauth/revoke", {"token": t}, basic(c.public_id, s)),
+    "revoke, api key": lambda s, c, k, t: ("/oauth/revoke", {"token": t}, bearer(k)),
+}
+
+
+def recorded(session) -> tuple[int, int, int]:
+    session.commit()
+    count = session.scalar
+    return (int(count(select(func.count()).select_from(IssuedToken)) or 0),
+            int(count(select(func.count()).select_from(UsageEvent)) or 0),
+            int(count(select(func.coalesce(func.sum(RateLimitCounter.hits), 0))) or 0))
+
+
+@pytest.mark.parametrize("extra_config", LIMITED)
+@pytest.mark.parametrize("name", list(OVER_LIMIT))
+def test_an_address_over_the_failure_limit_is_told_so_whatever_it_sends(
+        client, session, org, acme, extra_config, name):
+    """The limit comes before every other refusal and before authentication, whether
+    the request gets as far as reading its caller (the count comes in the same read)
+    or not (it is read on its own), and nothing of the refused request is recorded."""
+    secret, c = acme
+    token = get_token(client, c, secret)
+    key, _ = make_api_key(session, org)
+    for _ in range(2):
+        client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, "lk_secret_wrong"))
+    before = recorded(session)
+    path, body, headers = OVER_LIMIT[name](secret, c, key, token)
+    response = client.post(path, data=body, headers=headers)
+    assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS, response.get_json()
+    assert response.get_json()["error"] == "invalid_request"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert recorded(session) == before
+
+
+@pytest.mark.parametrize("extra_config", [IN_DATABASE])
+def test_under_the_limit_the_count_is_read_with_the_client_not_on_its_own(
+        client, session, org, acme, extra_config, monkeypatch):
+    """With the counters in the database, a token, an introspection and a revocation each
+    read the failure count in the statement that reads their caller: no statement of the
+    limit's own."""
+    secret, c = acme
+    key, _ = make_api_key(session, org)
+    client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, "lk_secret_wrong"))
+    token = get_token(client, c, secret)
+    reads: list[str] = []
+    real_first = RawStatement.first
+    monkeypatch.setattr(RawStatement, "first",
+                        lambda self, *a: reads.append(self.sql) or real_first(self, *a))
+    answers = [
+        client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret)),
+        client.post("/oauth/introspect", data={"token": token},
+                    headers=basic(c.public_id, secret)),
+        client.post("/oauth/introspect", data={"token": token}, headers=bearer(key)),
+        client.post("/oauth/revoke", data={"token": token}, headers=basic(c.public_id, secret)),
+    ]
+    assert [a.status_code for a in answers] == [HTTPStatus.OK] * 4
+    limit_reads = [sql for sql in reads if "rate_limit_counters" in sql]
+    assert len(limit_reads) == 4
+    assert all("clients" in sql or "api_keys" in sql for sql in limit_reads)

@@ -24,6 +24,7 @@ from portal.core.ratelimit.models import RateLimitCounter
 from portal.core.rawdb import RawConnections, RawStatement
 
 DATABASE_SCHEME = "latchkey+db"
+MAX_KEY = 255  # the counters' key column
 MEMORY = "memory://"
 
 
@@ -66,8 +67,7 @@ class DatabaseStorage(Storage):
                   "expires_at": _case(fresh, table.c.expires_at, values.excluded.expires_at)},
         ).returning(table.c.hits)
         self._incr = RawStatement(upsert, engine)
-        self._get = RawStatement(select(table.c.hits).where(table.c.key == bindparam("key"),
-                                                            fresh), engine)
+        self._get = RawStatement(live_hits(bindparam("key"), now), engine)
         self._expiry = RawStatement(select(table.c.expires_at).where(
             table.c.key == bindparam("key")), engine)
         self._clear = RawStatement(delete(table).where(table.c.key == bindparam("key")), engine)
@@ -88,7 +88,7 @@ class DatabaseStorage(Storage):
         now = time.time()
         row = self.connections.write_first(
             connection, self._incr,
-            {"key": key[:255], "amount": amount, "expires_at": now + expiry, "now": now})
+            {"key": key[:MAX_KEY], "amount": amount, "expires_at": now + expiry, "now": now})
         return int(row[0]) if row else amount
 
     def get(self, key: str) -> int:
@@ -97,12 +97,12 @@ class DatabaseStorage(Storage):
 
     def get_on(self, connection: Any, key: str) -> int:
         """:meth:`get` on a connection the caller already holds (one statement)."""
-        row = self._get.first(connection, {"key": key[:255], "now": time.time()})
+        row = self._get.first(connection, {"key": key[:MAX_KEY], "now": time.time()})
         return int(row[0]) if row else 0
 
     def get_expiry(self, key: str) -> float:
         with self.connections.connection() as connection:
-            row = self._expiry.first(connection, {"key": key[:255]})
+            row = self._expiry.first(connection, {"key": key[:MAX_KEY]})
         return float(row[0]) if row else time.time()
 
     def check(self) -> bool:
@@ -120,7 +120,14 @@ class DatabaseStorage(Storage):
 
     def clear(self, key: str) -> None:
         with self.connections.connection() as connection:
-            self.connections.write_one(connection, self._clear, {"key": key[:255]})
+            self.connections.write_one(connection, self._clear, {"key": key[:MAX_KEY]})
+
+
+def live_hits(key: Any, now: Any) -> Any:
+    """``SELECT hits`` of the counter ``key`` while its window lasts at time ``now``
+    (seconds since the epoch): the count a limit is checked against."""
+    table = table_of(RateLimitCounter)
+    return select(table.c.hits).where(table.c.key == key, table.c.expires_at > now)
 
 
 def _case(condition: Any, then: Any, otherwise: Any) -> Any:
@@ -164,11 +171,27 @@ class FailureLimit:
         if not self.enabled:
             return None
         if connection is not None and isinstance(self.storage, DatabaseStorage):
-            hits = self.storage.get_on(connection, self.item.key_for(self.namespace, key))
-            if hits < self.item.amount:
-                return None
-        elif self._limiter.test(self.item, self.namespace, key):
+            return self.retry_after_hits(
+                key, self.storage.get_on(connection, self.item.key_for(self.namespace, key)))
+        if self._limiter.test(self.item, self.namespace, key):
             return None
+        return self._seconds_left(key)
+
+    def counter_key(self, key: str) -> str | None:
+        """The database counter of ``key``, for a statement that reads its count beside
+        other columns (:func:`live_hits`); None when the count is not in the database."""
+        if not self.enabled or not isinstance(self.storage, DatabaseStorage):
+            return None
+        return self.item.key_for(self.namespace, key)[:MAX_KEY]
+
+    def retry_after_hits(self, key: str, hits: int) -> int | None:
+        """:meth:`retry_after` from the count of :meth:`counter_key` read with other
+        columns: no statement of its own unless ``key`` is over the limit."""
+        if hits < self.item.amount:
+            return None
+        return self._seconds_left(key)
+
+    def _seconds_left(self, key: str) -> int:
         stats = self._limiter.get_window_stats(self.item, self.namespace, key)
         return max(1, int(stats.reset_time - time.time()))
 

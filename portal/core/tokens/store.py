@@ -4,8 +4,10 @@
   authentication by its public id and the keyed hash of the presented secret, or for a
   mint by its org and public id;
 - :meth:`TokenStore.client_and_record`: the same and, in the same read, its org's record of
-  the token with a given ``jti`` (introspection and revocation by a client);
-- :meth:`TokenStore.api_key_and_record`: an org API key and its org's record of a token;
+  the token with a given ``jti`` and the failure count of the caller's address (the token
+  endpoint, and introspection and revocation by a client);
+- :meth:`TokenStore.api_key_and_record`: an org API key, its org's record of a token and
+  the failure count;
 - :meth:`TokenStore.record_issued`: an issued token's record with its usage event, and the
   client's and secret's last-used times when stale, atomically;
 - :meth:`TokenStore.touch_api_key`: an org API key's last-used time, when stale;
@@ -38,7 +40,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Engine, and_, bindparam, exists, func, insert, literal, select, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -54,6 +67,8 @@ from portal.core.apis.models import Api, ClientGrant
 from portal.core.clients.models import Client, ClientKind, ClientSecret, is_usable_public_id
 from portal.core.db import table_of
 from portal.core.orgs.models import Organization
+from portal.core.ratelimit import live_hits
+from portal.core.ratelimit.models import RateLimitCounter
 from portal.core.rawdb import RawConnection, RawConnections, RawStatement
 from portal.core.tokens.exchange import ClientSnapshot, SecretMatch, TokenRecord
 from portal.core.tokens.models import IssuedToken, UsedAssertion
@@ -136,6 +151,7 @@ class TokenStore:
         orgs, users, members = table_of(Organization), table_of(User), table_of(Membership)
         tokens, events, keys = table_of(IssuedToken), table_of(UsageEvent), table_of(ApiKey)
         apis, grants = table_of(Api), table_of(ClientGrant)
+        counters = table_of(RateLimitCounter)
         is_member = exists().where(members.c.org_id == clients.c.org_id,
                                    members.c.user_id == clients.c.user_id)
         # The client's grants in the same read, one line per API (parse_grant_lines).
@@ -152,14 +168,20 @@ class TokenStore:
             users.c.public_id, is_member.label("is_member"),
             secrets.c.id, secrets.c.expires_at, secrets.c.revoked_at, secrets.c.last_used_at,
         )
-        client_from = (
-            clients.join(orgs, orgs.c.id == clients.c.org_id)
-            .outerjoin(users, users.c.id == clients.c.user_id)
-            .outerjoin(secrets, and_(
-                secrets.c.client_id == clients.c.id,
-                secrets.c.secret_hash == bindparam("digest", type_=secrets.c.secret_hash.type)))
-        )
         by_public_id = clients.c.client_id == bindparam("client_id")
+
+        def client_joins(source: Any) -> Any:
+            """The client's org, user and presented secret joined to ``source``."""
+            return (
+                source.outerjoin(orgs, orgs.c.id == clients.c.org_id)
+                .outerjoin(users, users.c.id == clients.c.user_id)
+                .outerjoin(secrets, and_(
+                    secrets.c.client_id == clients.c.id,
+                    secrets.c.secret_hash == bindparam("digest",
+                                                       type_=secrets.c.secret_hash.type)))
+            )
+
+        client_from = client_joins(clients)
         record_client = clients.alias("record_client")
         record_columns = (
             tokens.c.id, tokens.c.org_id, tokens.c.client_id, tokens.c.jti, tokens.c.scopes,
@@ -179,14 +201,22 @@ class TokenStore:
         self._org_client = compiled(
             select(*client_columns).select_from(client_from)
             .where(by_public_id, clients.c.org_id == bindparam("org_id")))
+        # The protocol's reads answer one row whatever matches (an unknown client or key
+        # too), with the failure count of the caller's address: no statement of its own.
+        anchor = select(literal_column("1").label("one")).subquery("anchor")
+        failures = live_hits(bindparam("limit_key", type_=counters.c.key.type),
+                             bindparam("limit_now", type_=counters.c.expires_at.type))
+        failures_column = failures.scalar_subquery().label("failures")
         self._client_and_record = compiled(
-            select(*client_columns, *record_columns)
-            .select_from(with_record(client_from, clients.c.org_id)).where(by_public_id))
+            select(*client_columns, *record_columns, failures_column)
+            .select_from(with_record(client_joins(anchor.outerjoin(clients, by_public_id)),
+                                     clients.c.org_id)))
         self._api_key_and_record = compiled(
             select(keys.c.id, keys.c.org_id, keys.c.hint, keys.c.revoked_at,
-                   keys.c.last_used_at, *record_columns)
-            .select_from(with_record(keys, keys.c.org_id))
-            .where(keys.c.key_hash == bindparam("digest", type_=keys.c.key_hash.type)))
+                   keys.c.last_used_at, *record_columns, failures_column)
+            .select_from(with_record(
+                anchor.outerjoin(keys, keys.c.key_hash == bindparam(
+                    "digest", type_=keys.c.key_hash.type)), keys.c.org_id)))
         self._insert_token = compiled(_insert_all(tokens, ("id", "revoked_at", "revoked_by")))
         self._insert_event = compiled(_insert_all(events))
         self._touch_client = compiled(_touch(clients))
@@ -215,25 +245,33 @@ class TokenStore:
         return None if row is None else _snapshot(row)
 
     def client_and_record(self, connection: Connection, *, public_id: str, digest: bytes,
-                          jti: str | None) -> tuple[ClientSnapshot | None, TokenRecord | None]:
-        """:meth:`client` and, in the same read, its org's record of token ``jti``."""
+                          jti: str | None, limit_key: str | None = None,
+                          ) -> tuple[ClientSnapshot | None, TokenRecord | None, int | None]:
+        """:meth:`client` and, in the same read, its org's record of token ``jti`` and the
+        count of the failure counter ``limit_key`` (:meth:`FailureLimit.counter_key`; None
+        when not read). One row whatever matches, so an unknown client id costs what a
+        wrong secret costs."""
         if not is_usable_public_id(public_id):
-            return None, None
-        row = self._client_and_record.first(
-            connection, {"client_id": public_id, "digest": digest, "jti": jti})
-        if row is None:
-            return None, None
-        return _snapshot(row), _record(row[CLIENT_COLUMNS:])
+            return None, None, None
+        row = self._client_and_record.first(connection, {
+            "client_id": public_id, "digest": digest, "jti": jti, **_limit(limit_key)})
+        if row is None:  # never: the anchor's row is always there
+            return None, None, None
+        client = None if row[0] is None else _snapshot(row)
+        return client, _record(row[CLIENT_COLUMNS:-1]), _failures(limit_key, row[-1])
 
-    def api_key_and_record(self, connection: Connection, *, digest: bytes,
-                           jti: str | None) -> tuple[ApiKeyCaller | None, TokenRecord | None]:
-        """The API key whose keyed hash is ``digest`` and its org's record of token ``jti``."""
-        row = self._api_key_and_record.first(connection, {"digest": digest, "jti": jti})
-        if row is None:
-            return None, None
-        key = ApiKeyCaller(id=row[0], org_id=row[1], hint=row[2], revoked_at=row[3],
-                           last_used_at=row[4])
-        return key, _record(row[5:])
+    def api_key_and_record(self, connection: Connection, *, digest: bytes, jti: str | None,
+                           limit_key: str | None = None,
+                           ) -> tuple[ApiKeyCaller | None, TokenRecord | None, int | None]:
+        """The API key whose keyed hash is ``digest``, its org's record of token ``jti``
+        and the count of the failure counter ``limit_key``."""
+        row = self._api_key_and_record.first(
+            connection, {"digest": digest, "jti": jti, **_limit(limit_key)})
+        if row is None:  # never: the anchor's row is always there
+            return None, None, None
+        key = None if row[0] is None else ApiKeyCaller(
+            id=row[0], org_id=row[1], hint=row[2], revoked_at=row[3], last_used_at=row[4])
+        return key, _record(row[5:-1]), _failures(limit_key, row[-1])
 
     def ping(self, connection: Connection) -> None:
         self._ping.first(connection, {})
@@ -328,6 +366,14 @@ class TokenStore:
 
 
 CLIENT_COLUMNS = 18
+
+
+def _limit(limit_key: str | None) -> dict[str, Any]:
+    return {"limit_key": limit_key, "limit_now": time.time()}
+
+
+def _failures(limit_key: str | None, hits: int | None) -> int | None:
+    return None if limit_key is None else int(hits or 0)
 
 
 @functools.lru_cache(maxsize=1024)
