@@ -282,7 +282,7 @@ def test_mint_of_another_orgs_client_is_not_found(session, acme, other_org):
 IN_DATABASE = {"TOKEN_FAILURE_RATE_LIMIT": "2/minute", "RATELIMIT_STORAGE_URI": "latchkey+db://"}
 LIMITED = [pytest.param(IN_DATABASE, id="database"),
            pytest.param({**IN_DATABASE, "RATELIMIT_STORAGE_URI": "memory://"}, id="memory")]
-JUNK = {"Content-Type": "application/json"}
+AS_JSON = {"Content-Type": "application/json"}
 
 #: name -> (path, form or raw body, headers) from (secret, client, api key, token).
 OVER_LIMIT: dict[str, Callable[[str, Any, str, str], tuple[str, Any, dict[str, str]]]] = {
@@ -291,7 +291,7 @@ OVER_LIMIT: dict[str, Callable[[str, Any, str, str], tuple[str, Any, dict[str, s
         "/oauth/token", GRANT, basic("lkc_" + "u" * 22, s)),
     "token, unusable client id": lambda s, c, k, t: ("/oauth/token", GRANT, basic("x", s)),
     "token, malformed body": lambda s, c, k, t: (
-        "/oauth/token", b"{not json", {**basic(c.public_id, s), **JUNK}),
+        "/oauth/token", b"{not json", {**basic(c.public_id, s), **AS_JSON}),
     "token, no grant type": lambda s, c, k, t: ("/oauth/token", {}, basic(c.public_id, s)),
     "introspect, right secret": lambda s, c, k, t: (
         "/oauth/introspect", {"token": t}, basic(c.public_id, s)),
@@ -305,11 +305,12 @@ OVER_LIMIT: dict[str, Callable[[str, Any, str, str], tuple[str, Any, dict[str, s
 
 
 def recorded(session) -> tuple[int, int, int]:
+    """Token records, usage events and failures counted in the database."""
     session.commit()
-    count = session.scalar
-    return (int(count(select(func.count()).select_from(IssuedToken)) or 0),
-            int(count(select(func.count()).select_from(UsageEvent)) or 0),
-            int(count(select(func.coalesce(func.sum(RateLimitCounter.hits), 0))) or 0))
+    return (int(session.scalar(select(func.count()).select_from(IssuedToken)) or 0),
+            int(session.scalar(select(func.count()).select_from(UsageEvent)) or 0),
+            int(session.scalar(select(func.coalesce(func.sum(RateLimitCounter.hits), 0)))
+                or 0))
 
 
 @pytest.mark.parametrize("extra_config", LIMITED)
