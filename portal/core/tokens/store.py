@@ -254,7 +254,7 @@ class TokenStore:
         if not is_usable_public_id(public_id):
             return None, None, None
         row = self._client_and_record.first(connection, {
-            "client_id": public_id, "digest": digest, "jti": jti, **_limit(limit_key)})
+            "client_id": public_id, "digest": digest, "jti": jti, **_limit_params(limit_key)})
         if row is None:  # never: the anchor's row is always there
             return None, None, None
         client = None if row[0] is None else _snapshot(row)
@@ -266,7 +266,7 @@ class TokenStore:
         """The API key whose keyed hash is ``digest``, its org's record of token ``jti``
         and the count of the failure counter ``limit_key``."""
         row = self._api_key_and_record.first(
-            connection, {"digest": digest, "jti": jti, **_limit(limit_key)})
+            connection, {"digest": digest, "jti": jti, **_limit_params(limit_key)})
         if row is None:  # never: the anchor's row is always there
             return None, None, None
         key = None if row[0] is None else ApiKeyCaller(
@@ -368,11 +368,13 @@ class TokenStore:
 CLIENT_COLUMNS = 18
 
 
-def _limit(limit_key: str | None) -> dict[str, Any]:
+def _limit_params(limit_key: str | None) -> dict[str, Any]:
+    """The caller reads' failure-count parameters (no key: the subquery finds nothing)."""
     return {"limit_key": limit_key, "limit_now": time.time()}
 
 
 def _failures(limit_key: str | None, hits: int | None) -> int | None:
+    """The count read (no counter row: 0), or None when no key was given: not read."""
     return None if limit_key is None else int(hits or 0)
 
 
