@@ -56,9 +56,16 @@ class Defaults:
 
     # Usage history
     USAGE_RETENTION_DAYS = 90
-    # Usage events of the protocol endpoints are written in batches this often (0: each
-    # with its request). A crash can lose this much of the usage history, never a token.
-    USAGE_WRITE_DELAY_MS = 100
+    # The protocol endpoints' usage events (and, with DEFER_TOKEN_RECORDS, the token
+    # endpoint's token records) are written in batches this often (0: each with its
+    # request). A crash can lose this much of the usage history.
+    WRITE_DELAY_MS = 100
+    # The token endpoint answers before its token's record is written: the record rides
+    # the next batch, and until then introspection and revocation judge the token by its
+    # claims and its client. A crash (kill -9) then loses the last WRITE_DELAY_MS of
+    # records too: those tokens turn inactive at introspection a minute after they were
+    # issued. Off: every token a client received is recorded before its answer.
+    DEFER_TOKEN_RECORDS = False
     # The protocol endpoints' writes (token records, their usage events, failure counters,
     # used assertions) wait for the disk at each commit: SQLite synchronous=FULL,
     # PostgreSQL synchronous_commit as the server has it. Off: committed before each

@@ -69,7 +69,7 @@ def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:
         "DATABASE_URL": database_url,
         "ISSUER": ISSUER,
         "RATELIMIT_STORAGE_URI": "memory://",
-        "USAGE_WRITE_DELAY_MS": 0,  # each event with its request (tests/api/test_usage_queue.py)
+        "WRITE_DELAY_MS": 0,  # each event with its request (tests/api/test_usage_queue.py)
         **TEST_SECRETS,
         **overrides,
     }

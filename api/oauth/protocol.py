@@ -520,6 +520,20 @@ class Protocol:
         return Caller(org_id=client.org_id, label=f"client:{client.public_id}"[:64],
                       client=client, record=record)
 
+    def _record(self, connection: Connection, caller: Caller, token: UnverifiedToken | None,
+                now: datetime) -> TokenRecord | None:
+        """The caller's org's record of the token; else, for a token issued lately whose
+        record may still be queued, the one its claims and its client (of the caller's
+        org) make (:func:`exchange.unrecorded`). Unverified either way: see :meth:`_verified`."""
+        if caller.record is not None or token is None:
+            return caller.record
+        claims = token.claims
+        public_id = claims.get("client_id")
+        if not isinstance(public_id, str) or not exchange.issued_lately(claims, now):
+            return None
+        client = self.store.client(connection, public_id=public_id, org_id=caller.org_id)
+        return exchange.unrecorded(claims, kid=token.kid, client=client, now=now)
+
     def _verified(self, token: UnverifiedToken | None, record: TokenRecord | None,
                   now: datetime) -> tuple[Mapping[str, Any] | None, int | None]:
         """The token's claims if it verifies with the key its record names, and that key's org."""
@@ -546,15 +560,15 @@ class Protocol:
             if value is None:
                 raise InvalidRequestError("Missing token parameter.")
             wanted = requested_scopes(params, error=INVALID_REQUEST) or ()
-            claims, key_org = self._verified(token, caller.record, now)
+            record = self._record(connection, caller, token, now)
+            claims, key_org = self._verified(token, record, now)
             body = exchange.introspection(
-                caller.record, claims, caller_org_id=caller.org_id,
+                record, claims, caller_org_id=caller.org_id,
                 kid=token.kid if token is not None else None, key_org_id=key_org,
                 wanted=wanted, now=now)
             # The event names the token's client whenever the token is one of the org's,
             # signed by the key its record names: an expired or revoked one too (so it
             # shows under that client), never a forged one that merely claims its jti.
-            record = caller.record
             if not body["active"] and (record is None or key_org != record.org_id):
                 record = None
             self.store.insert_event(connection, event_values(
@@ -574,12 +588,14 @@ class Protocol:
                   outcome="active" if body["active"] else "inactive")
 
     def revoke(self, request: HttpRequest,
-               revoke_record: Callable[[TokenRecord, Caller, datetime], bool]) -> HttpResponse:
+               revoke_record: Callable[[TokenRecord, Mapping[str, Any], Caller, datetime], bool],
+               ) -> HttpResponse:
         """RFC 7009: a client revokes its own token (an org API key, any of the org's).
 
         Unknown, malformed, expired and other orgs' tokens answer 200 and change
-        nothing. ``revoke_record`` writes the revocation (the portal's service, in
-        the request's session), returning False when it was already revoked.
+        nothing. ``revoke_record`` writes the revocation of the token's record (one not
+        written yet: from its verified claims) with the portal's service, in the
+        request's session, returning False when it was already revoked.
         """
         now = utcnow()
         attempt = self._attempt(request)
@@ -591,10 +607,10 @@ class Protocol:
                 caller = self._caller(connection, request, params, REVOKE_PATH, now,
                                       token.claimed_jti if token is not None else None,
                                       attempt)
+                record = self._record(connection, caller, token, now)
             if value is None:
                 raise InvalidRequestError("Missing token parameter.")
-            claims, key_org = self._verified(token, caller.record, now)
-            record = caller.record
+            claims, key_org = self._verified(token, record, now)
             if claims is None or record is None or key_org != record.org_id:
                 record = None
             own = caller.client
@@ -606,7 +622,8 @@ class Protocol:
             if not isinstance(refused, TooManyFailures) and refused.error == INVALID_CLIENT:
                 self._fail(request, refused)
             return error_response(refused)
-        if record is not None and revoke_record(record, caller, now):
+        if record is not None and claims is not None \
+                and revoke_record(record, claims, caller, now):
             self.observer.revoked()
         return ok({}, outcome="revoked" if record is not None else "unknown")
 

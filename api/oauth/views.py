@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
@@ -56,11 +58,11 @@ def revoke() -> Response:
     """RFC 7009: a client revokes its own token (an org API key, any of the org's)."""
     session = get_session()
 
-    def revoke_record(record: TokenRecord, caller: Caller, now: datetime) -> bool:
+    def revoke_record(record: TokenRecord, claims: Mapping[str, Any], caller: Caller,
+                      now: datetime) -> bool:
         actor = Actor(caller.label, request.remote_addr or "")
-        revoked = tokens.revoke_by_id(session, org_id=record.org_id, record_id=record.id,
-                                      actor=actor, audit_change=caller.api_key is not None,
-                                      now=now)
+        revoked = tokens.revoke_issued(session, record, claims, actor=actor,
+                                       audit_change=caller.api_key is not None, now=now)
         session.commit()
         return revoked
 

@@ -1,16 +1,15 @@
-"""With ``USAGE_WRITE_DELAY_MS`` (the default outside tests), the protocol endpoints' usage
-events are written in batches; a token's record never waits."""
+"""With ``WRITE_DELAY_MS`` (the default outside tests), the protocol endpoints' usage
+events are written in batches (and the token endpoint's records with them:
+tests/api/test_deferred_records.py)."""
 
 from __future__ import annotations
 
 from http import HTTPStatus
 
-import jwt
 import pytest
 from sqlalchemy import func, select
 
 from portal.core.db import get_engine
-from portal.core.tokens.models import IssuedToken
 from portal.core.tokens.store import EXTENSION_KEY as STORE_KEY
 from portal.core.usage.models import UsageEvent, UsageKind
 from tests.factories import basic
@@ -21,7 +20,7 @@ GRANT = {"grant_type": "client_credentials"}
 @pytest.fixture
 def extra_config():
     # Long enough that the queue's own thread never writes during a test.
-    return {"USAGE_WRITE_DELAY_MS": 60_000}
+    return {"WRITE_DELAY_MS": 60_000}
 
 
 def count(session, kind: UsageKind) -> int:
@@ -34,20 +33,6 @@ def count(session, kind: UsageKind) -> int:
     return found
 
 
-def test_the_token_is_recorded_before_its_answer_and_its_event_with_the_batch(app, client,
-                                                                               session, acme):
-    secret, c = acme
-    response = client.post("/oauth/token", data=GRANT, headers=basic(c.public_id, secret))
-    jti = jwt.decode(response.get_json()["access_token"], options={"verify_signature": False})
-    session.commit()
-    assert session.scalar(select(IssuedToken).where(IssuedToken.jti == jti["jti"])) is not None
-    session.commit()
-    assert count(session, UsageKind.TOKEN_ISSUED) == 0  # queued
-
-    assert app.extensions[STORE_KEY].events.flush() == 1
-    assert count(session, UsageKind.TOKEN_ISSUED) == 1
-
-
 def test_introspections_and_failures_are_written_together(app, client, session, acme, token):
     secret, c = acme
     for _ in range(3):
@@ -58,7 +43,7 @@ def test_introspections_and_failures_are_written_together(app, client, session, 
     assert refused.status_code == HTTPStatus.UNAUTHORIZED
     assert count(session, UsageKind.TOKEN_INTROSPECTED) == 0
 
-    app.extensions[STORE_KEY].events.flush()
+    app.extensions[STORE_KEY].queue.flush()
 
     assert count(session, UsageKind.TOKEN_INTROSPECTED) == 3
     assert count(session, UsageKind.TOKEN_FAILED) == 1
@@ -74,7 +59,7 @@ def test_the_queue_is_written_when_the_engine_is_disposed(app, client, session, 
 def test_the_queue_writes_on_its_own_after_its_delay(app, client, session, acme, monkeypatch):
     import time
 
-    queue = app.extensions[STORE_KEY].events
+    queue = app.extensions[STORE_KEY].queue
     monkeypatch.setattr(queue, "delay", 0.05)  # before its thread starts, with the first event
     secret, c = acme
     client.post("/oauth/introspect", data={"token": "x"}, headers=basic(c.public_id, secret))

@@ -65,6 +65,9 @@ class Client(Base):
     created_at: Mapped[CreatedAt]
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # "Revoke all": every token issued at or before this is revoked, its record written
+    # yet or not (the token endpoint's records follow in batches, see tokens.store).
+    tokens_revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     secrets: Mapped[list[ClientSecret]] = relationship(
         back_populates="client", cascade="all, delete-orphan", order_by="ClientSecret.id"

@@ -95,6 +95,7 @@ class ClientSnapshot:
     user_public_id: str | None
     user_is_member: bool
     secret: SecretMatch | None
+    tokens_revoked_at: datetime | None = None  # "revoke all": tokens issued until then
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,23 +272,69 @@ def record_values(client: ClientSnapshot, granted: Grant, claims: Mapping[str, A
 # -- introspection -------------------------------------------------------------------------
 
 
+#: How long after it is issued a token may still be waiting for its record: the token
+#: endpoint's records are written in batches (``WRITE_DELAY_MS``), and until then
+#: introspection and revocation judge the token by its claims and its client
+#: (:func:`unrecorded`). A token older than this with no record (a crash lost it) is
+#: inactive: the rule fails closed.
+UNRECORDED_SECONDS = 60
+
+
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
-    """An issued token's record, as introspection and revocation judge it."""
+    """An issued token's record, as introspection and revocation judge it. ``id`` None:
+    not written yet (:func:`unrecorded`)."""
 
-    id: int
+    id: int | None
     org_id: int
     client_id: int
     jti: str
     scopes: tuple[str, ...]
     kid: str
+    issued_at: datetime
     expires_at: datetime
     revoked_at: datetime | None
     client_enabled: bool
+    client_tokens_revoked_at: datetime | None  # the client's "revoke all"
 
     def is_live(self, now: datetime) -> bool:
-        """Unrevoked, unexpired, and its client enabled."""
-        return self.client_enabled and token_is_active(self.revoked_at, self.expires_at, now)
+        """Unrevoked (by itself or by its client's "revoke all"), unexpired, and its
+        client enabled."""
+        every = self.client_tokens_revoked_at
+        return (self.client_enabled and (every is None or self.issued_at > every)
+                and token_is_active(self.revoked_at, self.expires_at, now))
+
+
+def issued_lately(claims: Mapping[str, Any], now: datetime) -> bool:
+    """Whether a token's ``iat`` says its record may still be on its way: whole seconds,
+    at most :data:`UNRECORDED_SECONDS` ago and not ahead of ``now``."""
+    iat = claims.get("iat")
+    return type(iat) is int and now.timestamp() - UNRECORDED_SECONDS <= iat <= now.timestamp()
+
+
+def unrecorded(claims: Mapping[str, Any], *, kid: str | None, client: ClientSnapshot | None,
+               now: datetime) -> TokenRecord | None:
+    """The record a token issued less than :data:`UNRECORDED_SECONDS` ago has until its
+    own is written, made of its claims and of its client now (None: it cannot have one).
+
+    The claims are not verified here: the caller verifies the token with the key
+    ``kid`` this record names, as for a written record. ``issued_at`` is ``iat``, whole
+    seconds at or before the true time, so a "revoke all" in the second the token was
+    issued counts it as revoked until its record (with the exact time) is written.
+    """
+    iat, exp, jti, scope = (claims.get("iat"), claims.get("exp"), claims.get("jti"),
+                            claims.get("scope", ""))
+    if (client is None or kid is None or not issued_lately(claims, now)
+            or type(iat) is not int or type(exp) is not int
+            or not isinstance(jti, str) or not isinstance(scope, str)
+            or claims.get("client_id") != client.public_id):
+        return None
+    return TokenRecord(
+        id=None, org_id=client.org_id, client_id=client.id, jti=jti,
+        scopes=tuple(scope.split()), kid=kid,
+        issued_at=datetime.fromtimestamp(iat, tz=now.tzinfo),
+        expires_at=datetime.fromtimestamp(exp, tz=now.tzinfo), revoked_at=None,
+        client_enabled=client.enabled, client_tokens_revoked_at=client.tokens_revoked_at)
 
 
 def introspection(record: TokenRecord | None, claims: Mapping[str, Any] | None, *,

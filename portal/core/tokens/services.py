@@ -8,11 +8,13 @@ door: the token endpoint, the portal's mint and the management API.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal.core import crypto, settings
@@ -197,8 +199,12 @@ def revoke(
 def revoke_all_for_client(
     session: Session, client: Client, *, actor: Actor, now: datetime | None = None
 ) -> int:
-    """Revoke every unexpired, unrevoked token of a client; returns how many."""
+    """Revoke every token a client was issued until now; returns how many records that
+    changed. Tokens whose record is not written yet (the token endpoint writes them in
+    batches) are revoked too: the client's ``tokens_revoked_at`` covers every token
+    issued at or before it (:meth:`exchange.TokenRecord.is_live`)."""
     now = now or utcnow()
+    client.tokens_revoked_at = now
     result = session.execute(
         update(IssuedToken)
         .where(
@@ -230,7 +236,7 @@ def prune_expired(session: Session, *, now: datetime, keep_for: timedelta) -> in
 
 def active_tokens_query(*, client: Client, now: datetime) -> Select[Any]:
     """A client's unrevoked, unexpired token records, newest first (for paging)."""
-    return (
+    query = (
         select(IssuedToken)
         .where(
             IssuedToken.client_id == client.id,
@@ -240,6 +246,9 @@ def active_tokens_query(*, client: Client, now: datetime) -> Select[Any]:
         )
         .order_by(IssuedToken.issued_at.desc(), IssuedToken.id.desc())
     )
+    if client.tokens_revoked_at is not None:  # a record written after a "revoke all"
+        query = query.where(IssuedToken.issued_at > client.tokens_revoked_at)
+    return query
 
 
 # -- revoking by a pasted token or jti (the portal's revoke page) -------------------------
@@ -316,13 +325,30 @@ def revoke_from_portal(
     return revoked
 
 
-def revoke_by_id(
-    session: Session, *, org_id: int, record_id: int, actor: Actor, audit_change: bool,
-    now: datetime | None = None,
+def revoke_issued(
+    session: Session, record: exchange.TokenRecord, claims: Mapping[str, Any], *,
+    actor: Actor, audit_change: bool, now: datetime | None = None,
 ) -> bool:
-    """Revoke the org's token record ``record_id`` (the revocation endpoint's write)."""
-    record = session.scalar(
-        select(IssuedToken).where(IssuedToken.id == record_id, IssuedToken.org_id == org_id))
-    if record is None:
+    """Revoke the token of ``record`` (the revocation endpoint's write), whose ``claims``
+    verified. A record not written yet (the token endpoint's are written in batches) is
+    written now, revoked, from those claims: its queued write then finds it and keeps it."""
+    found: IssuedToken | None
+    if record.id is not None:
+        found = session.scalar(select(IssuedToken).where(
+            IssuedToken.id == record.id, IssuedToken.org_id == record.org_id))
+    else:
+        audience = claims.get("aud")
+        found = IssuedToken(
+            jti=record.jti, org_id=record.org_id, client_id=record.client_id,
+            subject=str(claims.get("sub", "")), kid=record.kid,
+            audience=list(audience) if isinstance(audience, list) else [str(audience)],
+            scopes=list(record.scopes), issued_at=record.issued_at,
+            expires_at=record.expires_at, source=TokenSource.TOKEN_ENDPOINT)
+        try:
+            with session.begin_nested():
+                session.add(found)
+        except IntegrityError:  # its queued record was written meanwhile
+            found = find_record(session, org_id=record.org_id, jti=record.jti)
+    if found is None:
         return False
-    return revoke_from_portal(session, record, actor=actor, audit_change=audit_change, now=now)
+    return revoke_from_portal(session, found, actor=actor, audit_change=audit_change, now=now)

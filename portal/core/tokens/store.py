@@ -8,8 +8,9 @@
   endpoint, and introspection and revocation by a client);
 - :meth:`TokenStore.api_key_and_record`: an org API key, its org's record of a token and
   the failure count;
-- :meth:`TokenStore.record_issued`: an issued token's record with its usage event, and the
-  client's and secret's last-used times when stale, atomically;
+- :meth:`TokenStore.record_issued`: an issued token's record with its usage event (the
+  token endpoint's in the :class:`WriteQueue`'s next batch), and the client's and
+  secret's last-used times when stale;
 - :meth:`TokenStore.touch_api_key`: an org API key's last-used time, when stale;
 - :meth:`TokenStore.insert_event`: one usage event;
 - :meth:`TokenStore.use_assertion`: a ``private_key_jwt`` assertion's ``jti``, once.
@@ -123,10 +124,19 @@ def last_used_is_stale(last_used: datetime | None, now: datetime) -> bool:
     return last_used is None or now - last_used > LAST_USED_GRANULARITY
 
 
-def _insert_all(table: Any, skip: tuple[str, ...] = ("id",)) -> Any:
-    return insert(table).values(
-        {c.name: bindparam(c.name, type_=c.type) for c in table.columns if c.name not in skip}
-    )
+def _insert_all(table: Any, skip: tuple[str, ...] = ("id",), *,
+                new_only: tuple[str, ...] = (), dialect: str = "") -> Any:
+    """``INSERT`` of every column but ``skip``, one parameter each; with ``new_only``
+    (unique columns) a row that would repeat one of them is skipped (``ON CONFLICT DO
+    NOTHING``, PostgreSQL's and SQLite's own)."""
+    values = {c.name: bindparam(c.name, type_=c.type) for c in table.columns
+              if c.name not in skip}
+    if not new_only:
+        return insert(table).values(values)
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return upsert(table).values(values).on_conflict_do_nothing(index_elements=list(new_only))
 
 
 def _touch(table: Any) -> Any:
@@ -141,8 +151,8 @@ def _touch(table: Any) -> Any:
 class TokenStore:
     """The compiled statements and the connections of one engine."""
 
-    def __init__(self, engine: Engine, *, event_delay: float = 0.0,
-                 durable: bool = False) -> None:
+    def __init__(self, engine: Engine, *, write_delay: float = 0.0, durable: bool = False,
+                 defer_records: bool = False) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.connections = RawConnections(engine, durable=durable)
@@ -167,6 +177,7 @@ class TokenStore:
             clients.c.token_ttl, clients.c.custom_claims, clients.c.jwks, clients.c.last_used_at,
             users.c.public_id, is_member.label("is_member"),
             secrets.c.id, secrets.c.expires_at, secrets.c.revoked_at, secrets.c.last_used_at,
+            clients.c.tokens_revoked_at,
         )
         by_public_id = clients.c.client_id == bindparam("client_id")
 
@@ -185,7 +196,8 @@ class TokenStore:
         record_client = clients.alias("record_client")
         record_columns = (
             tokens.c.id, tokens.c.org_id, tokens.c.client_id, tokens.c.jti, tokens.c.scopes,
-            tokens.c.kid, tokens.c.expires_at, tokens.c.revoked_at, record_client.c.enabled,
+            tokens.c.kid, tokens.c.issued_at, tokens.c.expires_at, tokens.c.revoked_at,
+            record_client.c.enabled, record_client.c.tokens_revoked_at,
         )
 
         def with_record(source: Any, org_id: Any) -> Any:
@@ -218,6 +230,9 @@ class TokenStore:
                 anchor.outerjoin(keys, keys.c.key_hash == bindparam(
                     "digest", type_=keys.c.key_hash.type)), keys.c.org_id)))
         self._insert_token = compiled(_insert_all(tokens, ("id", "revoked_at", "revoked_by")))
+        # A batched record that a revocation wrote first (from the token's claims) stays.
+        self._insert_token_late = compiled(_insert_all(tokens, ("id", "revoked_at", "revoked_by"),
+                                                       new_only=("jti",), dialect=self.dialect))
         self._insert_event = compiled(_insert_all(events))
         self._touch_client = compiled(_touch(clients))
         self._touch_secret = compiled(_touch(secrets))
@@ -226,8 +241,11 @@ class TokenStore:
         self._token_with_event = (compiled(_token_with_event(tokens, events))
                                   if self.dialect == "postgresql" else None)
         self._ping = compiled(select(literal(1)))
-        self.events = (EventQueue(self.connections, self._insert_event, event_delay)
-                       if event_delay > 0 else None)
+        self.queue = (WriteQueue(self.connections, (self._insert_token_late, self._insert_event),
+                                 write_delay) if write_delay > 0 else None)
+        # The token endpoint's records ride the queue when asked to, unless every write
+        # must wait for the disk before its answer.
+        self.defers_records = self.queue is not None and defer_records and not durable
 
     # -- reads --------------------------------------------------------------------------
 
@@ -294,20 +312,27 @@ class TokenStore:
         """Write an issued token's record, its usage event, and stale last-used times of
         the client and of the secret it used.
 
-        The record is written before this returns (a token a client received is
-        always recorded). With an :class:`EventQueue`, the event follows it within
-        the queue's delay; else it lands with it: on PostgreSQL with nothing stale
-        one statement (a data-modifying CTE), otherwise one short transaction (on
-        SQLite its ``BEGIN IMMEDIATE`` takes the write lock only for these statements).
+        On the store's connections (the token endpoint) with a :class:`WriteQueue`, the
+        event follows within the queue's delay, and so does the record when the store
+        ``defers_records`` (until then introspection and revocation judge the token by
+        its claims: :func:`portal.core.tokens.exchange.unrecorded`); else the record is
+        written before this returns. Without a queue, or for a mint, both are: on
+        PostgreSQL with nothing stale one statement (a data-modifying CTE), otherwise one
+        short transaction (on SQLite its ``BEGIN IMMEDIATE`` takes the write lock only for
+        these statements).
         """
         secret = client.secret
         stale_client = last_used_is_stale(client.last_used_at, now)
         stale_secret = secret is not None and last_used_is_stale(secret.last_used_at, now)
-        queued = self.events is not None and isinstance(connection, RawConnection)
+        queue = self.queue if isinstance(connection, RawConnection) else None
+        deferred = queue is not None and self.defers_records
+        if queue is not None and deferred:
+            queue.add(self._insert_token_late, values)
         if not (stale_client or stale_secret):
-            if queued:
-                self._write_one(connection, self._insert_token, values)
-                self.events.add(event)  # type: ignore[union-attr]
+            if queue is not None:
+                if not deferred:
+                    self._write_one(connection, self._insert_token, values)
+                queue.add(self._insert_event, event)
                 return
             if self._token_with_event is not None:
                 params = {f"t_{k}": v for k, v in values.items()}
@@ -315,15 +340,16 @@ class TokenStore:
                 self._token_with_event.execute(connection, params)
                 return
         with self.atomic(connection):
-            self._insert_token.execute(connection, values)
-            if not queued:
+            if not deferred:
+                self._insert_token.execute(connection, values)
+            if queue is None:
                 self._insert_event.execute(connection, event)
             if stale_client:
                 self._touch_client.execute(connection, {"row_id": client.id, "now": now})
             if stale_secret and secret is not None:
                 self._touch_secret.execute(connection, {"row_id": secret.id, "now": now})
-        if queued:
-            self.events.add(event)  # type: ignore[union-attr]
+        if queue is not None:
+            queue.add(self._insert_event, event)
 
     def touch_api_key(self, connection: Connection, *, key_id: int,
                       last_used_at: datetime | None, now: datetime) -> None:
@@ -332,11 +358,11 @@ class TokenStore:
             self._write_one(connection, self._touch_api_key, {"row_id": key_id, "now": now})
 
     def insert_event(self, connection: Connection, event: Mapping[str, Any]) -> None:
-        """One usage event: queued when there is an :class:`EventQueue` (on the store's
+        """One usage event: queued when there is a :class:`WriteQueue` (on the store's
         connections), else one statement (on SQLite behind the write-lock file, with no
         ``BEGIN``/``COMMIT`` round of its own)."""
-        if self.events is not None and isinstance(connection, RawConnection):
-            self.events.add(event)
+        if self.queue is not None and isinstance(connection, RawConnection):
+            self.queue.add(self._insert_event, event)
         else:
             self._write_one(connection, self._insert_event, event)
 
@@ -365,7 +391,7 @@ class TokenStore:
         return True
 
 
-CLIENT_COLUMNS = 18
+CLIENT_COLUMNS = 19
 
 
 def _limit_params(limit_key: str | None) -> dict[str, Any]:
@@ -388,7 +414,7 @@ def _grants(lines: str | None) -> tuple[Mapping[str, GrantedApi], str | None]:
 def _snapshot(row: tuple[Any, ...]) -> ClientSnapshot:
     (id_, public_id, org_id, org_public_id, kind, enabled, methods, grant_lines, ttl,
      custom, jwks, last_used, user_public_id, member, secret_id, secret_expires,
-     secret_revoked, secret_last_used) = row[:CLIENT_COLUMNS]
+     secret_revoked, secret_last_used, tokens_revoked_at) = row[:CLIENT_COLUMNS]
     granted, default_audience = _grants(grant_lines)
     return ClientSnapshot(
         id=id_, public_id=public_id, org_id=org_id, org_public_id=org_public_id,
@@ -399,16 +425,19 @@ def _snapshot(row: tuple[Any, ...]) -> ClientSnapshot:
         secret=None if secret_id is None else SecretMatch(
             id=secret_id, expires_at=secret_expires, revoked_at=secret_revoked,
             last_used_at=secret_last_used),
+        tokens_revoked_at=tokens_revoked_at,
     )
 
 
 def _record(columns: tuple[Any, ...]) -> TokenRecord | None:
-    (id_, org_id, client_id, jti, scopes, kid, expires_at, revoked_at, enabled) = columns
+    (id_, org_id, client_id, jti, scopes, kid, issued_at, expires_at, revoked_at, enabled,
+     tokens_revoked_at) = columns
     if id_ is None:
         return None
     return TokenRecord(id=id_, org_id=org_id, client_id=client_id, jti=jti,
-                       scopes=tuple(scopes or ()), kid=kid, expires_at=expires_at,
-                       revoked_at=revoked_at, client_enabled=bool(enabled))
+                       scopes=tuple(scopes or ()), kid=kid, issued_at=issued_at,
+                       expires_at=expires_at, revoked_at=revoked_at,
+                       client_enabled=bool(enabled), client_tokens_revoked_at=tokens_revoked_at)
 
 
 def _token_with_event(tokens: Any, events: Any) -> Any:
@@ -430,27 +459,31 @@ def token_store() -> TokenStore:
     return found
 
 
-class EventQueue:
-    """Usage events written in batches, by a thread of their own, at most ``delay``
-    seconds after they happen.
+class WriteQueue:
+    """Writes of the protocol endpoints that need not delay their answer, in batches: the
+    token endpoint's token records and every usage event, by a thread of their own, at
+    most ``delay`` seconds after they happen.
 
-    An introspection or a token then costs no write of its event of its own: one
-    transaction carries every event of the last ``delay`` seconds. What a crash
-    (``kill -9``) can lose is those last events of the usage history, never a token's
-    record (written before its answer) nor an audit entry. The queue is written out
-    when the process exits and when the engine is disposed; should the database be
-    unreachable, at most ``limit`` events wait and the oldest are dropped (logged).
+    A token or an introspection then costs no write of its own: one transaction
+    carries every record and event of the last ``delay`` seconds, records first. A
+    token whose record is not written yet is judged by its claims
+    (:func:`portal.core.tokens.exchange.unrecorded`). What a crash (``kill -9``) can
+    lose is the last ``delay`` seconds of them: those tokens are inactive at
+    introspection once :data:`~portal.core.tokens.exchange.UNRECORDED_SECONDS` have
+    passed (fail closed), and those events are missing from the usage history; never an
+    audit entry. The queue is written out when the process exits and when the engine is
+    disposed; should the database be unreachable, at most ``limit`` writes wait and the
+    oldest are dropped (logged).
     """
 
-    def __init__(self, connections: RawConnections, statement: RawStatement, delay: float,
-                 *, limit: int = 20_000) -> None:
+    def __init__(self, connections: RawConnections, statements: tuple[RawStatement, ...],
+                 delay: float, *, limit: int = 20_000) -> None:
         self.connections = connections
-        self.statement = statement
+        self.statements = statements  # the order they are written in
         self.delay = delay
         self.limit = limit
-        self._pending: list[Mapping[str, Any]] = []
+        self._pending: list[tuple[RawStatement, Mapping[str, Any]]] = []
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         # At exit, and when the engine is disposed. Worker processes started by
@@ -461,18 +494,19 @@ class EventQueue:
         multiprocessing.util.Finalize(None, _call, args=(me,), exitpriority=10)
         sa_event.listen(connections.engine, "engine_disposed", lambda _engine: _call(me))
 
-    def add(self, values: Mapping[str, Any]) -> None:
+    def add(self, statement: RawStatement, values: Mapping[str, Any]) -> None:
+        """Queue one row of ``statement`` (one of :attr:`statements`)."""
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's thread is not ours
                 self._pending, self._thread, self._pid = [], None, os.getpid()
-            self._pending.append(values)
+            self._pending.append((statement, values))
             if len(self._pending) > self.limit:
                 dropped = len(self._pending) - self.limit
                 del self._pending[:dropped]
-                log.warning("usage events: %d dropped (the database is not keeping up)",
-                            dropped)
+                log.warning("token records and usage events: %d dropped (the database is "
+                            "not keeping up)", dropped)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="latchkey-usage-events",
+                self._thread = threading.Thread(target=self._run, name="latchkey-writes",
                                                 daemon=True)
                 self._thread.start()
 
@@ -481,11 +515,12 @@ class EventQueue:
             time.sleep(self.delay)
             try:
                 self.flush()
-            except Exception:  # a vanished database: the events wait for the next round
-                log.warning("usage events: write failed; retrying", exc_info=True)
+            except Exception:  # a vanished database: the writes wait for the next round
+                log.warning("token records and usage events: write failed; retrying",
+                            exc_info=True)
 
     def flush(self) -> int:
-        """Write every queued event now, in one transaction; returns how many."""
+        """Write everything queued now, in one transaction; returns how many rows."""
         with self._lock:
             batch, self._pending = self._pending, []
         if not batch:
@@ -494,9 +529,12 @@ class EventQueue:
             with self.connections.connection() as connection:
                 try:
                     with self.connections.write(connection):
-                        self.statement.execute_many(connection, batch)
+                        for statement in self.statements:
+                            rows = [values for of, values in batch if of is statement]
+                            if rows:
+                                statement.execute_many(connection, rows)
                 except self.connections.integrity_errors:
-                    # An event of a client deleted since: write the others one by one.
+                    # A row of a client deleted since: write the others one by one.
                     return self._one_by_one(connection, batch)
         except BaseException:
             with self._lock:
@@ -504,14 +542,18 @@ class EventQueue:
             raise
         return len(batch)
 
-    def _one_by_one(self, connection: RawConnection, batch: list[Mapping[str, Any]]) -> int:
+    def _one_by_one(self, connection: RawConnection,
+                    batch: list[tuple[RawStatement, Mapping[str, Any]]]) -> int:
         written = 0
-        for values in batch:
-            try:
-                self.connections.write_one(connection, self.statement, values)
-                written += 1
-            except self.connections.integrity_errors:
-                log.info("usage event dropped: its client or org is gone")
+        for statement in self.statements:
+            for of, values in batch:
+                if of is not statement:
+                    continue
+                try:
+                    self.connections.write_one(connection, statement, values)
+                    written += 1
+                except self.connections.integrity_errors:
+                    log.info("token record or usage event dropped: its client or org is gone")
         return written
 
 
@@ -522,7 +564,8 @@ def _call(method: weakref.WeakMethod[Any]) -> None:
 
 
 def init_app(app: Any, engine: Engine) -> TokenStore:
-    store = TokenStore(engine, event_delay=float(app.config.get("USAGE_WRITE_DELAY_MS") or 0)
-                       / 1000, durable=bool(app.config.get("DURABLE_TOKEN_WRITES")))
+    store = TokenStore(engine, write_delay=float(app.config.get("WRITE_DELAY_MS") or 0) / 1000,
+                       durable=bool(app.config.get("DURABLE_TOKEN_WRITES")),
+                       defer_records=bool(app.config.get("DEFER_TOKEN_RECORDS")))
     app.extensions[EXTENSION_KEY] = store
     return store
