@@ -460,18 +460,19 @@ def token_store() -> TokenStore:
 
 
 class WriteQueue:
-    """Writes of the protocol endpoints that need not delay their answer, in batches: the
-    token endpoint's token records and every usage event, by a thread of their own, at
-    most ``delay`` seconds after they happen.
+    """Writes of the protocol endpoints that need not delay their answer, in batches:
+    every usage event and, when the store ``defers_records`` (``DEFER_TOKEN_RECORDS``),
+    the token endpoint's token records, by a thread of their own, at most ``delay``
+    seconds after they happen.
 
-    A token or an introspection then costs no write of its own: one transaction
-    carries every record and event of the last ``delay`` seconds, records first. A
-    token whose record is not written yet is judged by its claims
+    An introspection (or a deferred token) then costs no write of its own: one
+    transaction carries every record and event of the last ``delay`` seconds, records
+    first. A token whose record is not written yet is judged by its claims
     (:func:`portal.core.tokens.exchange.unrecorded`). What a crash (``kill -9``) can
-    lose is the last ``delay`` seconds of them: those tokens are inactive at
-    introspection once :data:`~portal.core.tokens.exchange.UNRECORDED_SECONDS` have
-    passed (fail closed), and those events are missing from the usage history; never an
-    audit entry. The queue is written out when the process exits and when the engine is
+    lose is the last ``delay`` seconds of them: those events are missing from the usage
+    history, and those tokens are inactive at introspection once
+    :data:`~portal.core.tokens.exchange.UNRECORDED_SECONDS` have passed (fail closed);
+    never an audit entry. The queue is written out when the process exits and when the engine is
     disposed; should the database be unreachable, at most ``limit`` writes wait and the
     oldest are dropped (logged).
     """
