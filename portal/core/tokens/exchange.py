@@ -95,7 +95,7 @@ class ClientSnapshot:
     user_public_id: str | None
     user_is_member: bool
     secret: SecretMatch | None
-    tokens_revoked_at: datetime | None = None  # "revoke all": tokens issued until then
+    tokens_revoked_at: datetime | None  # "revoke all": tokens issued until then
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from portal.core.api_keys.models import ApiKey
@@ -133,8 +134,6 @@ def _insert_all(table: Any, skip: tuple[str, ...] = ("id",), *,
               if c.name not in skip}
     if not new_only:
         return insert(table).values(values)
-    from sqlalchemy.dialects import postgresql, sqlite
-
     upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return upsert(table).values(values).on_conflict_do_nothing(index_elements=list(new_only))
 
