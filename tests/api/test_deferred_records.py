@@ -148,6 +148,7 @@ def test_a_revocation_of_a_queued_token_writes_its_record_and_the_batch_keeps_it
     assert record.id == revoked.id and record.jti == jti_of(token)
     assert record.revoked_at is not None and record.revoked_by == f"client:{c.public_id}"
     assert record.scopes == ["read", "write"] and record.audience == ["https://api.example.com"]
+    assert record.source == TokenSource.TOKEN_ENDPOINT and record.subject == c.public_id
     session.commit()
     revocations = session.scalars(
         select(UsageEvent).where(UsageEvent.kind == UsageKind.TOKEN_REVOKED)).all()

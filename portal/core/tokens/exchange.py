@@ -21,7 +21,7 @@ from portal.core.clients.models import AuthMethod, ClientKind, secret_is_active
 from portal.core.errors import AudienceNotAllowed, ScopeNotAllowed, ValidationFailed
 from portal.core.tokens.claims import audience_claim, check_custom_claims
 from portal.core.tokens.jws import read_token
-from portal.core.tokens.models import token_is_active
+from portal.core.tokens.models import TokenSource, token_is_active
 
 # RFC 6749 §5.2, RFC 8707 §2 and the product's own refusals.
 INVALID_REQUEST = "invalid_request"
@@ -335,6 +335,25 @@ def unrecorded(claims: Mapping[str, Any], *, kid: str | None, client: ClientSnap
         issued_at=datetime.fromtimestamp(iat, tz=now.tzinfo),
         expires_at=datetime.fromtimestamp(exp, tz=now.tzinfo), revoked_at=None,
         client_enabled=client.enabled, client_tokens_revoked_at=client.tokens_revoked_at)
+
+
+def unrecorded_values(record: TokenRecord, claims: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``issued_tokens`` row of a token whose record is not written yet
+    (:func:`unrecorded`: the token endpoint's), from its verified claims: the row
+    :func:`record_values` made for it, but for ``issued_at`` (``iat``'s whole seconds)."""
+    audience = claims.get("aud")
+    return {
+        "jti": record.jti,
+        "org_id": record.org_id,
+        "client_id": record.client_id,
+        "subject": str(claims.get("sub", "")),
+        "audience": list(audience) if isinstance(audience, list) else [str(audience)],
+        "scopes": list(record.scopes),
+        "kid": record.kid,
+        "issued_at": record.issued_at,
+        "expires_at": record.expires_at,
+        "source": TokenSource.TOKEN_ENDPOINT,
+    }
 
 
 def introspection(record: TokenRecord | None, claims: Mapping[str, Any] | None, *,

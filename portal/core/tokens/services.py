@@ -337,13 +337,7 @@ def revoke_issued(
         found = session.scalar(select(IssuedToken).where(
             IssuedToken.id == record.id, IssuedToken.org_id == record.org_id))
     else:
-        audience = claims.get("aud")
-        found = IssuedToken(
-            jti=record.jti, org_id=record.org_id, client_id=record.client_id,
-            subject=str(claims.get("sub", "")), kid=record.kid,
-            audience=list(audience) if isinstance(audience, list) else [str(audience)],
-            scopes=list(record.scopes), issued_at=record.issued_at,
-            expires_at=record.expires_at, source=TokenSource.TOKEN_ENDPOINT)
+        found = IssuedToken(**exchange.unrecorded_values(record, claims))
         try:
             with session.begin_nested():
                 session.add(found)
