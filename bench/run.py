@@ -280,6 +280,7 @@ def bench_env(tmp: Path, port: int, database_url: str) -> dict[str, str]:
         # Successful requests are never counted; this only keeps a mistake from
         # turning into a wall of 429s that would look like throughput.
         "LATCHKEY_TOKEN_FAILURE_RATE_LIMIT": "1000000/minute",
+        "LATCHKEY_TOKEN_JOURNAL_DIR": str(tmp / "token-journal"),
         "TMPDIR": str(tmp),
     })
     return env

@@ -59,13 +59,17 @@ class Defaults:
     # The protocol endpoints' usage events (and, with DEFER_TOKEN_RECORDS, the token
     # endpoint's token records) are written in batches this often (0: each with its
     # request). A crash can lose this much of the usage history.
-    WRITE_DELAY_MS = 100
-    # The token endpoint answers before its token's record is written: the record rides
-    # the next batch, and until then introspection and revocation judge the token by its
-    # claims and its client. A crash (kill -9) then loses the last WRITE_DELAY_MS of
-    # records too: those tokens turn inactive at introspection a minute after they were
-    # issued. Off: every token a client received is recorded before its answer.
-    DEFER_TOKEN_RECORDS = False
+    WRITE_DELAY_MS = 20
+    # The token endpoint answers before its token's record is in the database: the
+    # record is appended to the process's journal (TOKEN_JOURNAL_DIR) and rides the next
+    # batch; until it lands, introspection and revocation judge the token by its claims
+    # and its client. A crash (kill -9) loses no record: a dead process's journal is
+    # written by the others and by `latchkey serve` when it starts. Off: every record is
+    # in the database before its answer. Ignored with DURABLE_TOKEN_WRITES.
+    DEFER_TOKEN_RECORDS = True
+    # Where the journals of deferred token records are kept, one folder per database
+    # (default: instance/token-journal). On a local disk, kept across restarts.
+    TOKEN_JOURNAL_DIR = ""
     # The protocol endpoints' writes (token records, their usage events, failure counters,
     # used assertions) wait for the disk at each commit: SQLite synchronous=FULL,
     # PostgreSQL synchronous_commit as the server has it. Off: committed before each

@@ -7,13 +7,17 @@ PostgreSQL or Redis that cannot be reached fails the run instead of skipping.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -47,6 +51,10 @@ def _own_redis_database(url: str) -> str:
 REDIS_URL = _own_redis_database(
     os.environ.get("LATCHKEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
 ISSUER = "http://localhost"
+# The token-record journals of this process's apps, one folder per database (never
+# instance/); removed at exit, after the apps' queues wrote theirs (atexit runs last first).
+TEST_JOURNALS = Path(tempfile.mkdtemp(prefix="latchkey-test-journals-"))
+atexit.register(shutil.rmtree, TEST_JOURNALS, ignore_errors=True)
 
 TEST_SECRETS = {
     "SECRET_KEY": secrets.token_urlsafe(32),
@@ -70,6 +78,7 @@ def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:
         "ISSUER": ISSUER,
         "RATELIMIT_STORAGE_URI": "memory://",
         "WRITE_DELAY_MS": 0,  # each event with its request (tests/api/test_usage_queue.py)
+        "TOKEN_JOURNAL_DIR": str(TEST_JOURNALS),
         **TEST_SECRETS,
         **overrides,
     }

@@ -124,6 +124,7 @@ def make_deployment(workdir: Path, database_url: str, **settings: str) -> Deploy
         "LATCHKEY_KEY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "LATCHKEY_LOG_FORMAT": "json",
         "LATCHKEY_ACCESS_LOG": "1",  # so the log audit reads every request's line too
+        "LATCHKEY_TOKEN_JOURNAL_DIR": str(workdir / "token-journal"),
         "PYTHONUNBUFFERED": "1",
     })
     env.update({f"LATCHKEY_{k}": v for k, v in settings.items()})

@@ -38,6 +38,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
@@ -73,6 +74,7 @@ from portal.core.ratelimit import live_hits
 from portal.core.ratelimit.models import RateLimitCounter
 from portal.core.rawdb import RawConnection, RawConnections, RawStatement
 from portal.core.tokens.exchange import ClientSnapshot, SecretMatch, TokenRecord
+from portal.core.tokens.journal import ORPHAN_SCAN_SECONDS, Journal, Segment, journal_dir
 from portal.core.tokens.models import IssuedToken, UsedAssertion
 from portal.core.types import UTCDateTime
 from portal.core.usage.models import UsageEvent
@@ -151,7 +153,7 @@ class TokenStore:
     """The compiled statements and the connections of one engine."""
 
     def __init__(self, engine: Engine, *, write_delay: float = 0.0, durable: bool = False,
-                 defer_records: bool = False) -> None:
+                 defer_records: bool = False, journal_dir: Path | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.connections = RawConnections(engine, durable=durable)
@@ -240,11 +242,18 @@ class TokenStore:
         self._token_with_event = (compiled(_token_with_event(tokens, events))
                                   if self.dialect == "postgresql" else None)
         self._ping = compiled(select(literal(1)))
+        # The token endpoint's records ride the queue when asked to (journaled first),
+        # unless every write must wait for the disk before its answer.
+        self.defers_records = (write_delay > 0 and defer_records and not durable
+                               and journal_dir is not None)
+        # Orphaned journal segments are replayed whatever the settings are now.
+        self.journal = Journal(journal_dir) if journal_dir is not None else None
+        self._journal_failed = False
         self.queue = (WriteQueue(self.connections, (self._insert_token_late, self._insert_event),
-                                 write_delay) if write_delay > 0 else None)
-        # The token endpoint's records ride the queue when asked to, unless every write
-        # must wait for the disk before its answer.
-        self.defers_records = self.queue is not None and defer_records and not durable
+                                 write_delay,
+                                 journal=self.journal if self.defers_records else None,
+                                 journaled=self._insert_token_late)
+                      if write_delay > 0 else None)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -326,7 +335,14 @@ class TokenStore:
         queue = self.queue if isinstance(connection, RawConnection) else None
         deferred = queue is not None and self.defers_records
         if queue is not None and deferred:
-            queue.add(self._insert_token_late, values)
+            try:
+                queue.add(self._insert_token_late, values)
+            except OSError as e:
+                if not self._journal_failed:  # once a process, not once a token
+                    self._journal_failed = True
+                    log.warning("token records: the journal cannot be written (%s); records "
+                                "are written before their answers until it can", e)
+                deferred = False
         if not (stale_client or stale_secret):
             if queue is not None:
                 if not deferred:
@@ -349,6 +365,13 @@ class TokenStore:
                 self._touch_secret.execute(connection, {"row_id": secret.id, "now": now})
         if queue is not None:
             queue.add(self._insert_event, event)
+
+    def replay_journal(self) -> int:
+        """Write the records of dead processes' journal segments (``latchkey serve``
+        before it starts its workers); returns how many."""
+        if self.journal is None:
+            return 0
+        return replay_journal(self.journal, self.connections, self._insert_token_late)
 
     def touch_api_key(self, connection: Connection, *, key_id: int,
                       last_used_at: datetime | None, now: datetime) -> None:
@@ -458,6 +481,10 @@ def token_store() -> TokenStore:
     return found
 
 
+#: A queued row: its statement, its values and, for a journaled record, its segment.
+Row = tuple[RawStatement, Mapping[str, Any], Segment | None]
+
+
 class WriteQueue:
     """Writes of the protocol endpoints that need not delay their answer, in batches:
     every usage event and, when the store ``defers_records`` (``DEFER_TOKEN_RECORDS``),
@@ -467,25 +494,30 @@ class WriteQueue:
     An introspection (or a deferred token) then costs no write of its own: one
     transaction carries every record and event of the last ``delay`` seconds, records
     first. A token whose record is not written yet is judged by its claims
-    (:func:`portal.core.tokens.exchange.unrecorded`). What a crash (``kill -9``) can
-    lose is the last ``delay`` seconds of them: those events are missing from the usage
-    history, and those tokens are inactive at introspection once
-    :data:`~portal.core.tokens.exchange.UNRECORDED_SECONDS` have passed (fail closed);
-    never an audit entry. The queue is written out when the process exits and when the engine is
+    (:func:`portal.core.tokens.exchange.unrecorded`). The records of ``journaled``
+    are appended to the :class:`~portal.core.tokens.journal.Journal` before
+    :meth:`add` returns, so a crash (``kill -9``) loses none of them: they are written
+    from the journal when the process is gone. What a crash can lose is the last
+    ``delay`` seconds of usage events (missing from the usage history); never an audit
+    entry. The queue is written out when the process exits and when the engine is
     disposed; should the database be unreachable, at most ``limit`` writes wait and the
-    oldest are dropped (logged).
+    oldest are dropped (logged; a dropped record stays in the journal).
     """
 
     def __init__(self, connections: RawConnections, statements: tuple[RawStatement, ...],
-                 delay: float, *, limit: int = 20_000) -> None:
+                 delay: float, *, limit: int = 20_000, journal: Journal | None = None,
+                 journaled: RawStatement | None = None) -> None:
         self.connections = connections
         self.statements = statements  # the order they are written in
         self.delay = delay
         self.limit = limit
-        self._pending: list[tuple[RawStatement, Mapping[str, Any]]] = []
+        self.journal = journal
+        self.journaled = journaled
+        self._pending: list[Row] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._next_scan = 0.0  # the first round looks for orphaned journal segments
         # At exit, and when the engine is disposed. Worker processes started by
         # multiprocessing leave through os._exit, after running its finalizers (not
         # atexit's). Weak references: a queue dropped with its app is not kept alive.
@@ -495,16 +527,20 @@ class WriteQueue:
         sa_event.listen(connections.engine, "engine_disposed", lambda _engine: _call(me))
 
     def add(self, statement: RawStatement, values: Mapping[str, Any]) -> None:
-        """Queue one row of ``statement`` (one of :attr:`statements`)."""
+        """Queue one row of ``statement`` (one of :attr:`statements`); a ``journaled``
+        one is in the journal when this returns (``OSError`` if it cannot be)."""
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's thread is not ours
                 self._pending, self._thread, self._pid = [], None, os.getpid()
-            self._pending.append((statement, values))
+            segment = None
+            if self.journal is not None and statement is self.journaled:
+                segment = self.journal.append(values)
+            self._pending.append((statement, values, segment))
             if len(self._pending) > self.limit:
                 dropped = len(self._pending) - self.limit
                 del self._pending[:dropped]
                 log.warning("token records and usage events: %d dropped (the database is "
-                            "not keeping up)", dropped)
+                            "not keeping up; dropped records stay in the journal)", dropped)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="latchkey-writes",
                                                 daemon=True)
@@ -514,47 +550,75 @@ class WriteQueue:
         while True:
             time.sleep(self.delay)
             try:
-                self.flush()
+                self.tick()
             except Exception:  # a vanished database: the writes wait for the next round
                 log.warning("token records and usage events: write failed; retrying",
                             exc_info=True)
+
+    def tick(self) -> int:
+        """A round of the queue's thread: :meth:`flush` and, at the first round and every
+        :data:`~portal.core.tokens.journal.ORPHAN_SCAN_SECONDS`, :meth:`replay`."""
+        written = self.flush()
+        if self.journal is not None and time.monotonic() >= self._next_scan:
+            self._next_scan = time.monotonic() + ORPHAN_SCAN_SECONDS
+            self.replay()
+        return written
 
     def flush(self) -> int:
         """Write everything queued now, in one transaction; returns how many rows."""
         with self._lock:
             batch, self._pending = self._pending, []
-        if not batch:
-            return 0
-        try:
-            with self.connections.connection() as connection:
-                try:
-                    with self.connections.write(connection):
-                        for statement in self.statements:
-                            rows = [values for of, values in batch if of is statement]
-                            if rows:
-                                statement.execute_many(connection, rows)
-                except self.connections.integrity_errors:
-                    # A row of a client deleted since: write the others one by one.
-                    return self._one_by_one(connection, batch)
-        except BaseException:
-            with self._lock:
-                self._pending[:0] = batch
-            raise
+            if self.journal is not None:
+                self.journal.cut()
+        if batch:
+            try:
+                write_rows(self.connections, self.statements, batch)
+            except BaseException:
+                with self._lock:
+                    self._pending[:0] = batch
+                raise
+            if self.journal is not None:
+                with self._lock:
+                    self.journal.written([segment for _, _, segment in batch if segment])
         return len(batch)
 
-    def _one_by_one(self, connection: RawConnection,
-                    batch: list[tuple[RawStatement, Mapping[str, Any]]]) -> int:
-        written = 0
-        for statement in self.statements:
-            for of, values in batch:
-                if of is not statement:
-                    continue
-                try:
-                    self.connections.write_one(connection, statement, values)
-                    written += 1
-                except self.connections.integrity_errors:
-                    log.info("token record or usage event dropped: its client or org is gone")
-        return written
+    def replay(self) -> int:
+        """Write the records of every orphaned journal segment; returns how many."""
+        if self.journal is None or self.journaled is None:
+            return 0
+        return replay_journal(self.journal, self.connections, self.journaled)
+
+
+def write_rows(connections: RawConnections, statements: tuple[RawStatement, ...],
+               batch: list[Row]) -> None:
+    """``batch`` in one transaction, the rows of each of ``statements`` in turn; should a
+    row refer to a client or org deleted since, the others one by one (it is dropped)."""
+    with connections.connection() as connection:
+        try:
+            with connections.write(connection):
+                for statement in statements:
+                    rows = [values for of, values, _ in batch if of is statement]
+                    if rows:
+                        statement.execute_many(connection, rows)
+        except connections.integrity_errors:
+            for statement in statements:
+                for of, values, _ in batch:
+                    if of is not statement:
+                        continue
+                    try:
+                        connections.write_one(connection, statement, values)
+                    except connections.integrity_errors:
+                        log.info("token record or usage event dropped: its client or org "
+                                 "is gone")
+
+
+def replay_journal(journal: Journal, connections: RawConnections,
+                   insert: RawStatement) -> int:
+    """Write the records of ``journal``'s orphaned segments with ``insert`` (one that
+    leaves a record written already as it is); returns how many."""
+    return journal.replay(
+        lambda rows: write_rows(connections, (insert,), [(insert, values, None)
+                                                         for values in rows]))
 
 
 def _call(method: weakref.WeakMethod[Any]) -> None:
@@ -563,9 +627,25 @@ def _call(method: weakref.WeakMethod[Any]) -> None:
         found()
 
 
+def journal_location(app: Any, engine: Engine) -> Path | None:
+    """This database's token-record journal (``TOKEN_JOURNAL_DIR``, by default the
+    instance folder's ``token-journal``); None for a database in memory."""
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+            return None
+        key = f"sqlite:{os.path.abspath(url.database)}"
+    else:
+        key = url.render_as_string(hide_password=True)
+    base = app.config.get("TOKEN_JOURNAL_DIR") or os.path.join(app.instance_path,
+                                                                "token-journal")
+    return journal_dir(base, key)
+
+
 def init_app(app: Any, engine: Engine) -> TokenStore:
     store = TokenStore(engine, write_delay=float(app.config.get("WRITE_DELAY_MS") or 0) / 1000,
                        durable=bool(app.config.get("DURABLE_TOKEN_WRITES")),
-                       defer_records=bool(app.config.get("DEFER_TOKEN_RECORDS")))
+                       defer_records=bool(app.config.get("DEFER_TOKEN_RECORDS")),
+                       journal_dir=journal_location(app, engine))
     app.extensions[EXTENSION_KEY] = store
     return store
