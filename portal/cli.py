@@ -580,17 +580,14 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     workers = workers or int(cfg["SERVE_WORKERS"])
     threads = threads or int(cfg.get("SERVE_THREADS") or DEFAULT_THREADS[kind])
     # Token records that a process killed before it wrote them left in its journal
-    # (should the database be unreachable now, the workers write them later).
+    # (logged when there are some; should the database be unreachable now, the workers
+    # write them later).
     store = token_store()
     try:
-        replayed = store.replay_journal()
+        store.replay_journal()
     except store.connections.database_errors as e:
         click.echo(f"the token-record journal could not be written now ({e}); the "
                    "workers will try again", err=True)
-    else:
-        if replayed:
-            click.echo(f"{replayed} token records written from the journal of a stopped "
-                       "process", err=True)
     get_engine().dispose()  # nothing of this process's app crosses into a worker
     click.echo(f"serving on http://{host}:{port} (issuer {cfg['ISSUER']}; {kind}, "
                f"{workers} workers x {threads} threads)", err=True)

@@ -206,3 +206,29 @@ def test_a_segment_s_lock_is_what_tells_a_live_process_from_a_dead_one(tmp_path)
         assert not segment.path.exists()
     finally:
         os.close(fd)
+
+
+def test_a_forked_child_writes_a_segment_of_its_own(tmp_path):
+    """A worker forked from a process that had a segment must not write to it: the
+    parent's lock would keep the child's records from being replayed as its own."""
+    now = utcnow()
+    values = {"jti": "parent", "org_id": 1, "client_id": 1, "subject": "s", "audience": [],
+              "scopes": [], "kid": "k", "issued_at": now, "expires_at": now,
+              "source": TokenSource.TOKEN_ENDPOINT}
+    journal = Journal(tmp_path)
+    parent = journal.append(values)
+    pid = os.fork()
+    if pid == 0:  # the child: append, then die without closing anything
+        try:
+            child = journal.append({**values, "jti": "child"})
+            os._exit(0 if child.path != parent.path else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+    written: list[list[dict[str, Any]]] = []
+    assert Journal(tmp_path).replay(written.append) == 1  # the dead child's, not ours
+    assert [row["jti"] for rows in written for row in rows] == ["child"]
+    assert parent.path.exists() and parent.path.read_bytes().count(b"\n") == 1
+    parent.close(delete=True)
