@@ -143,6 +143,26 @@ def decode(token: str) -> dict[str, Any] | None:
     return claims
 
 
+def jti_of(token: str) -> str:
+    """A token's ``jti``, read without verifying it."""
+    import jwt
+
+    return str(jwt.decode(token, options={"verify_signature": False})["jti"])
+
+
+def token_records(session: Session) -> list[Any]:
+    """Every token record written, oldest first: read in a transaction of its own, so the
+    arranging session's transaction does not hold SQLite's write lock the writers need."""
+    from sqlalchemy import select
+
+    from portal.core.tokens.models import IssuedToken
+
+    session.commit()
+    found = list(session.scalars(select(IssuedToken).order_by(IssuedToken.id)))
+    session.commit()
+    return found
+
+
 def age_next_key(session: Session, org: Organization, *, ready_by: Any = None) -> None:
     """Backdate the org's ``next`` key as if it had been published long enough to start
     signing by ``ready_by`` (default now): rotation refuses a key published too recently."""

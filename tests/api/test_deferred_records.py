@@ -19,11 +19,20 @@ from sqlalchemy import func, select
 from portal.core.clients import services as clients
 from portal.core.tokens import exchange
 from portal.core.tokens import services as tokens
-from portal.core.tokens.models import IssuedToken, TokenSource
+from portal.core.tokens.models import TokenSource
 from portal.core.tokens.store import EXTENSION_KEY as STORE_KEY
 from portal.core.types import utcnow
 from portal.core.usage.models import UsageEvent, UsageKind
-from tests.factories import TEST_ACTOR, basic, bearer, get_token, make_api_key, make_client
+from tests.factories import (
+    TEST_ACTOR,
+    basic,
+    bearer,
+    get_token,
+    jti_of,
+    make_api_key,
+    make_client,
+    token_records,
+)
 
 GRANT = {"grant_type": "client_credentials"}
 
@@ -37,19 +46,6 @@ def flush(app) -> int:
     return app.extensions[STORE_KEY].queue.flush()
 
 
-def records(session) -> list[IssuedToken]:
-    """The token records written (a read of its own: on SQLite the arranging session's
-    transaction would hold the write lock the queue needs)."""
-    session.commit()
-    found = list(session.scalars(select(IssuedToken).order_by(IssuedToken.id)))
-    session.commit()
-    return found
-
-
-def jti_of(token: str) -> str:
-    return jwt.decode(token, options={"verify_signature": False})["jti"]
-
-
 def introspect(http, c, secret: str, token: str, **extra: str) -> dict[str, Any]:
     response = http.post("/oauth/introspect", data={"token": token, **extra},
                          headers=basic(c.public_id, secret))
@@ -60,11 +56,11 @@ def introspect(http, c, secret: str, token: str, **extra: str) -> dict[str, Any]
 def test_the_answer_does_not_wait_for_the_record(app, client, session, acme):
     secret, c = acme
     token = get_token(client, c, secret)
-    assert records(session) == []
+    assert token_records(session) == []
 
     assert flush(app) == 2  # the record and its usage event
 
-    (record,) = records(session)
+    (record,) = token_records(session)
     claims = jwt.decode(token, options={"verify_signature": False})
     assert (record.jti, record.client_id, record.source) == \
         (claims["jti"], c.id, TokenSource.TOKEN_ENDPOINT)
@@ -141,10 +137,10 @@ def test_a_revocation_of_a_queued_token_writes_its_record_and_the_batch_keeps_it
     token = get_token(client, c, secret)
 
     revoke_by_the_endpoint(session, c, client, secret, token)
-    (revoked,) = records(session)
+    (revoked,) = token_records(session)
     assert flush(app) == 2  # the record (kept as it is) and the token's usage event
 
-    (record,) = records(session)
+    (record,) = token_records(session)
     assert record.id == revoked.id and record.jti == jti_of(token)
     assert record.revoked_at is not None and record.revoked_by == f"client:{c.public_id}"
     assert record.scopes == ["read", "write"] and record.audience == ["https://api.example.com"]
@@ -181,7 +177,7 @@ def test_another_orgs_caller_neither_sees_nor_revokes_a_queued_token(client, ses
     response = client.post("/oauth/revoke", data={"token": token},
                            headers=basic(theirs.client.public_id, theirs.secret))
     assert response.status_code == HTTPStatus.OK
-    assert records(session) == []
+    assert token_records(session) == []
     assert introspect(client, ours.client, ours.secret, token)["active"] is True
     # And the other way round.
     theirs_token = get_token(client, theirs.client, theirs.secret)
@@ -269,7 +265,7 @@ def test_the_record_of_a_client_deleted_meanwhile_is_dropped_and_the_rest_writte
 
     flush(app)
 
-    assert [r.jti for r in records(session)] == [jti_of(kept)]
+    assert [r.jti for r in token_records(session)] == [jti_of(kept)]
     assert introspect(client, c, secret, kept)["active"] is True
 
 
@@ -282,7 +278,7 @@ def test_otherwise_the_record_comes_before_the_answer(app, client, session, acme
     secret, c = acme
     token = get_token(client, c, secret)
 
-    assert [r.jti for r in records(session)] == [jti_of(token)]
+    assert [r.jti for r in token_records(session)] == [jti_of(token)]
     session.commit()
     assert session.scalar(select(func.count()).select_from(UsageEvent)) == 0  # queued
     session.commit()

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from portal.core.audit.models import AuditEntry
 from portal.core.usage.models import UsageKind
 from tests.api.conftest import NOT_TOKENS, only_usage_event
-from tests.factories import basic, bearer, get_token, make_api_key, make_client
+from tests.factories import basic, bearer, get_token, jti_of, make_api_key, make_client
 
 REVOKE = "/oauth/revoke"
 INTROSPECT = "/oauth/introspect"
@@ -32,10 +32,6 @@ def is_active(http, token, api_key):
     """Whether the token introspects active for its own org (asked with the org's API key)."""
     body = http.post(INTROSPECT, data={"token": token}, headers=bearer(api_key)).get_json()
     return body["active"]
-
-
-def jti_of(token):
-    return jwt.decode(token, options={"verify_signature": False})["jti"]
 
 
 def test_client_revokes_its_own_token(client, acme, token, org_key):

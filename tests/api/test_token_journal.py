@@ -13,15 +13,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
-from sqlalchemy import select
 
 from portal.core.tokens.journal import SUFFIX, Journal, decode, encode
-from portal.core.tokens.models import IssuedToken, TokenSource
+from portal.core.tokens.models import TokenSource
 from portal.core.tokens.store import EXTENSION_KEY as STORE_KEY
 from portal.core.types import utcnow
-from tests.factories import basic, get_token
+from tests.factories import basic, get_token, jti_of, token_records
 
 GRANT = {"grant_type": "client_credentials"}
 
@@ -44,15 +42,15 @@ def journaled(app) -> list[dict[str, Any]]:
     return [decode(line) for path in segments(app) for line in path.read_bytes().splitlines()]
 
 
-def records(session) -> list[IssuedToken]:
-    session.commit()
-    found = list(session.scalars(select(IssuedToken).order_by(IssuedToken.id)))
-    session.commit()
-    return found
-
-
-def jti_of(token: str) -> str:
-    return jwt.decode(token, options={"verify_signature": False})["jti"]
+def as_if_it_died(app) -> list[bytes]:
+    """This process's journal lines, as a process that died before its batch leaves
+    them; its queue and segments are forgotten (what it had in memory is gone)."""
+    lines = [encode(v) for v in journaled(app)]
+    store(app).queue._pending.clear()
+    for path in segments(app):
+        path.unlink()
+    store(app).journal.cut()
+    return lines
 
 
 def orphan(app, lines: list[bytes]) -> Path:
@@ -79,13 +77,13 @@ def test_the_record_is_in_the_journal_before_the_answer_and_leaves_it_once_writt
     secret, c = acme
     token = get_token(client, c, secret)
 
-    assert records(session) == []
+    assert token_records(session) == []
     (line,) = journaled(app)
     assert (line["jti"], line["client_id"], line["org_id"]) == (jti_of(token), c.id, c.org_id)
 
     store(app).queue.flush()
 
-    assert [r.jti for r in records(session)] == [jti_of(token)]
+    assert [r.jti for r in token_records(session)] == [jti_of(token)]
     assert segments(app) == []
 
 
@@ -94,16 +92,12 @@ def test_a_dead_process_s_records_are_written_and_its_segment_deleted(
     secret, c = acme
     # Two tokens of a process that died before its batch: their lines, no records.
     tokens = [get_token(client, c, secret) for _ in range(2)]
-    lines = [encode(v) for v in journaled(app)]
-    store(app).queue._pending.clear()  # what the dead process had in memory
-    for path in segments(app):
-        path.unlink()
-    store(app).journal.cut()
+    lines = as_if_it_died(app)
     path = orphan(app, lines)
 
     assert store(app).replay_journal() == 2
 
-    assert sorted(r.jti for r in records(session)) == sorted(jti_of(t) for t in tokens)
+    assert sorted(r.jti for r in token_records(session)) == sorted(jti_of(t) for t in tokens)
     assert not path.exists()
     response = client.post("/oauth/introspect", data={"token": tokens[0]},
                            headers=basic(c.public_id, secret))
@@ -121,7 +115,7 @@ def test_a_replayed_record_leaves_one_written_since_as_it_is(app, client, sessio
 
     assert store(app).replay_journal() == 1
 
-    (record,) = records(session)
+    (record,) = token_records(session)
     assert record.jti == jti_of(token) and record.revoked_at is not None
 
 
@@ -132,25 +126,21 @@ def test_a_live_process_s_segment_is_not_replayed(app, client, session, acme):
 
     assert store(app).replay_journal() == 0
 
-    assert records(session) == [] and held.exists()
+    assert token_records(session) == [] and held.exists()
     store(app).queue.flush()
-    assert len(records(session)) == 1 and not held.exists()
+    assert len(token_records(session)) == 1 and not held.exists()
 
 
 def test_the_queue_s_thread_writes_orphans_at_its_first_round(app, client, session, acme):
     secret, c = acme
     token = get_token(client, c, secret)
-    lines = [encode(v) for v in journaled(app)]
-    store(app).queue._pending.clear()
-    for path in segments(app):
-        path.unlink()
-    store(app).journal.cut()
+    lines = as_if_it_died(app)
     orphan(app, lines)
     other = get_token(client, c, secret)  # this process's own, queued
 
     store(app).queue.tick()
 
-    assert sorted(r.jti for r in records(session)) == sorted([jti_of(token), jti_of(other)])
+    assert sorted(r.jti for r in token_records(session)) == sorted([jti_of(token), jti_of(other)])
     assert segments(app) == []
 
 
@@ -158,17 +148,13 @@ def test_a_line_cut_short_is_skipped_and_the_others_written(app, client, session
                                                             caplog):
     secret, c = acme
     token = get_token(client, c, secret)
-    (line,) = [encode(v) for v in journaled(app)]
-    store(app).queue._pending.clear()
-    for path in segments(app):
-        path.unlink()
-    store(app).journal.cut()
+    (line,) = as_if_it_died(app)
     orphan(app, [line, line[:40]])
 
     with caplog.at_level(logging.ERROR, logger="latchkey.db"):
         assert store(app).replay_journal() == 1
 
-    assert [r.jti for r in records(session)] == [jti_of(token)]
+    assert [r.jti for r in token_records(session)] == [jti_of(token)]
     assert "line 2" in caplog.text and "not a record" in caplog.text
 
 
@@ -182,7 +168,7 @@ def test_without_a_journal_the_record_is_written_before_the_answer(
     with caplog.at_level(logging.WARNING, logger="latchkey.db"):
         issued = [get_token(client, c, secret) for _ in range(2)]
 
-    assert [r.jti for r in records(session)] == [jti_of(t) for t in issued]
+    assert [r.jti for r in token_records(session)] == [jti_of(t) for t in issued]
     assert caplog.text.count("the journal cannot be written") == 1  # once, not per token
     assert store(app).queue.flush() == 2  # only their usage events were queued
 

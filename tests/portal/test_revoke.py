@@ -5,14 +5,13 @@ from __future__ import annotations
 import html
 import re
 
-import jwt
 import pytest
 from sqlalchemy import select
 
 from portal.core.audit.models import AuditEntry
 from portal.core.tokens.models import IssuedToken
 from portal.core.usage.models import UsageEvent, UsageKind
-from tests.factories import basic, get_token, make_client
+from tests.factories import basic, get_token, jti_of, make_client
 
 
 @pytest.fixture
@@ -20,10 +19,6 @@ def billing(session, org):
     secret, client = make_client(session, org, name="billing")
     client.plaintext_secret = secret
     return client
-
-
-def jti_of(token: str) -> str:
-    return jwt.decode(token, options={"verify_signature": False})["jti"]
 
 
 def record(session, jti: str) -> IssuedToken:
