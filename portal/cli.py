@@ -585,7 +585,7 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     store = token_store()
     try:
         store.replay_journal()
-    except store.connections.database_errors as e:
+    except (OSError, store.connections.database_errors) as e:
         click.echo(f"the token-record journal could not be written now ({e}); the "
                    "workers will try again", err=True)
     get_engine().dispose()  # nothing of this process's app crosses into a worker
