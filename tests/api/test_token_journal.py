@@ -218,3 +218,27 @@ def test_a_forked_child_writes_a_segment_of_its_own(tmp_path):
     assert [row["jti"] for rows in written for row in rows] == ["child"]
     assert parent.path.exists() and parent.path.read_bytes().count(b"\n") == 1
     parent.close(delete=True)
+
+
+def test_a_line_written_in_part_ends_its_segment(tmp_path, monkeypatch):
+    """A disk that fills up mid-line: the next record goes to a new segment, so replay
+    loses only the part line (whose record its caller wrote instead)."""
+    now = utcnow()
+    values = {"jti": "first", "org_id": 1, "client_id": 1, "subject": "s", "audience": [],
+              "scopes": [], "kid": "k", "issued_at": now, "expires_at": now,
+              "source": TokenSource.TOKEN_ENDPOINT}
+    journal = Journal(tmp_path)
+    first = journal.append(values)
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:10]))
+    with pytest.raises(OSError, match="in part"):
+        journal.append({**values, "jti": "cut"})
+    monkeypatch.setattr(os, "write", real_write)
+    after = journal.append({**values, "jti": "after"})
+
+    assert after.path != first.path
+    first.close(delete=False)
+    after.close(delete=False)
+    written: list[list[dict[str, Any]]] = []
+    assert Journal(tmp_path).replay(written.append) == 2
+    assert sorted(row["jti"] for rows in written for row in rows) == ["after", "first"]

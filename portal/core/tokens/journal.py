@@ -115,6 +115,10 @@ class Journal:
         self.current = segment
         line = encode(values)
         if os.write(segment.fd, line) != len(line):
+            # A disk that filled up mid-line: the next line would continue this one, so
+            # the segment ends here (replay skips the part line; this record is written
+            # by the caller instead).
+            self.cut()
             raise OSError("a journal line was written in part")
         segment.unwritten += 1
         return segment
