@@ -233,8 +233,11 @@ def _forget_request_state(_exc: BaseException | None) -> None:
 
 
 @pytest.fixture
-def app(database_url: str, app_config: dict[str, Any]) -> Iterator[Flask]:
-    app = create_app(base_config(database_url, **app_config))
+def app(database_url: str, app_config: dict[str, Any], tmp_path: Path) -> Iterator[Flask]:
+    # A journal folder of the test's own: a segment an earlier test left held (a queue
+    # it emptied by hand, as a crash would) is none of this test's.
+    app = create_app(base_config(database_url, TOKEN_JOURNAL_DIR=str(tmp_path / "journal"),
+                                 **app_config))
     app.test_client_class = ArrangedFirstClient
     app.teardown_request(_forget_request_state)
     with app.app_context():
