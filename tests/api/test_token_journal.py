@@ -62,11 +62,18 @@ def orphan(app, lines: list[bytes]) -> Path:
     return path
 
 
+def a_record(jti: str = "j", **values: Any) -> dict[str, Any]:
+    """A token record's values, as the token endpoint journals them."""
+    now = utcnow()
+    return {"jti": jti, "org_id": 1, "client_id": 1, "subject": "s", "audience": [],
+            "scopes": [], "kid": "k", "issued_at": now, "expires_at": now,
+            "source": TokenSource.TOKEN_ENDPOINT, **values}
+
+
 def test_a_record_round_trips_through_its_line():
     now = utcnow()
-    values = {"jti": "j", "org_id": 1, "client_id": 2, "subject": "s", "audience": ["a"],
-              "scopes": ["read"], "kid": "k", "issued_at": now,
-              "expires_at": now + timedelta(hours=1), "source": TokenSource.TOKEN_ENDPOINT}
+    values = a_record(client_id=2, audience=["a"], scopes=["read"], issued_at=now,
+                      expires_at=now + timedelta(hours=1))
     line = encode(values)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert decode(line) == values
@@ -175,10 +182,7 @@ def test_without_a_journal_the_record_is_written_before_the_answer(
 
 def test_a_segment_s_lock_is_what_tells_a_live_process_from_a_dead_one(tmp_path):
     journal = Journal(tmp_path)
-    now = utcnow()
-    segment = journal.append({"jti": "j", "org_id": 1, "client_id": 1, "subject": "s",
-                              "audience": [], "scopes": [], "kid": "k", "issued_at": now,
-                              "expires_at": now, "source": TokenSource.TOKEN_ENDPOINT})
+    segment = journal.append(a_record())
     fd = os.open(segment.path, os.O_RDONLY)
     try:
         with pytest.raises(BlockingIOError):
@@ -197,16 +201,12 @@ def test_a_segment_s_lock_is_what_tells_a_live_process_from_a_dead_one(tmp_path)
 def test_a_forked_child_writes_a_segment_of_its_own(tmp_path):
     """A worker forked from a process that had a segment must not write to it: the
     parent's lock would keep the child's records from being replayed as its own."""
-    now = utcnow()
-    values = {"jti": "parent", "org_id": 1, "client_id": 1, "subject": "s", "audience": [],
-              "scopes": [], "kid": "k", "issued_at": now, "expires_at": now,
-              "source": TokenSource.TOKEN_ENDPOINT}
     journal = Journal(tmp_path)
-    parent = journal.append(values)
+    parent = journal.append(a_record("parent"))
     pid = os.fork()
     if pid == 0:  # the child: append, then die without closing anything
         try:
-            child = journal.append({**values, "jti": "child"})
+            child = journal.append(a_record("child"))
             os._exit(0 if child.path != parent.path else 1)
         except BaseException:
             os._exit(2)
@@ -223,18 +223,14 @@ def test_a_forked_child_writes_a_segment_of_its_own(tmp_path):
 def test_a_line_written_in_part_ends_its_segment(tmp_path, monkeypatch):
     """A disk that fills up mid-line: the next record goes to a new segment, so replay
     loses only the part line (whose record its caller wrote instead)."""
-    now = utcnow()
-    values = {"jti": "first", "org_id": 1, "client_id": 1, "subject": "s", "audience": [],
-              "scopes": [], "kid": "k", "issued_at": now, "expires_at": now,
-              "source": TokenSource.TOKEN_ENDPOINT}
     journal = Journal(tmp_path)
-    first = journal.append(values)
+    first = journal.append(a_record("first"))
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:10]))
     with pytest.raises(OSError, match="in part"):
-        journal.append({**values, "jti": "cut"})
+        journal.append(a_record("cut"))
     monkeypatch.setattr(os, "write", real_write)
-    after = journal.append({**values, "jti": "after"})
+    after = journal.append(a_record("after"))
 
     assert after.path != first.path
     first.close(delete=False)
