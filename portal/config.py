@@ -72,10 +72,11 @@ class Defaults:
     TOKEN_JOURNAL_DIR = ""
     # The protocol endpoints' writes (token records, their usage events, failure counters,
     # used assertions) wait for the disk at each commit: SQLite synchronous=FULL,
-    # PostgreSQL synchronous_commit as the server has it. Off: committed before each
-    # answer, so safe from any crash of Latchkey, but a crash of the database server or
-    # the machine may lose the last moments of them (SQLite synchronous=NORMAL,
-    # PostgreSQL synchronous_commit=off for these connections only).
+    # PostgreSQL synchronous_commit as the server has it, and no record is deferred.
+    # Off: committed (token records: journaled) before each answer, so safe from any
+    # crash of Latchkey, but a crash of the database server or the machine may lose the
+    # last moments of them (SQLite synchronous=NORMAL, PostgreSQL synchronous_commit=off
+    # for these connections only).
     DURABLE_TOKEN_WRITES = False
 
     # Rate limits (Flask-Limiter syntax). Failed client authentication is
