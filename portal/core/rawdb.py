@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import itertools
 import json
 import logging
 import os
@@ -154,12 +155,16 @@ def _json_value(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+_SERIALS = itertools.count(1)
+
+
 class RawConnection:
     """A driver connection in autocommit mode and, on SQLite, its own handle on the
     write-lock file (see :meth:`RawConnections.write`)."""
 
     def __init__(self, driver: Any, lock_path: str | None) -> None:
         self.driver = driver
+        self.serial = next(_SERIALS)  # never reused, unlike id()
         self.lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else None
 
     def cursor(self) -> Any:
@@ -172,6 +177,16 @@ class RawConnection:
             if self.lock_fd is not None:
                 os.close(self.lock_fd)
                 self.lock_fd = None
+
+
+def sqlite_file(engine: Engine) -> str | None:
+    """The file of a SQLite database (absolute); None for any other database, one in
+    memory, or a ``file:`` URI (which may name a shared cache)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return None
+    return os.path.abspath(database)
 
 
 class RawConnections:
@@ -212,6 +227,8 @@ class RawConnections:
         self._pid = os.getpid()
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
+        #: Writes through these connections so far (see :class:`Unchanged`).
+        self.writes = 0
         dbapi = engine.dialect.dbapi
         self.database_errors: type[BaseException] = dbapi.Error if dbapi is not None \
             else Exception
@@ -303,14 +320,19 @@ class RawConnections:
 
     @contextlib.contextmanager
     def _queued(self, connection: RawConnection) -> Iterator[None]:
-        if connection.lock_fd is None:
-            yield
-            return
-        fcntl.flock(connection.lock_fd, fcntl.LOCK_EX)
+        """Every write here: counted in :attr:`writes`; on SQLite behind the write-lock file."""
         try:
-            yield
+            if connection.lock_fd is None:
+                yield
+                return
+            fcntl.flock(connection.lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(connection.lock_fd, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(connection.lock_fd, fcntl.LOCK_UN)
+            with self._lock:
+                self.writes += 1
 
     def _start_checkpointer(self) -> None:
         with self._lock:
@@ -374,3 +396,50 @@ class RawConnections:
         for connection in idle:
             with contextlib.suppress(Exception):
                 connection.close()
+
+
+class Unchanged:
+    """What a read found, kept for as long as the database is unchanged (SQLite only).
+
+    A result is used again only on the connection that read it, and only while
+    SQLite's ``PRAGMA data_version`` on that connection is what it was just before
+    the read (no other connection, of any process, has committed since) and no write
+    went through :class:`RawConnections` (whose own commits that number leaves out).
+    Checking costs one pragma, a few microseconds: far less than a read that joins
+    several tables and builds its values. Nothing is kept on other databases, nor on
+    SQLite in memory or named by a ``file:`` URI (connections sharing a cache do not
+    see each other's commits in that number).
+    """
+
+    LIMIT = 4096  # results kept at most; then they are all dropped
+
+    def __init__(self, connections: RawConnections) -> None:
+        self.connections = connections
+        self.enabled = sqlite_file(connections.engine) is not None
+        self._found: dict[Any, tuple[tuple[int, int, int], Any]] = {}
+        self._pid = os.getpid()
+
+    def stamp(self, connection: RawConnection) -> tuple[int, int, int]:
+        """What must be the same for a result read on ``connection`` to be used again."""
+        version = connection.driver.execute("PRAGMA data_version").fetchone()[0]
+        return connection.serial, version, self.connections.writes
+
+    def get(self, connection: Any, key: Any,
+            read: Callable[[], tuple[Any, bool]]) -> Any:
+        """The result of ``read()`` for ``key``: kept from an earlier read if nothing has
+        changed since, else read now. ``read`` returns the result and whether it may be
+        kept (a result that time alone can make wrong may not)."""
+        if not self.enabled or not isinstance(connection, RawConnection):
+            return read()[0]
+        if self._pid != os.getpid():  # forked: the parent's results are not ours
+            self._found, self._pid = {}, os.getpid()
+        stamp = self.stamp(connection)  # before the read: a commit during it is a change
+        found = self._found.get(key)
+        if found is not None and found[0] == stamp:
+            return found[1]
+        result, keep = read()
+        if keep:
+            if len(self._found) >= self.LIMIT:
+                self._found = {}
+            self._found[key] = (stamp, result)
+        return result

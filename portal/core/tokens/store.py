@@ -49,7 +49,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal,
     literal_column,
     select,
     update,
@@ -72,7 +71,13 @@ from portal.core.db import table_of
 from portal.core.orgs.models import Organization
 from portal.core.ratelimit import live_hits
 from portal.core.ratelimit.models import RateLimitCounter
-from portal.core.rawdb import RawConnection, RawConnections, RawStatement
+from portal.core.rawdb import (
+    RawConnection,
+    RawConnections,
+    RawStatement,
+    Unchanged,
+    sqlite_file,
+)
 from portal.core.tokens.exchange import ClientSnapshot, SecretMatch, TokenRecord
 from portal.core.tokens.journal import ORPHAN_SCAN_SECONDS, Journal, Segment, journal_dir
 from portal.core.tokens.models import IssuedToken, UsedAssertion
@@ -157,6 +162,7 @@ class TokenStore:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.connections = RawConnections(engine, durable=durable)
+        self._unchanged = Unchanged(self.connections)
         self.integrity_error: type[Exception] = engine.dialect.dbapi.IntegrityError  # type: ignore[union-attr]
         clients, secrets = table_of(Client), table_of(ClientSecret)
         orgs, users, members = table_of(Organization), table_of(User), table_of(Membership)
@@ -241,7 +247,6 @@ class TokenStore:
         self._insert_assertion = compiled(_insert_all(table_of(UsedAssertion)))
         self._token_with_event = (compiled(_token_with_event(tokens, events))
                                   if self.dialect == "postgresql" else None)
-        self._ping = compiled(select(literal(1)))
         # The token endpoint's records ride the queue when asked to (journaled first),
         # unless every write must wait for the disk before its answer.
         self.defers_records = (write_delay > 0 and defer_records and not durable
@@ -276,15 +281,24 @@ class TokenStore:
         """:meth:`client` and, in the same read, its org's record of token ``jti`` and the
         count of the failure counter ``limit_key`` (:meth:`FailureLimit.counter_key`; None
         when not read). One row whatever matches, so an unknown client id costs what a
-        wrong secret costs."""
+        wrong secret costs. On SQLite, what it found is used again while nothing has
+        changed in the database (:class:`~portal.core.rawdb.Unchanged`), unless it counted
+        failures."""
         if not is_usable_public_id(public_id):
             return None, None, None
-        row = self._client_and_record.first(connection, {
-            "client_id": public_id, "digest": digest, "jti": jti, **_limit_params(limit_key)})
-        if row is None:  # never: the anchor's row is always there
-            return None, None, None
-        client = None if row[0] is None else _snapshot(row)
-        return client, _record(row[CLIENT_COLUMNS:-1]), _failures(limit_key, row[-1])
+
+        def read() -> tuple[tuple[ClientSnapshot | None, TokenRecord | None, int | None], bool]:
+            row = self._client_and_record.first(connection, {
+                "client_id": public_id, "digest": digest, "jti": jti,
+                **_limit_params(limit_key)})
+            if row is None:  # never: the anchor's row is always there
+                return (None, None, None), False
+            failures = _failures(limit_key, row[-1])
+            client = None if row[0] is None else _snapshot(row)
+            # A failure count can fall with time alone (its counter expires): not kept.
+            return (client, _record(row[CLIENT_COLUMNS:-1]), failures), not failures
+
+        return self._unchanged.get(connection, (public_id, digest, jti, limit_key), read)
 
     def api_key_and_record(self, connection: Connection, *, digest: bytes, jti: str | None,
                            limit_key: str | None = None,
@@ -298,9 +312,6 @@ class TokenStore:
         key = None if row[0] is None else ApiKeyCaller(
             id=row[0], org_id=row[1], hint=row[2], revoked_at=row[3], last_used_at=row[4])
         return key, _record(row[5:-1]), _failures(limit_key, row[-1])
-
-    def ping(self, connection: Connection) -> None:
-        self._ping.first(connection, {})
 
     # -- writes -------------------------------------------------------------------------
 
@@ -630,13 +641,13 @@ def _call(method: weakref.WeakMethod[Any]) -> None:
 def journal_location(app: Any, engine: Engine) -> Path | None:
     """This database's token-record journal (``TOKEN_JOURNAL_DIR``, by default the
     instance folder's ``token-journal``); None for a database in memory."""
-    url = engine.url
     if engine.dialect.name == "sqlite":
-        if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+        path = sqlite_file(engine)
+        if path is None:
             return None
-        key = f"sqlite:{os.path.abspath(url.database)}"
+        key = f"sqlite:{path}"
     else:
-        key = url.render_as_string(hide_password=True)
+        key = engine.url.render_as_string(hide_password=True)
     base = app.config.get("TOKEN_JOURNAL_DIR") or os.path.join(app.instance_path,
                                                                 "token-journal")
     return journal_dir(base, key)
