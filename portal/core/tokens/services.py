@@ -7,7 +7,6 @@ door: the token endpoint, the portal's mint and the management API.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -72,7 +71,7 @@ def issue(
         # is a process whose keys changed under it): said as it is, never a 500.
         raise Refused("temporarily_unavailable", e.message, status=503, detail=e.code,
                       client=client) from e
-    claims = exchange.claims_for(client, granted, issuer=issuer, jti=secrets.token_urlsafe(18),
+    claims = exchange.claims_for(client, granted, issuer=issuer, jti=exchange.new_jti(now),
                                  issued_at=int(issued_at.timestamp()))
     access_token = key.sign(claims)
     values = exchange.record_values(client, granted, claims, kid=key.kid, issued_at=issued_at,
