@@ -197,12 +197,15 @@ class Credentials:
     api_key: str = ""
 
 
+def _malformed_basic() -> Refused:
+    return Refused(INVALID_CLIENT, "Malformed Basic credentials.", status=401)
+
+
 def parse_basic(header: str) -> tuple[str, str]:
     """Client id and secret from a Basic header, form-decoded (RFC 6749 §2.3.1)."""
-    malformed = Refused(INVALID_CLIENT, "Malformed Basic credentials.", status=401)
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value.strip():
-        raise malformed
+        raise _malformed_basic()
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         raw_id, sep, raw_secret = decoded.partition(":")
@@ -211,9 +214,9 @@ def parse_basic(header: str) -> tuple[str, str]:
         client_id = unquote_plus(raw_id, errors="strict")
         secret = unquote_plus(raw_secret, errors="strict")
     except (binascii.Error, ValueError, UnicodeDecodeError) as e:
-        raise malformed from e
+        raise _malformed_basic() from e
     if not client_id or not secret:
-        raise malformed
+        raise _malformed_basic()
     return client_id, secret
 
 
@@ -330,7 +333,7 @@ class Protocol:
         """The configuration as it is now: the portal's pages see a changed setting at
         once, and so do these endpoints (rebuilt only when one of its values changed)."""
         config = self.config
-        key = tuple(config.get(name) for name in SETTINGS_KEYS)
+        key = tuple(map(config.get, SETTINGS_KEYS))
         cached = self._settings
         if cached is None or cached[0] != key:
             cached = self._settings = (key, settings_of(config))
