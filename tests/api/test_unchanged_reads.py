@@ -222,6 +222,19 @@ def test_a_kept_read_answers_no_other_secret_nor_another_orgs_client(client, ten
             (HTTPStatus.UNAUTHORIZED, "invalid_client")
 
 
+def test_a_kept_introspection_answers_no_other_org(client, tenants):
+    """Each org's kept reads of its own token do not make the other org's caller see it."""
+    ours, theirs = tenants.ours, tenants.theirs
+    our_token = get_token(client, ours.client, ours.secret)
+    their_token = get_token(client, theirs.client, theirs.secret)
+    for _ in range(2):
+        assert introspect(client, ours.client, ours.secret, our_token)["active"] is True
+        assert introspect(client, theirs.client, theirs.secret, their_token)["active"] is True
+
+    for _ in range(2):
+        assert introspect(client, theirs.client, theirs.secret, our_token) == {"active": False}
+        assert introspect(client, ours.client, ours.secret, their_token) == {"active": False}
+
 # -- the cache itself ---------------------------------------------------------------------
 
 
