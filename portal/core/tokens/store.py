@@ -20,8 +20,9 @@ The statements are the models' own Core tables compiled once per engine
 store's own (:class:`portal.core.rawdb.RawConnections`, autocommit) for the protocol
 endpoints, or the ORM session's (:func:`session_connection`, inside its transaction)
 for the portal and the management API, so that a mint's record and its audit entry
-commit together. Nothing is cached between requests: a revoked secret, a disabled
-client or a revoked token is seen by the very next request.
+commit together. A read is used again by a later request only on SQLite, and only
+while nothing has changed in the database (:class:`~portal.core.rawdb.Unchanged`): a
+revoked secret, a disabled client or a revoked token is seen by the very next request.
 """
 
 from __future__ import annotations
