@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from portal.core.tokens import journal as journal_module
 from portal.core.tokens.journal import SUFFIX, Journal, decode, encode
 from portal.core.tokens.models import TokenSource
 from portal.core.tokens.store import EXTENSION_KEY as STORE_KEY
@@ -148,7 +149,31 @@ def test_the_queue_s_thread_writes_orphans_at_its_first_round(app, client, sessi
     store(app).queue.tick()
 
     assert sorted(r.jti for r in token_records(session)) == sorted([jti_of(token), jti_of(other)])
+    assert segments(app) == [store(app).journal.current.path]  # the orphan is gone; ours
+    # takes records until it is a second old (every one in it is written already)
+
+
+def test_the_thread_s_rounds_keep_a_segment_for_a_while_then_end_it(app, client, session,
+                                                                    acme, monkeypatch):
+    """One file for a second of batches, not one per batch; once it has ended and its
+    records are all written it is gone, so segments do not pile up."""
+    secret, c = acme
+    queue = store(app).queue
+    issued = [get_token(client, c, secret)]
+    queue.tick()
+    first = segments(app)
+    issued.append(get_token(client, c, secret))
+    queue.tick()
+    assert segments(app) == first and len(first) == 1
+
+    monkeypatch.setattr(journal_module, "SEGMENT_SECONDS", 0.0)
+    issued.append(get_token(client, c, secret))
+    queue.tick()
+
     assert segments(app) == []
+    assert sorted(r.jti for r in token_records(session)) == sorted(map(jti_of, issued))
+    issued.append(get_token(client, c, secret))  # the next record starts another one
+    assert len(segments(app)) == 1 and segments(app) != first
 
 
 def test_a_line_cut_short_is_skipped_and_the_others_written(app, client, session, acme,

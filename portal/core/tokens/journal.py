@@ -11,8 +11,10 @@ last moments, as it can lose the database's own (``synchronous=NORMAL``,
 
 Each process writes *segments*: files ``<pid>-<random>.records`` in the journal's
 directory, each held with an exclusive ``flock`` while its process lives. The queue
-starts a new segment with each batch and deletes a segment once every record in it
-is in the database. A segment nobody holds is an orphan (its process died):
+starts a new segment at its first batch after :data:`SEGMENT_SECONDS` (not at every
+batch: creating, naming and deleting a file costs the kernel more than the lines it
+holds) and deletes a segment once it has ended and every record in it is in the
+database. A segment nobody holds is an orphan (its process died):
 :meth:`Journal.replay` writes its records (``INSERT … ON CONFLICT (jti) DO NOTHING``:
 a record written already stays as it is) and deletes it. ``latchkey serve`` replays
 before it starts its workers, and every queue's thread looks for orphans at its first
@@ -29,6 +31,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +45,10 @@ log = logging.getLogger("latchkey.db")
 SUFFIX = ".records"
 #: How often a queue looks for the segments of processes that died.
 ORPHAN_SCAN_SECONDS = 5.0
+#: How long a segment takes new records (:meth:`Journal.rotate`). A process that dies
+#: leaves at most this long of records that are in the database already, besides the
+#: ones that are not: replay leaves the former as they are.
+SEGMENT_SECONDS = 1.0
 #: Lines replayed per transaction.
 REPLAY_BATCH = 1000
 _DATETIMES = ("issued_at", "expires_at")
@@ -86,6 +93,7 @@ class Segment:
 
     path: Path
     fd: int
+    started: float  # time.monotonic() when it was made
     unwritten: int = 0  # its records not yet in the database
 
     def close(self, *, delete: bool) -> None:
@@ -129,6 +137,13 @@ class Journal:
         if ended is not None and ended.unwritten <= 0:
             ended.close(delete=True)
 
+    def rotate(self) -> None:
+        """:meth:`cut` if the current segment is :data:`SEGMENT_SECONDS` old (the
+        queue's call at each batch)."""
+        current = self.current
+        if current is not None and time.monotonic() - current.started >= SEGMENT_SECONDS:
+            self.cut()
+
     def _new_segment(self) -> Segment:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = f"{os.getpid()}-{secrets.token_hex(6)}"
@@ -145,7 +160,7 @@ class Journal:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
             raise
-        return Segment(path, fd)
+        return Segment(path, fd, time.monotonic())
 
     def written(self, segments: Sequence[Segment]) -> None:
         """One record of each of ``segments`` (one entry per record) is in the
@@ -185,8 +200,9 @@ class Journal:
             finally:
                 os.close(fd)
         if replayed:
-            log.warning("token records: %d written from the journal of a process that "
-                        "stopped before writing them", replayed)
+            log.warning("token records: %d replayed from the journal of a process that "
+                        "stopped (those it had written already are left as they were)",
+                        replayed)
         return replayed
 
 

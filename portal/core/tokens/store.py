@@ -570,18 +570,23 @@ class WriteQueue:
     def tick(self) -> int:
         """A round of the queue's thread: :meth:`flush` and, at the first round and every
         :data:`~portal.core.tokens.journal.ORPHAN_SCAN_SECONDS`, :meth:`replay`."""
-        written = self.flush()
+        written = self.flush(keep_segment=True)
         if self.journal is not None and time.monotonic() >= self._next_scan:
             self._next_scan = time.monotonic() + ORPHAN_SCAN_SECONDS
             self.replay()
         return written
 
-    def flush(self) -> int:
-        """Write everything queued now, in one transaction; returns how many rows."""
+    def flush(self, *, keep_segment: bool = False) -> int:
+        """Write everything queued now, in one transaction; returns how many rows. The
+        journal's current segment ends first, unless ``keep_segment`` (the thread's
+        rounds): then only once it is old enough (:meth:`Journal.rotate`)."""
         with self._lock:
             batch, self._pending = self._pending, []
             if self.journal is not None:
-                self.journal.cut()
+                if keep_segment:
+                    self.journal.rotate()
+                else:
+                    self.journal.cut()
         if batch:
             try:
                 write_rows(self.connections, self.statements, batch)
