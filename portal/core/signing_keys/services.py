@@ -21,8 +21,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from flask import current_app
 from jwt.utils import base64url_encode
 from sqlalchemy import delete, func, select
@@ -293,6 +294,27 @@ def header_segment(alg: str, kid: str) -> bytes:
     return base64url_encode(header.encode())
 
 
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_PKCS1V15 = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
+_claims_json = json.JSONEncoder(separators=(",", ":")).encode  # as jwt.encode writes them
+
+
+def _es256(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    # RFC 7518 §3.4: R and S, 32 bytes each, not the DER that OpenSSL returns.
+    r, s = decode_dss_signature(key.sign(data, _ECDSA_SHA256))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+#: A JWS signature of each algorithm, as PyJWT's algorithms make it, without their
+#: per-call padding, hash and curve objects (bench/README.md, "Ninth session").
+SIGNATURES: dict[str, Callable[[Any, bytes], bytes]] = {
+    "RS256": lambda key, data: key.sign(data, _PKCS1V15, _SHA256),
+    "ES256": _es256,
+    "EdDSA": lambda key, data: key.sign(data),
+}
+
+
 @dataclass(frozen=True)
 class _Key:
     kid: str
@@ -318,9 +340,9 @@ class ActiveKey(_Key):
 
         The header segment is encoded once per key rather than per token.
         """
-        payload = base64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+        payload = base64url_encode(_claims_json(claims).encode())
         signing_input = self.header_segment + b"." + payload
-        signature = self._algorithm.sign(signing_input, self.private_key)
+        signature = SIGNATURES[self.alg](self.private_key, signing_input)
         return (signing_input + b"." + base64url_encode(signature)).decode()
 
 
