@@ -71,6 +71,20 @@ def a_record(jti: str = "j", **values: Any) -> dict[str, Any]:
             "source": TokenSource.TOKEN_ENDPOINT, **values}
 
 
+def test_whole_second_times_are_written_as_unix_time_and_read_back_as_they_were():
+    """The token endpoint's times are whole seconds: the line carries them as numbers;
+    a time with microseconds (and a line an earlier version wrote) is ISO 8601."""
+    issued = utcnow().replace(microsecond=0)
+    values = a_record(issued_at=issued, expires_at=issued + timedelta(seconds=300))
+    line = encode(values)
+    assert f'"issued_at":{int(issued.timestamp())},'.encode() in line
+    assert decode(line) == values
+    assert decode(line)["expires_at"].utcoffset() == timedelta(0)
+    older = line.replace(str(int(issued.timestamp())).encode(),
+                         f'"{issued.isoformat()}"'.encode())
+    assert older != line and decode(older) == values
+
+
 def test_a_record_round_trips_through_its_line():
     now = utcnow()
     values = a_record(client_id=2, audience=["a"], scopes=["read"], issued_at=now,
