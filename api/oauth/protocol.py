@@ -151,9 +151,12 @@ UNAVAILABLE = "The database is unavailable; try again shortly."
 # -- the one error writer ------------------------------------------------------------------
 
 
+_json_answer = json.JSONEncoder(sort_keys=True, ensure_ascii=True).encode
+
+
 def json_bytes(document: Mapping[str, Any]) -> bytes:
     """A JSON answer as the app's provider writes it (sorted keys, ASCII)."""
-    return json.dumps(document, sort_keys=True, ensure_ascii=True).encode()
+    return _json_answer(document).encode()
 
 
 def safe_description(text: str, limit: int = 300) -> str:
