@@ -1,8 +1,13 @@
 """Prometheus metrics: what the protocol counts, request latency, and scrape-time gauges.
 
-Counting (the functions below) costs one dictionary lookup and one locked
-increment of a float: in-memory in a single process, or in a per-process
-``mmap`` file in multi-process mode. Multi-process mode is on when
+Counting on the hot paths (request latency, tokens issued and refused,
+introspections) adds to a plain dictionary of the process under one lock; a
+thread of the process adds those counts to the metric values at most
+:data:`PUBLISH_SECONDS` later (and at exit, and before this process answers a
+scrape). The values are in-memory in a single process, or in a per-process
+``mmap`` file in multi-process mode, where writing them on every request cost
+about 6 % of a served token's CPU (bench/README.md, "Ninth session"); so a scrape
+answered by one worker sees another worker's counts within a second. Multi-process mode is on when
 ``PROMETHEUS_MULTIPROC_DIR`` names a directory: every worker writes its own
 files there and a scrape of any worker adds up all of them
 (:class:`prometheus_client.multiprocess.MultiProcessCollector`). The server's
@@ -19,12 +24,18 @@ org.
 
 from __future__ import annotations
 
+import atexit
+import bisect
 import contextlib
+import logging
+import math
+import multiprocessing.util
 import os
 import re
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +76,69 @@ OTHER = "other"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0)
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+#: Seconds a hot-path count may wait in its process (see the module's docstring).
+PUBLISH_SECONDS = 1.0
+_BOUNDS = (*LATENCY_BUCKETS, math.inf)  # the histogram's buckets, as prometheus-client has them
+log = logging.getLogger("latchkey.ops")
+
+
+class _Pending:
+    """Hot-path counts of this process not yet added to its metric values."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[Any, int] = {}  # a counter's child -> how many
+        self._latency: dict[Any, list[float]] = {}  # a histogram's child -> sum, buckets
+        self._thread: threading.Thread | None = None
+
+    def count(self, child: Any) -> None:
+        with self._lock:
+            self._counts[child] = self._counts.get(child, 0) + 1
+            if self._thread is None:
+                self._start()
+
+    def observe(self, child: Any, seconds: float) -> None:
+        slot = bisect.bisect_left(_BOUNDS, seconds) + 1  # the first bound >= seconds
+        with self._lock:
+            row = self._latency.get(child)
+            if row is None:
+                row = self._latency[child] = [0.0] * (len(_BOUNDS) + 1)
+            row[0] += seconds
+            row[slot] += 1
+            if self._thread is None:
+                self._start()
+
+    def publish(self) -> None:
+        """Add what was counted to the metric values."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            latency, self._latency = self._latency, {}
+        for child, number in counts.items():
+            child.inc(number)
+        for child, row in latency.items():
+            # What Histogram.observe does for each observation, for all of them at once.
+            child._sum.inc(row[0])
+            for bucket, observed in zip(child._buckets, row[1:], strict=True):
+                if observed:
+                    bucket.inc(observed)
+
+    def publish_logged(self) -> None:
+        """:meth:`publish`; should the values not be writable, logged (what it held is
+        lost), never raised: counting never fails a request, a scrape or an exit."""
+        try:
+            self.publish()
+        except Exception:  # a vanished directory, say
+            log.exception("could not write the metrics")
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="latchkey-metrics",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(PUBLISH_SECONDS)
+            self.publish_logged()
 
 
 @dataclass
@@ -80,6 +154,7 @@ class _Metrics:
     revoked: Any
     db_errors: Any
     latency: Histogram
+    pending: _Pending = field(default_factory=_Pending)
     _latency_children: dict[tuple[str, str], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -149,7 +224,14 @@ def install() -> _Metrics:
     directory = os.environ.get(ENV_DIR) or None
     with _build_lock:
         if _metrics is None or _metrics.pid != os.getpid() or _metrics.directory != directory:
+            if _metrics is not None and _metrics.pid == os.getpid():
+                _metrics.pending.publish_logged()  # into the values they were counted for
             _metrics = _build()
+            # Worker processes started by multiprocessing leave through os._exit, after
+            # running its finalizers (not atexit's).
+            atexit.register(_metrics.pending.publish_logged)
+            multiprocessing.util.Finalize(None, _metrics.pending.publish_logged,
+                                          exitpriority=10)
         return _metrics
 
 
@@ -163,7 +245,7 @@ def _current() -> _Metrics:
 def token_issued(auth_method: str) -> None:
     """One access token issued at the token endpoint, by ``auth_method``."""
     m = _current()
-    (m.issued.get(auth_method) or m.issued[OTHER]).inc()
+    m.pending.count(m.issued.get(auth_method) or m.issued[OTHER])
 
 
 def token_refused(error: str, auth_method: str | None) -> None:
@@ -177,12 +259,13 @@ def token_refused(error: str, auth_method: str | None) -> None:
     key = (error if error in TOKEN_ERRORS else OTHER,
            OTHER if auth_method is not None and auth_method not in AUTH_METHODS
            else auth_method or "none")
-    m.refused[key].inc()
+    m.pending.count(m.refused[key])
 
 
 def introspected(active: bool) -> None:
     """One introspection answered, ``active`` or not."""
-    _current().introspected[bool(active)].inc()
+    m = _current()
+    m.pending.count(m.introspected[bool(active)])
 
 
 def revoked() -> None:
@@ -198,7 +281,8 @@ def db_error() -> None:
 def observe_request(route: str, status: int, seconds: float) -> None:
     """One request answered: its route name, HTTP status and duration."""
     klass = STATUS_CLASSES[status // 100 - 1] if 100 <= status < 600 else "5xx"
-    _current().latency_child(route, klass).observe(seconds)
+    m = _current()
+    m.pending.observe(m.latency_child(route, klass), seconds)
 
 
 # -- multi-process mode ----------------------------------------------------------------
@@ -277,6 +361,7 @@ def exposition(extra: Callable[[], Iterator[Metric]] | None = None) -> tuple[byt
     ``extra`` yields the gauges computed at scrape time (from the database).
     """
     m = _current()
+    m.pending.publish_logged()  # this process's own counts, at once
     registry = CollectorRegistry(auto_describe=False)  # one per scrape: nothing shared
     if m.directory:
         MultiProcessCollector(registry, path=m.directory)

@@ -21,6 +21,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from portal.ops.metrics import PUBLISH_SECONDS
 from tests.conftest import REDIS_URL, postgres_database, unavailable
 from tests.live.servers import (
     AUDIENCE,
@@ -201,12 +202,19 @@ def _count(server: Server, name: str, **labels: str) -> float:
 
 def test_each_instances_metrics_add_up_its_workers(pair):
     name = "latchkey_http_request_duration_seconds_count"
+    time.sleep(PUBLISH_SECONDS + 0.5)  # earlier requests (the readiness probe's) counted
     before = _count(pair.b, name, route="ops.healthz", status="2xx")
 
     for _ in range(40):  # a new connection each time: the kernel spreads them over workers
         assert requests.get(pair.b.base + "/healthz", timeout=10).status_code == 200
 
-    assert _count(pair.b, name, route="ops.healthz", status="2xx") == before + 40
+    # Each worker adds its counts to its file within metrics.PUBLISH_SECONDS; a scrape
+    # answered by one of them reads every file.
+    deadline = time.monotonic() + PUBLISH_SECONDS + 5
+    while (seen := _count(pair.b, name, route="ops.healthz", status="2xx")) < before + 40 \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert seen == before + 40
     assert pair.b.metrics_dir is not None
     pids = {path.stem.rsplit("_", 1)[-1] for path in pair.b.metrics_dir.glob("histogram_*.db")}
     assert len(pids) == 2, f"expected both workers' files, found {sorted(pids)}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from http import HTTPStatus
 
@@ -378,6 +379,58 @@ def test_every_processs_counts_add_up_in_one_scrape(client, multiprocess_dir):
                    check=True, env=os.environ.copy(), timeout=60)
 
     assert value(scrape(client), "latchkey_revocations_total") == 5
+
+
+def test_latency_counted_in_bulk_lands_where_each_observation_would(client, multiprocess_dir):
+    """The hot paths' counts are added to the histogram in bulk: every bucket, the count
+    and the sum are what one ``observe`` per request gives (a bound is its own bucket's)."""
+    metrics.prepare_multiprocess_dir({})
+    durations = [0.0004, 0.001, 0.0011, 0.003, 0.003, 0.049, 0.7, 12.0]
+    for seconds in durations:
+        metrics.observe_request("oauth.token", 200, seconds)
+
+    samples = scrape(client)  # this process's counts are in its scrape at once
+
+    def bucket(le: str) -> float:
+        return value(samples, "latchkey_http_request_duration_seconds_bucket",
+                     route="oauth.token", status="2xx", le=le)
+
+    bounds = {"0.001": 0.001, "0.0025": 0.0025, "0.005": 0.005, "0.05": 0.05, "1.0": 1.0,
+              "10.0": 10.0, "+Inf": float("inf")}
+    for le, bound in bounds.items():
+        assert bucket(le) == sum(1 for d in durations if d <= bound), le
+    assert value(samples, LATENCY, route="oauth.token", status="2xx") == len(durations)
+    assert value(samples, "latchkey_http_request_duration_seconds_sum", route="oauth.token",
+                 status="2xx") == pytest.approx(sum(durations))
+
+
+def test_another_processs_hot_counts_reach_a_scrape_within_a_second_and_at_its_exit(
+        client, multiprocess_dir, tmp_path):
+    metrics.prepare_multiprocess_dir({})
+    name = "latchkey_tokens_issued_total"
+    started = tmp_path / "counted"
+    # A worker that counts and goes on living, then one that counts and exits at once.
+    living = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, time; from portal.ops import metrics; "
+        "[metrics.token_issued('client_secret_basic') for _ in range(3)]; "
+        f"pathlib.Path({str(started)!r}).touch(); time.sleep(60)")], env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen, waited = 0.0, time.monotonic()
+        while seen < 3 and time.monotonic() - waited < metrics.PUBLISH_SECONDS + 5:
+            seen = value(scrape(client), name, auth_method="client_secret_basic")
+            time.sleep(0.1)
+        assert seen == 3
+    finally:
+        living.kill()
+        living.wait(timeout=30)
+    subprocess.run([sys.executable, "-c", "from portal.ops import metrics; "
+                    "[metrics.token_issued('client_secret_basic') for _ in range(2)]"],
+                   check=True, env=os.environ.copy(), timeout=60)
+
+    assert value(scrape(client), name, auth_method="client_secret_basic") == 5
 
 
 def test_a_request_is_answered_even_when_its_metrics_cannot_be_written(client, multiprocess_dir):
