@@ -7,10 +7,11 @@ thread of the process adds those counts to the metric values at most
 scrape). The values are in-memory in a single process, or in a per-process
 ``mmap`` file in multi-process mode, where writing them on every request cost
 about 6 % of a served token's CPU (bench/README.md, "Ninth session"); so a scrape
-answered by one worker sees another worker's counts within a second. Multi-process mode is on when
-``PROMETHEUS_MULTIPROC_DIR`` names a directory: every worker writes its own
-files there and a scrape of any worker adds up all of them
-(:class:`prometheus_client.multiprocess.MultiProcessCollector`). The server's
+answered by one worker sees another worker's counts within a second.
+
+Multi-process mode is on when ``PROMETHEUS_MULTIPROC_DIR`` names a directory:
+every worker writes its own files there and a scrape of any worker adds up all
+of them (:class:`prometheus_client.multiprocess.MultiProcessCollector`). The server's
 parent process calls :func:`prepare_multiprocess_dir` before it starts workers.
 
 Label values come from fixed sets (``auth_method``, ``error``, ``result``,
